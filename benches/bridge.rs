@@ -1,0 +1,3 @@
+//! Benchmark of the bridge worker (written with the worker).
+
+fn main() {}

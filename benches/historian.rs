@@ -1,0 +1,3 @@
+//! Benchmark of the historian worker (written with the worker).
+
+fn main() {}

@@ -1,0 +1,20 @@
+//! Message types, subjects, names and codecs shared by every dtaas worker.
+//!
+//! Everything that crosses a NATS subject is defined here, so that workers agree on
+//! the wire format without depending on each other.
+
+pub mod asset;
+pub mod codec;
+pub mod command;
+pub mod dt_config;
+pub mod error;
+pub mod lifecycle;
+pub mod names;
+pub mod subject;
+pub mod telemetry;
+pub mod time;
+
+pub use codec::{CodecError, Encoding};
+pub use error::{ErrorCode, ErrorReply};
+pub use subject::SubjectError;
+pub use telemetry::{FieldValue, TelemetryRecord};

@@ -1,0 +1,381 @@
+//! Builders and parsers for every dtaas subject; no subject string is written elsewhere.
+//!
+//! The subject map (see `docs/subjects.md`):
+//!
+//! | subject | what |
+//! |---|---|
+//! | `dtaas.v1.<user>.<service>.<verb>` | request/reply to a service |
+//! | `dtaas.v1.tel.<pt>.<measurement>` | PT telemetry (stream `DTAAS_TEL`) |
+//! | `dtaas.v1.cmd.<pt>.<command>` | commands for a PT (stream `DTAAS_CMD`) |
+//! | `dtaas.v1.evt.<kind>.<id>.<event>` | events (stream `DTAAS_EVT`) |
+//! | `dtaas.v1.dt.<dt>.out.<output>` | a running DT's outputs (stream `DTAAS_TEL`) |
+//! | `dtaas.v1.dt.<dt>.ctl.<action>` | a running DT's control (core NATS) |
+//! | `dtaas.v1.dlq.<source>` | input that could not be processed (stream `DTAAS_DLQ`) |
+
+use std::fmt;
+
+/// Every dtaas subject starts with this prefix.
+pub const PREFIX: &str = "dtaas.v1";
+
+const TEL: &str = "tel";
+const CMD: &str = "cmd";
+const EVT: &str = "evt";
+const DT: &str = "dt";
+const DLQ: &str = "dlq";
+const OUT: &str = "out";
+const CTL: &str = "ctl";
+
+/// Tokens that follow the prefix and therefore cannot be user names.
+const RESERVED_USERS: [&str; 5] = [TEL, CMD, EVT, DT, DLQ];
+
+/// A subject or one of its tokens is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("{what} {token:?} is invalid: {why}")]
+    InvalidToken {
+        what: &'static str,
+        token: String,
+        why: &'static str,
+    },
+    #[error("subject {subject:?} is not a dtaas {expected} subject (expected {shape})")]
+    Shape {
+        subject: String,
+        expected: &'static str,
+        shape: &'static str,
+    },
+}
+
+/// Checks that `token` can be one token of a subject; `what` names it in the error
+/// (for example `"PT id"`), so the caller learns which input was wrong.
+pub fn validate_token(what: &'static str, token: &str) -> Result<(), SubjectError> {
+    let why = if token.is_empty() {
+        Some("it is empty")
+    } else if token.contains('.') {
+        Some("it contains '.'")
+    } else if token.contains('*') {
+        Some("it contains '*'")
+    } else if token.contains('>') {
+        Some("it contains '>'")
+    } else if token.chars().any(char::is_whitespace) {
+        Some("it contains whitespace")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(SubjectError::InvalidToken {
+            what,
+            token: token.to_owned(),
+            why,
+        }),
+    }
+}
+
+fn validate_user(user: &str) -> Result<(), SubjectError> {
+    validate_token("user", user)?;
+    if RESERVED_USERS.contains(&user) {
+        return Err(SubjectError::InvalidToken {
+            what: "user",
+            token: user.to_owned(),
+            why: "it is a reserved subject token",
+        });
+    }
+    Ok(())
+}
+
+fn join(tokens: &[&str]) -> String {
+    let len = PREFIX.len() + tokens.iter().map(|t| t.len() + 1).sum::<usize>();
+    let mut subject = String::with_capacity(len);
+    subject.push_str(PREFIX);
+    for token in tokens {
+        subject.push('.');
+        subject.push_str(token);
+    }
+    subject
+}
+
+/// Splits `subject` after the prefix, requiring `first` as the next token and exactly
+/// `rest` more tokens.
+fn split<'a, const N: usize>(
+    subject: &'a str,
+    first: &str,
+    expected: &'static str,
+    shape: &'static str,
+) -> Result<[&'a str; N], SubjectError> {
+    let shape_error = || SubjectError::Shape {
+        subject: subject.to_owned(),
+        expected,
+        shape,
+    };
+    let rest = subject
+        .strip_prefix(PREFIX)
+        .and_then(|s| s.strip_prefix('.'))
+        .and_then(|s| s.strip_prefix(first))
+        .and_then(|s| s.strip_prefix('.'))
+        .ok_or_else(shape_error)?;
+    let mut tokens = [""; N];
+    let mut parts = rest.split('.');
+    for slot in tokens.iter_mut() {
+        *slot = parts
+            .next()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(shape_error)?;
+    }
+    if parts.next().is_some() {
+        return Err(shape_error());
+    }
+    Ok(tokens)
+}
+
+/// `dtaas.v1.tel.<pt>.<measurement>`: telemetry from a PT.
+pub fn telemetry(pt: &str, measurement: &str) -> Result<String, SubjectError> {
+    validate_token("PT id", pt)?;
+    validate_token("measurement", measurement)?;
+    Ok(join(&[TEL, pt, measurement]))
+}
+
+/// The PT and measurement of a telemetry subject.
+pub fn parse_telemetry(subject: &str) -> Result<(&str, &str), SubjectError> {
+    let [pt, measurement] = split(subject, TEL, "telemetry", "dtaas.v1.tel.<pt>.<measurement>")?;
+    Ok((pt, measurement))
+}
+
+/// Every telemetry subject.
+pub fn telemetry_all() -> String {
+    join(&[TEL, ">"])
+}
+
+/// `dtaas.v1.cmd.<pt>.<command>`: a command for a PT.
+pub fn command(pt: &str, command: &str) -> Result<String, SubjectError> {
+    validate_token("PT id", pt)?;
+    validate_token("command", command)?;
+    Ok(join(&[CMD, pt, command]))
+}
+
+/// The PT and command name of a command subject.
+pub fn parse_command(subject: &str) -> Result<(&str, &str), SubjectError> {
+    let [pt, command] = split(subject, CMD, "command", "dtaas.v1.cmd.<pt>.<command>")?;
+    Ok((pt, command))
+}
+
+/// Every command subject.
+pub fn command_all() -> String {
+    join(&[CMD, ">"])
+}
+
+/// `dtaas.v1.evt.<kind>.<id>.<event>`: an event about the entity `<kind>/<id>`.
+pub fn event(kind: &str, id: &str, event: &str) -> Result<String, SubjectError> {
+    validate_token("event kind", kind)?;
+    validate_token("id", id)?;
+    validate_token("event", event)?;
+    Ok(join(&[EVT, kind, id, event]))
+}
+
+/// The kind, id and event of an event subject.
+pub fn parse_event(subject: &str) -> Result<(&str, &str, &str), SubjectError> {
+    let [kind, id, event] = split(subject, EVT, "event", "dtaas.v1.evt.<kind>.<id>.<event>")?;
+    Ok((kind, id, event))
+}
+
+/// Every event subject.
+pub fn event_all() -> String {
+    join(&[EVT, ">"])
+}
+
+/// Every event of one kind, for example all command status events.
+pub fn event_kind_all(kind: &str) -> Result<String, SubjectError> {
+    validate_token("event kind", kind)?;
+    Ok(join(&[EVT, kind, ">"]))
+}
+
+/// Every event about one entity.
+pub fn event_id_all(kind: &str, id: &str) -> Result<String, SubjectError> {
+    validate_token("event kind", kind)?;
+    validate_token("id", id)?;
+    Ok(join(&[EVT, kind, id, "*"]))
+}
+
+/// `dtaas.v1.dt.<dt>.out.<output>`: an output a running DT produces.
+pub fn dt_output(dt: &str, output: &str) -> Result<String, SubjectError> {
+    validate_token("DT id", dt)?;
+    validate_token("output", output)?;
+    Ok(join(&[DT, dt, OUT, output]))
+}
+
+/// The DT and output name of a DT output subject.
+pub fn parse_dt_output(subject: &str) -> Result<(&str, &str), SubjectError> {
+    let [dt, out, output] = split(subject, DT, "DT output", "dtaas.v1.dt.<dt>.out.<output>")?;
+    if out != OUT {
+        return Err(SubjectError::Shape {
+            subject: subject.to_owned(),
+            expected: "DT output",
+            shape: "dtaas.v1.dt.<dt>.out.<output>",
+        });
+    }
+    Ok((dt, output))
+}
+
+/// Every output of every DT.
+pub fn dt_output_all() -> String {
+    join(&[DT, "*", OUT, ">"])
+}
+
+/// `dtaas.v1.dt.<dt>.ctl.<action>`: control of a running DT (save, ping, stop).
+pub fn dt_control(dt: &str, action: &str) -> Result<String, SubjectError> {
+    validate_token("DT id", dt)?;
+    validate_token("action", action)?;
+    Ok(join(&[DT, dt, CTL, action]))
+}
+
+/// `dtaas.v1.dlq.<source>`: input the worker `<source>` could not process.
+pub fn dlq(source: &str) -> Result<String, SubjectError> {
+    validate_token("DLQ source", source)?;
+    Ok(join(&[DLQ, source]))
+}
+
+/// Every DLQ subject.
+pub fn dlq_all() -> String {
+    join(&[DLQ, ">"])
+}
+
+/// A request subject `dtaas.v1.<user>.<service>.<verb>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestSubject<'a> {
+    pub user: &'a str,
+    pub service: &'a str,
+    pub verb: &'a str,
+}
+
+impl fmt::Display for RequestSubject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}.{}.{}.{}", self.user, self.service, self.verb)
+    }
+}
+
+/// `dtaas.v1.<user>.<service>.<verb>`: a request from `user`.
+pub fn request(user: &str, service: &str, verb: &str) -> Result<String, SubjectError> {
+    validate_user(user)?;
+    validate_token("service", service)?;
+    validate_token("verb", verb)?;
+    Ok(join(&[user, service, verb]))
+}
+
+/// The subject a service listens on for `verb`: any user.
+pub fn request_endpoint(service: &str, verb: &str) -> Result<String, SubjectError> {
+    validate_token("service", service)?;
+    validate_token("verb", verb)?;
+    Ok(join(&["*", service, verb]))
+}
+
+/// The user, service and verb of a request subject.
+pub fn parse_request(subject: &str) -> Result<RequestSubject<'_>, SubjectError> {
+    let shape_error = || SubjectError::Shape {
+        subject: subject.to_owned(),
+        expected: "request",
+        shape: "dtaas.v1.<user>.<service>.<verb>",
+    };
+    let rest = subject
+        .strip_prefix(PREFIX)
+        .and_then(|s| s.strip_prefix('.'))
+        .ok_or_else(shape_error)?;
+    let mut parts = rest.split('.');
+    let (Some(user), Some(service), Some(verb), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(shape_error());
+    };
+    validate_user(user)?;
+    validate_token("service", service)?;
+    validate_token("verb", verb)?;
+    Ok(RequestSubject {
+        user,
+        service,
+        verb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_round_trip() {
+        let s = telemetry("inc1", "temperature").unwrap();
+        assert_eq!(s, "dtaas.v1.tel.inc1.temperature");
+        assert_eq!(parse_telemetry(&s).unwrap(), ("inc1", "temperature"));
+    }
+
+    #[test]
+    fn command_event_dlq_and_output_subjects() {
+        assert_eq!(
+            command("inc1", "heater").unwrap(),
+            "dtaas.v1.cmd.inc1.heater"
+        );
+        assert_eq!(
+            parse_command("dtaas.v1.cmd.inc1.heater").unwrap(),
+            ("inc1", "heater")
+        );
+        let e = event("cmd", "0193", "sent").unwrap();
+        assert_eq!(e, "dtaas.v1.evt.cmd.0193.sent");
+        assert_eq!(parse_event(&e).unwrap(), ("cmd", "0193", "sent"));
+        assert_eq!(dlq("bridge").unwrap(), "dtaas.v1.dlq.bridge");
+        let o = dt_output("twin1", "estimate").unwrap();
+        assert_eq!(o, "dtaas.v1.dt.twin1.out.estimate");
+        assert_eq!(parse_dt_output(&o).unwrap(), ("twin1", "estimate"));
+        assert_eq!(dt_output_all(), "dtaas.v1.dt.*.out.>");
+        assert_eq!(telemetry_all(), "dtaas.v1.tel.>");
+        assert_eq!(
+            event_id_all("dt", "twin1").unwrap(),
+            "dtaas.v1.evt.dt.twin1.*"
+        );
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let s = request("alice", "dt", "create").unwrap();
+        assert_eq!(s, "dtaas.v1.alice.dt.create");
+        let parsed = parse_request(&s).unwrap();
+        assert_eq!(parsed.user, "alice");
+        assert_eq!(parsed.service, "dt");
+        assert_eq!(parsed.verb, "create");
+        assert_eq!(parsed.to_string(), s);
+        assert_eq!(
+            request_endpoint("ts", "query").unwrap(),
+            "dtaas.v1.*.ts.query"
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_named() {
+        for (token, why) in [
+            ("", "empty"),
+            ("a.b", "'.'"),
+            ("a*", "'*'"),
+            ("a>", "'>'"),
+            ("a b", "whitespace"),
+            ("a\tb", "whitespace"),
+        ] {
+            let err = telemetry(token, "temp").unwrap_err().to_string();
+            assert!(err.contains("PT id"), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
+        let err = telemetry("inc1", "te mp").unwrap_err().to_string();
+        assert!(err.contains("measurement \"te mp\""), "{err}");
+        assert!(request("tel", "dt", "get").is_err());
+    }
+
+    #[test]
+    fn wrong_shapes_are_rejected() {
+        for s in [
+            "dtaas.v1.tel.inc1",
+            "dtaas.v1.tel.inc1.temp.extra",
+            "dtaas.v1.tel..temp",
+            "other.v1.tel.inc1.temp",
+            "dtaas.v1.cmd.inc1.temp",
+        ] {
+            assert!(parse_telemetry(s).is_err(), "{s}");
+        }
+        assert!(parse_request("dtaas.v1.alice.dt").is_err());
+        assert!(parse_dt_output("dtaas.v1.dt.twin1.ctl.save").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Timestamps: nanoseconds since the Unix epoch, the resolution of the InfluxDB model.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A time written by a person: RFC 3339 (`2026-11-24T10:00:00Z`), `now`, or relative to
+/// now (`-15m`, `-1h`, `-2d`, `-30s`, `-500ms`). Returns nanoseconds since the epoch.
+pub fn parse_time(text: &str, now_ns: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now_ns);
+    }
+    if let Some(rest) = text.strip_prefix('-') {
+        return Ok(now_ns - parse_duration_ns(rest)?);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|e| format!("{text:?} is neither RFC 3339, `now`, nor relative like `-15m`: {e}"))?
+        .timestamp_nanos_opt()
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+/// A duration such as `10s`, `500ms`, `15m`, `1h`, `2d`, `1w`, in nanoseconds.
+pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} lacks a unit (ns, us, ms, s, m, h, d, w)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    let scale: i64 = match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3_600 * 1_000_000_000,
+        "d" => 86_400 * 1_000_000_000,
+        "w" => 7 * 86_400 * 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {unit:?} (ns, us, ms, s, m, h, d, w)"
+            ))
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_absolute_and_now() {
+        let now = 10_000_000_000_000;
+        assert_eq!(parse_time("now", now).unwrap(), now);
+        assert_eq!(parse_time("-15m", now).unwrap(), now - 900_000_000_000);
+        assert_eq!(
+            parse_time("1970-01-01T00:00:01Z", now).unwrap(),
+            1_000_000_000
+        );
+        assert!(parse_time("yesterday", now)
+            .unwrap_err()
+            .contains("yesterday"));
+        assert_eq!(parse_duration_ns("10s").unwrap(), 10_000_000_000);
+        assert!(parse_duration_ns("10").unwrap_err().contains("unit"));
+        assert!(parse_duration_ns("10y").unwrap_err().contains("\"y\""));
+    }
+}

@@ -1,0 +1,37 @@
+//! The context a worker runs in: configuration, NATS, JetStream and the shutdown token.
+
+use std::sync::Arc;
+
+use async_nats::{jetstream, Client};
+use tokio_util::sync::CancellationToken;
+
+use crate::{nats, provision, Config};
+
+/// Everything a worker needs from its surroundings; cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub nats: Client,
+    pub js: jetstream::Context,
+    /// Cancelled when the process should stop; workers finish in-flight work and return.
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// Connects to NATS as `dtaas-<worker>` and provisions the streams and buckets.
+    pub async fn connect(
+        config: Arc<Config>,
+        worker: &str,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let nats = nats::connect(&config, &format!("dtaas-{worker}")).await?;
+        let js = jetstream::new(nats.clone());
+        provision::all(&js, config.replicas).await?;
+        Ok(Self {
+            config,
+            nats,
+            js,
+            shutdown,
+        })
+    }
+}

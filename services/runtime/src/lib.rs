@@ -1,0 +1,15 @@
+//! What every dtaas worker shares: configuration, NATS connection, provisioning of
+//! streams and buckets, the NATS service API, DLQ publishing, logging and shutdown.
+
+pub mod config;
+pub mod context;
+pub mod dlq;
+pub mod logging;
+pub mod nats;
+pub mod provision;
+pub mod service;
+pub mod shutdown;
+
+pub use config::{Config, ConfigError, MqttUrl};
+pub use context::Context;
+pub use service::{RequestInfo, WorkerService};

@@ -1,0 +1,282 @@
+//! Idempotent provisioning of the streams, KV buckets and object stores of dtaas.
+//!
+//! Provisioning what exists with the same settings is a no-op; an existing stream or
+//! bucket with conflicting settings is an error that says how to resolve it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, kv, object_store,
+    stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use dtaas_schemas::{names, subject};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The streams of dtaas with `replicas` replicas each.
+pub fn streams(replicas: usize) -> Vec<StreamConfig> {
+    let stream =
+        |name: &str, description: &str, subjects: Vec<String>, max_age: Duration| StreamConfig {
+            name: name.to_owned(),
+            description: Some(description.to_owned()),
+            subjects,
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            discard: DiscardPolicy::Old,
+            max_age,
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+    vec![
+        stream(
+            names::STREAM_TELEMETRY,
+            "PT telemetry and DT outputs",
+            vec![subject::telemetry_all(), subject::dt_output_all()],
+            7 * DAY,
+        ),
+        stream(
+            names::STREAM_COMMANDS,
+            "Commands for PTs",
+            vec![subject::command_all()],
+            7 * DAY,
+        ),
+        stream(
+            names::STREAM_EVENTS,
+            "Lifecycle transitions, command status and other events",
+            vec![subject::event_all()],
+            30 * DAY,
+        ),
+        stream(
+            names::STREAM_DLQ,
+            "Input that could not be processed, with the reason in headers",
+            vec![subject::dlq_all()],
+            30 * DAY,
+        ),
+    ]
+}
+
+/// A stream or bucket exists with settings that differ from what dtaas needs.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{kind} {name} exists with {setting} = {actual} but dtaas needs {expected}. \
+     Fix it with `nats stream edit {stream}` or remove it with `nats stream rm {stream}` \
+     (this deletes its messages), then start again"
+)]
+pub struct ConflictError {
+    pub kind: &'static str,
+    pub name: String,
+    pub stream: String,
+    pub setting: &'static str,
+    pub actual: String,
+    pub expected: String,
+}
+
+/// Creates `wanted` unless it exists; checks the settings of an existing one.
+pub async fn ensure_stream(js: &jetstream::Context, wanted: StreamConfig) -> anyhow::Result<()> {
+    match js.get_stream(&wanted.name).await {
+        Ok(stream) => {
+            compare(
+                "stream",
+                &wanted.name,
+                &stream.cached_info().config,
+                &wanted,
+            )?;
+            Ok(())
+        }
+        Err(e) if is_not_found(&e) => {
+            let name = wanted.name.clone();
+            js.create_stream(wanted)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create stream {name}: {e}"))?;
+            tracing::info!(stream = %name, "created stream");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot look up stream {}: {e}. Is JetStream enabled on the server (nats-server -js)?",
+            wanted.name
+        )),
+    }
+}
+
+fn compare(
+    kind: &'static str,
+    name: &str,
+    actual: &StreamConfig,
+    wanted: &StreamConfig,
+) -> Result<(), Box<ConflictError>> {
+    let conflict = |setting, actual: String, expected: String| {
+        Box::new(ConflictError {
+            kind,
+            name: name.to_owned(),
+            stream: name.to_owned(),
+            setting,
+            actual,
+            expected,
+        })
+    };
+    let mut actual_subjects = actual.subjects.clone();
+    let mut wanted_subjects = wanted.subjects.clone();
+    actual_subjects.sort();
+    wanted_subjects.sort();
+    if actual_subjects != wanted_subjects {
+        return Err(conflict(
+            "subjects",
+            format!("{actual_subjects:?}"),
+            format!("{wanted_subjects:?}"),
+        ));
+    }
+    if actual.retention != wanted.retention {
+        return Err(conflict(
+            "retention",
+            format!("{:?}", actual.retention),
+            format!("{:?}", wanted.retention),
+        ));
+    }
+    if actual.storage != wanted.storage {
+        return Err(conflict(
+            "storage",
+            format!("{:?}", actual.storage),
+            format!("{:?}", wanted.storage),
+        ));
+    }
+    if actual.num_replicas != wanted.num_replicas {
+        return Err(conflict(
+            "replicas",
+            actual.num_replicas.to_string(),
+            wanted.num_replicas.to_string(),
+        ));
+    }
+    if actual.max_age != wanted.max_age {
+        return Err(conflict(
+            "max_age",
+            format!("{:?}", actual.max_age),
+            format!("{:?}", wanted.max_age),
+        ));
+    }
+    Ok(())
+}
+
+fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Creates the KV bucket unless it exists; checks history and replicas of an existing one.
+pub async fn ensure_kv(js: &jetstream::Context, wanted: kv::Config) -> anyhow::Result<kv::Store> {
+    let stream_name = format!("KV_{}", wanted.bucket);
+    if let Ok(stream) = js.get_stream(&stream_name).await {
+        let config = &stream.cached_info().config;
+        let conflict = |setting, actual: String, expected: String| ConflictError {
+            kind: "KV bucket",
+            name: wanted.bucket.clone(),
+            stream: stream_name.clone(),
+            setting,
+            actual,
+            expected,
+        };
+        if config.max_messages_per_subject != wanted.history {
+            return Err(conflict(
+                "history",
+                config.max_messages_per_subject.to_string(),
+                wanted.history.to_string(),
+            )
+            .into());
+        }
+        if config.num_replicas != wanted.num_replicas {
+            return Err(conflict(
+                "replicas",
+                config.num_replicas.to_string(),
+                wanted.num_replicas.to_string(),
+            )
+            .into());
+        }
+        return Ok(js.get_key_value(&wanted.bucket).await?);
+    }
+    let bucket = wanted.bucket.clone();
+    let store = js
+        .create_key_value(wanted)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create KV bucket {bucket}: {e}"))?;
+    tracing::info!(%bucket, "created KV bucket");
+    Ok(store)
+}
+
+/// Creates the object store unless it exists; checks replicas of an existing one.
+pub async fn ensure_object_store(
+    js: &jetstream::Context,
+    wanted: object_store::Config,
+) -> anyhow::Result<object_store::ObjectStore> {
+    let stream_name = format!("OBJ_{}", wanted.bucket);
+    if let Ok(stream) = js.get_stream(&stream_name).await {
+        let actual = stream.cached_info().config.num_replicas;
+        if actual != wanted.num_replicas {
+            return Err(ConflictError {
+                kind: "object store",
+                name: wanted.bucket.clone(),
+                stream: stream_name,
+                setting: "replicas",
+                actual: actual.to_string(),
+                expected: wanted.num_replicas.to_string(),
+            }
+            .into());
+        }
+        return Ok(js.get_object_store(&wanted.bucket).await?);
+    }
+    let bucket = wanted.bucket.clone();
+    let store = js
+        .create_object_store(wanted)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create object store {bucket}: {e}"))?;
+    tracing::info!(%bucket, "created object store");
+    Ok(store)
+}
+
+/// The KV buckets of dtaas.
+pub fn kv_buckets(replicas: usize) -> Vec<kv::Config> {
+    let bucket = |name: &str, description: &str, history: i64| kv::Config {
+        bucket: name.to_owned(),
+        description: description.to_owned(),
+        history,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    vec![
+        bucket(names::KV_DTS, "DT registry", 10),
+        bucket(names::KV_COMMANDS, "Command ledger", 5),
+        bucket(names::KV_ASSETS, "Asset metadata", 1),
+    ]
+}
+
+/// The object stores of dtaas.
+pub fn object_stores(replicas: usize) -> Vec<object_store::Config> {
+    let store = |name: &str, description: &str| object_store::Config {
+        bucket: name.to_owned(),
+        description: Some(description.to_owned()),
+        storage: StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    vec![
+        store(names::OBJECT_ASSETS, "Asset contents"),
+        store(names::OBJECT_SNAPSHOTS, "Saved DT snapshots"),
+    ]
+}
+
+/// Provisions every stream, KV bucket and object store of dtaas.
+pub async fn all(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
+    for stream in streams(replicas) {
+        ensure_stream(js, stream).await?;
+    }
+    for bucket in kv_buckets(replicas) {
+        ensure_kv(js, bucket).await?;
+    }
+    for store in object_stores(replicas) {
+        ensure_object_store(js, store).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Request endpoints on the NATS service API, so `nats micro ls` lists every worker.
+//!
+//! A worker registers as `dtaas-<worker>`; each endpoint listens on
+//! `dtaas.v1.*.<service>.<verb>` in a queue group, so any number of instances share the
+//! load. Bodies are JSON or MessagePack; the reply uses the request's encoding. Errors
+//! are `{"error":{"code":…,"message":…}}` bodies with the `Nats-Service-Error` headers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_nats::service::{self, ServiceExt};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::names::header;
+use dtaas_schemas::{subject, ErrorCode, ErrorReply};
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::Context;
+
+/// How many requests of one endpoint are handled at once; more wait in the subscription.
+const CONCURRENT_REQUESTS: usize = 64;
+
+/// Who asked, taken from the request subject.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub user: String,
+    pub subject: String,
+}
+
+/// Statistics a worker adds to `$SRV.STATS` (the `data` of each endpoint).
+pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// A worker's registration with the NATS service API and its endpoint tasks.
+pub struct WorkerService {
+    ctx: Context,
+    service: service::Service,
+    tasks: JoinSet<()>,
+}
+
+impl WorkerService {
+    /// Registers `dtaas-<worker>` with the service API.
+    pub async fn start(
+        ctx: &Context,
+        worker: &str,
+        description: &str,
+        stats: Option<StatsFn>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = ctx.nats.service_builder().description(description);
+        if let Some(stats) = stats {
+            builder = builder.stats_handler(move |_endpoint, _stats| stats());
+        }
+        let service = builder
+            .start(format!("dtaas-{worker}"), env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot register dtaas-{worker} with the NATS service API: {e}")
+            })?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            service,
+            tasks: JoinSet::new(),
+        })
+    }
+
+    /// Serves `dtaas.v1.<user>.<service_name>.<verb>` with `handler`.
+    pub async fn endpoint<Req, Resp, F, Fut>(
+        &mut self,
+        service_name: &str,
+        verb: &str,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(RequestInfo, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
+    {
+        let subject = subject::request_endpoint(service_name, verb)?;
+        let mut endpoint = self
+            .service
+            .endpoint_builder()
+            .name(format!("{service_name}-{verb}"))
+            .add(subject.as_str())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve {subject}: {e}"))?;
+        let handler = Arc::new(handler);
+        let shutdown = self.ctx.shutdown.clone();
+        self.tasks.spawn(async move {
+            let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
+            loop {
+                let request = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    request = endpoint.next() => match request {
+                        Some(request) => request,
+                        None => break,
+                    },
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let (body, headers) = handle(&request, handler.as_ref()).await;
+                    if let Err(error) = request.respond_with_headers(Ok(body), headers).await {
+                        tracing::warn!(subject = %request.message.subject, %error, "cannot send reply");
+                    }
+                    drop(permit);
+                });
+            }
+            let _ = endpoint.stop().await;
+        });
+        Ok(())
+    }
+
+    /// Runs until shutdown, then stops answering.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        while self.tasks.join_next().await.is_some() {}
+        self.service.stop().await.ok();
+        Ok(())
+    }
+}
+
+async fn handle<Req, Resp, F, Fut>(request: &service::Request, handler: &F) -> (Bytes, HeaderMap)
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: Fn(RequestInfo, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, ErrorReply>>,
+{
+    let message = &request.message;
+    let content_type = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(header::CONTENT_TYPE))
+        .map(|v| v.as_str());
+    // An empty body stands for `{}`, so `nats req <subject> ''` works for requests
+    // whose fields are all optional.
+    let empty = message.payload.iter().all(u8::is_ascii_whitespace);
+    let (encoding, body): (_, &[u8]) = if empty {
+        (Encoding::Json, b"{}")
+    } else {
+        match Encoding::detect(content_type, &message.payload) {
+            Ok(encoding) => (encoding, &message.payload),
+            Err(e) => {
+                return error_reply(
+                    Encoding::Json,
+                    ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+                )
+            }
+        }
+    };
+    let info = match subject::parse_request(&message.subject) {
+        Ok(parsed) => RequestInfo {
+            user: parsed.user.to_owned(),
+            subject: message.subject.to_string(),
+        },
+        Err(e) => {
+            return error_reply(
+                encoding,
+                ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+            )
+        }
+    };
+    let parsed: Req = match encoding.decode(body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let message = format!("invalid request body for {}: {e}", info.subject);
+            return error_reply(encoding, ErrorReply::new(ErrorCode::BadRequest, message));
+        }
+    };
+    let result = handler(info, parsed).await;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, encoding.content_type());
+    match result.map(|reply| encoding.encode(&reply)) {
+        Ok(Ok(body)) => (body, headers),
+        Ok(Err(e)) => error_reply(
+            encoding,
+            ErrorReply::new(ErrorCode::Internal, format!("cannot encode reply: {e}")),
+        ),
+        Err(reply) => error_reply(encoding, reply),
+    }
+}
+
+fn error_reply(encoding: Encoding, reply: ErrorReply) -> (Bytes, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, encoding.content_type());
+    headers.insert(
+        header::SERVICE_ERROR,
+        reply.error.message.replace(['\r', '\n'], " ").as_str(),
+    );
+    headers.insert(
+        header::SERVICE_ERROR_CODE,
+        reply.error.code.status().to_string().as_str(),
+    );
+    let body = encoding.encode(&reply).unwrap_or_else(|_| {
+        Bytes::from_static(br#"{"error":{"code":"internal","message":"cannot encode error"}}"#)
+    });
+    (body, headers)
+}

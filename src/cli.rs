@@ -1,0 +1,67 @@
+//! Command-line interface: one subcommand per worker, plus `up`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+const COMMON_ENV: &str = "\
+Environment (overrides the config file):
+  DTAAS_CONFIG                config file, same as --config
+  DTAAS_NATS_URL              NATS server(s) [default: nats://127.0.0.1:4222]
+  DTAAS_NATS_CREDS            NATS credentials file
+  DTAAS_NATS_CONNECT_TIMEOUT  how long to retry the first NATS connection [default: 10s]
+  DTAAS_MQTT_URL              MQTT broker as mqtt://host:port [default: mqtt://127.0.0.1:1883]
+  DTAAS_DATA_DIR              directory of the embedded stores [default: ./data]
+  DTAAS_USER                  identity used in request subjects [default: dtaas]
+  DTAAS_REPLICAS              JetStream replicas of streams and buckets [default: 1]
+  RUST_LOG                    log filter, e.g. info or dtaas_bridge=debug [default: info]";
+
+/// dtaas: Digital Twin as a Service.
+///
+/// Digital twins are composed from reusable assets (data, models, functions, tools,
+/// other twins) and run as a service. Physical twins speak MQTT; the workers speak
+/// NATS. Run one worker per process to scale out, or all of them with `dtaas up`.
+#[derive(Debug, Parser)]
+#[command(name = "dtaas", version, after_help = COMMON_ENV)]
+pub struct Cli {
+    /// TOML configuration file (see deploy/dtaas.toml); environment variables override it.
+    #[arg(long, global = true, env = "DTAAS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// MQTT <-> NATS bridge: PT telemetry in, DT commands out, command ledger.
+    #[command(after_help = const_format(COMMON_ENV, dtaas_bridge::ENV_HELP))]
+    Bridge,
+    /// Telemetry into the time-series store (InfluxDB 2 or embedded SQLite); ts queries.
+    #[command(after_help = const_format(COMMON_ENV, dtaas_historian::ENV_HELP))]
+    Historian,
+    /// Relations of DTs, assets, PTs, commands and lifecycle events into a graph store.
+    #[command(after_help = const_format(COMMON_ENV, dtaas_graph::ENV_HELP))]
+    Graph,
+    /// Library of reusable assets (not implemented yet).
+    #[command(after_help = COMMON_ENV)]
+    Assets,
+    /// DT registry, configuration validation and lifecycle (not implemented yet).
+    #[command(after_help = COMMON_ENV)]
+    Lifecycle,
+    /// Runs DT processes on the provisioned infrastructure (not implemented yet).
+    #[command(after_help = COMMON_ENV)]
+    Exec,
+    /// Runs every implemented worker in one process: a whole platform on one machine.
+    #[command(after_help = COMMON_ENV)]
+    Up,
+}
+
+/// Help text: the shared environment, then the worker's own.
+fn const_format(common: &'static str, own: &'static str) -> String {
+    if own.is_empty() {
+        common.to_owned()
+    } else {
+        format!("{common}\n\n{own}")
+    }
+}

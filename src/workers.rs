@@ -1,0 +1,112 @@
+//! Starting workers: alone, or all together for `dtaas up`.
+
+use std::sync::Arc;
+
+use dtaas_runtime::{shutdown, Config, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+
+/// A failure that ends the process; the exit code tells scripts what went wrong.
+#[derive(Debug)]
+pub struct Failure {
+    error: anyhow::Error,
+    code: u8,
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        self.code
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if f.alternate() {
+            write!(f, "{:#}", self.error)
+        } else {
+            write!(f, "{}", self.error)
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self { error, code: 1 }
+    }
+}
+
+/// Workers that exist today; `up` runs these.
+const IMPLEMENTED: [Command; 3] = [Command::Bridge, Command::Historian, Command::Graph];
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let config = Arc::new(Config::load(cli.config.as_deref()).map_err(anyhow::Error::from)?);
+    match cli.command {
+        Command::Up => up(config).await,
+        command if IMPLEMENTED.contains(&command) => {
+            let shutdown = shutdown::on_signals();
+            run_one(command, config, shutdown)
+                .await
+                .map_err(Failure::from)
+        }
+        command => Err(Failure {
+            error: anyhow::anyhow!(
+                "the {} worker is not implemented yet; `dtaas up` runs the workers that exist ({})",
+                name(command),
+                IMPLEMENTED.map(name).join(", ")
+            ),
+            code: 2,
+        }),
+    }
+}
+
+fn name(command: Command) -> &'static str {
+    match command {
+        Command::Bridge => dtaas_bridge::WORKER,
+        Command::Historian => dtaas_historian::WORKER,
+        Command::Graph => dtaas_graph::WORKER,
+        Command::Assets => "assets",
+        Command::Lifecycle => "lifecycle",
+        Command::Exec => "exec",
+        Command::Up => "up",
+    }
+}
+
+async fn run_one(
+    command: Command,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let worker = name(command);
+    let ctx = Context::connect(config, worker, shutdown).await?;
+    tracing::info!(worker, "started");
+    let result = match command {
+        Command::Bridge => dtaas_bridge::run(ctx).await,
+        Command::Historian => dtaas_historian::run(ctx).await,
+        Command::Graph => dtaas_graph::run(ctx).await,
+        _ => unreachable!("only implemented workers are run"),
+    };
+    result.map_err(|e| e.context(format!("{worker} worker failed")))?;
+    tracing::info!(worker, "stopped");
+    Ok(())
+}
+
+/// Runs every implemented worker; when one fails, the others are shut down too.
+async fn up(config: Arc<Config>) -> Result<(), Failure> {
+    let shutdown = shutdown::on_signals();
+    let mut workers = tokio::task::JoinSet::new();
+    for command in IMPLEMENTED {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        workers.spawn(async move { run_one(command, config, shutdown).await });
+    }
+    tracing::info!("dtaas up: running {}", IMPLEMENTED.map(name).join(", "));
+    let mut first_error = None;
+    while let Some(result) = workers.join_next().await {
+        let result = result.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(error) = result {
+            shutdown.cancel();
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), |e| Err(e.into()))
+}

@@ -1,0 +1,18 @@
+//! Real servers for dtaas tests: nats-server, mosquitto, victoria-metrics, FalkorDB.
+//!
+//! Each server gets a free port and its own temporary directory, is waited for until
+//! it answers, and is killed and removed on drop. No test uses a standard port.
+
+pub mod falkordb;
+pub mod http;
+pub mod mosquitto;
+pub mod nats;
+pub mod ports;
+pub mod process;
+pub mod victoria;
+
+pub use falkordb::FalkorDb;
+pub use mosquitto::Mosquitto;
+pub use nats::NatsServer;
+pub use process::Process;
+pub use victoria::VictoriaMetrics;

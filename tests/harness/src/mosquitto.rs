@@ -1,0 +1,85 @@
+//! A real mosquitto broker with its own configuration and persistence directory.
+
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::ports::{free_port, is_listening, wait_until};
+use crate::process::{require_binary, Process};
+
+/// A mosquitto of the test's own; killed and removed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    process: Process,
+    dir: TempDir,
+}
+
+impl Mosquitto {
+    /// mosquitto on a free port, anonymous access, persistent sessions, no limit on
+    /// queued messages (so a stopped subscriber loses nothing).
+    pub fn start() -> anyhow::Result<Self> {
+        let binary = require_binary("mosquitto", "mosquitto")?;
+        let dir = tempfile::Builder::new()
+            .prefix("dtaas-mosquitto-")
+            .tempdir()?;
+        let port = free_port();
+        let config = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {}/\n\
+             autosave_interval 1\n\
+             max_queued_messages 0\n\
+             max_queued_bytes 0\n\
+             log_type error\nlog_type warning\nlog_type notice\n",
+            dir.path().display()
+        );
+        let config_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&config_path, config)?;
+        let process = Process::spawn(
+            "mosquitto",
+            &binary,
+            vec!["-c".into(), config_path.into_os_string()],
+            vec![],
+            dir.path().join("mosquitto.log"),
+        )?;
+        let mut broker = Self { port, process, dir };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let port = self.port;
+        let ready = wait_until(Duration::from_secs(10), || is_listening(port));
+        anyhow::ensure!(
+            ready && self.process.is_running(),
+            "mosquitto did not become ready on port {port}:\n{}",
+            self.process.log_tail()
+        );
+        Ok(())
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it gracefully (SIGTERM), saving its persistence file.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Starts it again on the same port with the same persistence.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.process.start()?;
+        self.wait_ready()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+}
