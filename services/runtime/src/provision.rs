@@ -196,13 +196,34 @@ pub async fn ensure_kv(js: &jetstream::Context, wanted: kv::Config) -> anyhow::R
         }
         return Ok(js.get_key_value(&wanted.bucket).await?);
     }
+    // Created as a plain stream because the client's `create_key_value` first queries
+    // account limits in a shape nats-server 2.9 does not send.
     let bucket = wanted.bucket.clone();
-    let store = js
-        .create_key_value(wanted)
+    js.create_stream(kv_stream_config(&wanted))
         .await
         .map_err(|e| anyhow::anyhow!("cannot create KV bucket {bucket}: {e}"))?;
     tracing::info!(%bucket, "created KV bucket");
-    Ok(store)
+    Ok(js.get_key_value(&bucket).await?)
+}
+
+/// The stream behind a KV bucket, as the NATS KV specification lays it out.
+fn kv_stream_config(kv: &kv::Config) -> StreamConfig {
+    StreamConfig {
+        name: format!("KV_{}", kv.bucket),
+        description: Some(kv.description.clone()),
+        subjects: vec![format!("$KV.{}.>", kv.bucket)],
+        max_messages_per_subject: kv.history.max(1),
+        max_bytes: kv.max_bytes,
+        max_age: kv.max_age,
+        max_message_size: kv.max_value_size,
+        storage: kv.storage,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: kv.num_replicas.max(1),
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    }
 }
 
 /// Creates the object store unless it exists; checks replicas of an existing one.
