@@ -183,3 +183,28 @@ pub fn expected_pid_users() -> Value {
 pub fn rfc3339(secs: i64) -> String {
     format!("2026-01-01T00:00:{secs:02}Z")
 }
+
+/// The fixture as the consumer would batch it: lifecycle and commands split over two
+/// batches, asset kinds filled in from `KNOWN_KINDS`.
+pub fn fixture_batches(recent_at: i64) -> Vec<dtaas_graph::model::Batch> {
+    let mut batches = vec![dtaas_graph::model::Batch::default(); 2];
+    for (i, event) in lifecycle_events().iter().enumerate() {
+        batches[i / 2].add_lifecycle(&event.dt, event).unwrap();
+    }
+    let commands = command_events(recent_at);
+    let half = commands.len() / 2;
+    for (i, event) in commands.iter().enumerate() {
+        batches[usize::from(i >= half)]
+            .add_command(&event.id, event)
+            .unwrap();
+    }
+    for batch in &mut batches {
+        for row in batch.asset_uses_mut() {
+            row.kind = KNOWN_KINDS
+                .iter()
+                .find(|(id, version, _)| *id == row.asset && *version == row.version)
+                .map(|(_, _, kind)| kind.to_string());
+        }
+    }
+    batches
+}

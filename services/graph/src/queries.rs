@@ -17,6 +17,10 @@ use crate::store::{assemble_commands, assemble_tree, GraphStore, StoreError};
 /// Default and largest `limit` of history and commands requests.
 pub const DEFAULT_LIMIT: u32 = 1000;
 pub const MAX_LIMIT: u32 = 100_000;
+/// `from` of a commands request without one: the epoch.
+pub const DEFAULT_FROM: i64 = 0;
+/// `to` of a commands request without one: the end of time.
+pub const DEFAULT_TO: i64 = i64::MAX;
 
 /// The request handlers, sharing one store.
 #[derive(Clone)]
@@ -111,8 +115,8 @@ impl Queries {
             None => Ok(default),
             Some(text) => parse_time(text, now).map_err(|e| bad(format!("field `{field}`: {e}"))),
         };
-        let from = time("from", &req.from, i64::MIN)?;
-        let to = time("to", &req.to, i64::MAX)?;
+        let from = time("from", &req.from, DEFAULT_FROM)?;
+        let to = time("to", &req.to, DEFAULT_TO)?;
         if from > to {
             return Err(bad("field `from` lies after field `to`"));
         }
