@@ -9,10 +9,12 @@ pub mod mosquitto;
 pub mod nats;
 pub mod ports;
 pub mod process;
+pub mod resp;
 pub mod victoria;
 
 pub use falkordb::FalkorDb;
 pub use mosquitto::Mosquitto;
 pub use nats::NatsServer;
 pub use process::Process;
+pub use resp::{Resp, RespClient};
 pub use victoria::VictoriaMetrics;

@@ -1,0 +1,307 @@
+//! Events → graph mutations: a `Batch` of rows, one list per kind of write.
+//!
+//! Every row is written with MERGE semantics, so applying a batch twice leaves the same
+//! graph. Configurations replace a DT's assets, PTs and children only when they are at
+//! least as new as the one stored (`config_at`), and states move only forward in time,
+//! so replaying old events never rolls the graph back.
+
+use std::collections::HashMap;
+
+use dtaas_schemas::command::CommandStatusEvent;
+use dtaas_schemas::dt_config::DtConfig;
+use dtaas_schemas::lifecycle::LifecycleEvent;
+use dtaas_schemas::subject::validate_token;
+use serde::Serialize;
+
+/// A DT node and, when the event set one, its latest state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateRow {
+    pub dt: String,
+    pub state: String,
+    pub at: i64,
+    pub fork_of: Option<String>,
+}
+
+/// The newest configuration of one DT seen in a batch (children have their own row).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigRow {
+    pub dt: String,
+    pub at: i64,
+    pub description: String,
+    pub config_version: Option<i64>,
+    pub assets: Vec<UseRow>,
+    pub pts: Vec<PtRow>,
+    pub children: Vec<String>,
+}
+
+/// `(dt)-[:USES {name}]->(asset {id, version, kind})`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UseRow {
+    pub name: String,
+    pub asset: String,
+    pub version: String,
+    pub kind: Option<String>,
+}
+
+/// `(dt)-[:MIRRORS {signals, commands}]->(pt)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PtRow {
+    pub pt: String,
+    pub signals: Vec<String>,
+    pub commands: Vec<String>,
+}
+
+/// `(parent)-[:HAS_CHILD]->(child)` declared by an event's `parent` field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParentRow {
+    pub parent: String,
+    pub child: String,
+}
+
+/// A lifecycle transition, keyed by `(dt, at, to)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransitionRow {
+    pub dt: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub at: i64,
+    pub user: String,
+    pub config_version: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// A command status, keyed by `(id, status, at)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandRow {
+    pub id: String,
+    pub pt: String,
+    pub command: String,
+    pub status: String,
+    pub at: i64,
+    pub reason: Option<String>,
+}
+
+/// The writes of a batch of events, ready for one store transaction.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Batch {
+    pub states: Vec<StateRow>,
+    /// At most one row per DT: the newest configuration of the batch.
+    pub configs: Vec<ConfigRow>,
+    pub parents: Vec<ParentRow>,
+    pub transitions: Vec<TransitionRow>,
+    pub commands: Vec<CommandRow>,
+    /// Index of each DT's row in `configs`.
+    config_index: HashMap<String, usize>,
+}
+
+/// An event that cannot enter the graph; the reason goes to the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// How deep a configuration may nest children; deeper ones are rejected.
+pub const MAX_DEPTH: usize = 32;
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+            && self.configs.is_empty()
+            && self.parents.is_empty()
+            && self.transitions.is_empty()
+            && self.commands.is_empty()
+    }
+
+    /// Adds a lifecycle event that arrived on `dtaas.v1.evt.dt.<subject_dt>.<…>`.
+    pub fn add_lifecycle(
+        &mut self,
+        subject_dt: &str,
+        event: &LifecycleEvent,
+    ) -> Result<(), Invalid> {
+        if event.dt != subject_dt {
+            return Err(Invalid(format!(
+                "field `dt` is {:?} but the subject names DT {subject_dt:?}",
+                event.dt
+            )));
+        }
+        check_id("field `dt`", &event.dt)?;
+        if let Some(parent) = &event.parent {
+            check_id("field `parent`", parent)?;
+        }
+        if let Some(config) = &event.config {
+            if config.id != event.dt {
+                return Err(Invalid(format!(
+                    "field `config.id` is {:?} but the event is about DT {:?}",
+                    config.id, event.dt
+                )));
+            }
+            // Validate the whole tree first so a bad child leaves nothing half-added.
+            check_config(config, "config", 0)?;
+        }
+        let config_version = event.config_version.map(|v| v as i64);
+        self.states.push(StateRow {
+            dt: event.dt.clone(),
+            state: event.to.as_str().to_owned(),
+            at: event.at,
+            fork_of: event.fork_of.clone(),
+        });
+        self.transitions.push(TransitionRow {
+            dt: event.dt.clone(),
+            from: event.from.map(|s| s.as_str().to_owned()),
+            to: event.to.as_str().to_owned(),
+            at: event.at,
+            user: event.user.clone(),
+            config_version,
+            detail: event.detail.clone(),
+        });
+        if let Some(parent) = &event.parent {
+            self.parents.push(ParentRow {
+                parent: parent.clone(),
+                child: event.dt.clone(),
+            });
+        }
+        if let Some(config) = &event.config {
+            self.add_config(config, event.at, config_version);
+        }
+        Ok(())
+    }
+
+    fn add_config(&mut self, config: &DtConfig, at: i64, config_version: Option<i64>) {
+        let row = ConfigRow {
+            dt: config.id.clone(),
+            at,
+            description: config.description.clone(),
+            // The version number belongs to the top-level DT's configuration.
+            config_version,
+            assets: config
+                .assets
+                .iter()
+                .map(|a| UseRow {
+                    name: a.name.clone(),
+                    asset: a.asset.id.clone(),
+                    version: a.asset.version.clone(),
+                    kind: None,
+                })
+                .collect(),
+            pts: config
+                .pt
+                .iter()
+                .map(|p| PtRow {
+                    pt: p.id.clone(),
+                    signals: p.signals.clone(),
+                    commands: p.commands.clone(),
+                })
+                .collect(),
+            children: config.children.iter().map(|c| c.id.clone()).collect(),
+        };
+        match self.config_index.get(&config.id) {
+            // Same or newer time wins; on a tie the later event in the stream wins.
+            Some(&i) if self.configs[i].at <= at => self.configs[i] = row,
+            Some(_) => {}
+            None => {
+                self.config_index
+                    .insert(config.id.clone(), self.configs.len());
+                self.configs.push(row);
+            }
+        }
+        for child in &config.children {
+            self.add_config(child, at, None);
+        }
+    }
+
+    /// Adds a command status event that arrived on `dtaas.v1.evt.cmd.<subject_id>.<…>`.
+    pub fn add_command(
+        &mut self,
+        subject_id: &str,
+        event: &CommandStatusEvent,
+    ) -> Result<(), Invalid> {
+        if event.id != subject_id {
+            return Err(Invalid(format!(
+                "field `id` is {:?} but the subject names command {subject_id:?}",
+                event.id
+            )));
+        }
+        check_id("field `pt`", &event.pt)?;
+        check_id("field `command`", &event.command)?;
+        self.commands.push(CommandRow {
+            id: event.id.clone(),
+            pt: event.pt.clone(),
+            command: event.command.clone(),
+            status: event.status.as_str().to_owned(),
+            at: event.at,
+            reason: event.reason.clone(),
+        });
+        Ok(())
+    }
+
+    /// Every asset use of the batch, to fill in kinds from the asset library.
+    pub fn asset_uses_mut(&mut self) -> impl Iterator<Item = &mut UseRow> {
+        self.configs.iter_mut().flat_map(|c| c.assets.iter_mut())
+    }
+}
+
+fn check_id(what: &'static str, id: &str) -> Result<(), Invalid> {
+    validate_token(what, id).map_err(|e| Invalid(e.to_string()))
+}
+
+fn check_config(config: &DtConfig, path: &str, depth: usize) -> Result<(), Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(Invalid(format!(
+            "`{path}` nests children deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    validate_token("DT id", &config.id).map_err(|e| Invalid(format!("`{path}.id`: {e}")))?;
+    for (i, asset) in config.assets.iter().enumerate() {
+        if asset.asset.id.is_empty() || asset.asset.version.is_empty() {
+            return Err(Invalid(format!(
+                "`{path}.assets[{i}]` needs a non-empty asset id and version"
+            )));
+        }
+    }
+    for (i, pt) in config.pt.iter().enumerate() {
+        validate_token("PT id", &pt.id).map_err(|e| Invalid(format!("`{path}.pt[{i}]`: {e}")))?;
+    }
+    for (i, child) in config.children.iter().enumerate() {
+        check_config(child, &format!("{path}.children[{i}]"), depth + 1)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtaas_schemas::codec::decode;
+
+    fn created(config: &str, at: i64) -> LifecycleEvent {
+        let body = format!(r#"{{"dt":"f","to":"created","at":{at},"user":"u","config":{config}}}"#);
+        decode(None, body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn configs_flatten_and_newest_wins() {
+        let mut batch = Batch::default();
+        let tree = r#"{"id":"f","children":[{"id":"r1","children":[{"id":"g1"}]}]}"#;
+        batch.add_lifecycle("f", &created(tree, 5)).unwrap();
+        let ids: Vec<_> = batch.configs.iter().map(|c| c.dt.as_str()).collect();
+        assert_eq!(ids, ["f", "r1", "g1"]);
+        batch
+            .add_lifecycle("f", &created(r#"{"id":"f"}"#, 3))
+            .unwrap();
+        assert_eq!(batch.configs[0].children, ["r1"], "older config ignored");
+        batch
+            .add_lifecycle("f", &created(r#"{"id":"f"}"#, 9))
+            .unwrap();
+        assert!(batch.configs[0].children.is_empty(), "newer config wins");
+        assert_eq!(batch.transitions.len(), 3);
+    }
+
+    #[test]
+    fn invalid_events_are_named() {
+        let mut batch = Batch::default();
+        let err = batch.add_lifecycle("g", &created(r#"{"id":"f"}"#, 1));
+        assert!(err.unwrap_err().0.contains("subject"));
+        let bad = r#"{"id":"f","children":[{"id":"a b"}]}"#;
+        let err = batch.add_lifecycle("f", &created(bad, 1)).unwrap_err();
+        assert!(err.0.contains("config.children[0].id"), "{err}");
+        assert!(batch.is_empty(), "nothing half-added");
+    }
+}

@@ -1,0 +1,213 @@
+//! The graph store behind one trait, so the embedded SQLite and the Neo4j backends are
+//! interchangeable; both return the same raw rows and `queries` shapes the replies.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use dtaas_schemas::graph::{
+    AssetUseNode, AssetUser, CommandRecord, DtNode, PtNode, StatusChange, Transition,
+};
+use futures::future::BoxFuture;
+
+use crate::model::Batch;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is down, locked or unreachable: retry later, the write is not lost.
+    #[error("graph store unavailable: {0}")]
+    Unavailable(String),
+    /// The request cannot be answered by this backend or is not allowed.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The store rejected the query itself (for example a Cypher syntax error).
+    #[error("graph store rejected the query: {0}")]
+    Rejected(String),
+}
+
+/// One DT of a composition subtree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtRow {
+    pub id: String,
+    pub state: Option<String>,
+    pub description: Option<String>,
+}
+
+/// The flat rows of a composition subtree.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TreeRows {
+    /// Every DT reachable from the root through `HAS_CHILD` (the root included).
+    pub dts: Vec<DtRow>,
+    /// `(parent, child)` edges among them.
+    pub edges: Vec<(String, String)>,
+    /// `(dt, asset use)`.
+    pub assets: Vec<(String, AssetUseNode)>,
+    /// `(dt, pt)`.
+    pub pts: Vec<(String, PtNode)>,
+}
+
+/// One status of a command, flat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandStatusRow {
+    pub id: String,
+    pub command: String,
+    pub first_at: i64,
+    pub status: String,
+    pub at: i64,
+    pub reason: Option<String>,
+}
+
+/// What every graph backend does.
+pub trait GraphStore: Send + Sync {
+    /// Writes a batch in one transaction; returns only once it is durable.
+    fn write(&self, batch: &Batch) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The subtree under `dt`; `None` when no such DT exists.
+    fn tree(&self, dt: String) -> BoxFuture<'_, Result<Option<TreeRows>, StoreError>>;
+
+    /// The DTs whose current configuration uses `asset` (in `version`, when given).
+    fn impact(
+        &self,
+        asset: String,
+        version: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<AssetUser>, StoreError>>;
+
+    /// Lifecycle transitions of `dt`, oldest first, at most `limit`.
+    fn history(&self, dt: String, limit: u32)
+        -> BoxFuture<'_, Result<Vec<Transition>, StoreError>>;
+
+    /// Status rows of the first `limit` commands to `pt` whose first status lies in
+    /// `[from, to)`, ordered by `(first_at, id, at)`.
+    fn commands(
+        &self,
+        pt: String,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<CommandStatusRow>, StoreError>>;
+
+    /// Runs raw Cypher; only the Neo4j backend can.
+    fn cypher(
+        &self,
+        query: String,
+        params: serde_json::Map<String, serde_json::Value>,
+        allow_writes: bool,
+    ) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>> {
+        let _ = (query, params, allow_writes);
+        Box::pin(async {
+            Err(StoreError::Unsupported(
+                "graph.cypher needs the neo4j backend (DTAAS_GRAPH_BACKEND=neo4j)".into(),
+            ))
+        })
+    }
+}
+
+/// Builds the nested tree from flat rows; children, assets and PTs sorted, and a DT
+/// reached twice (shared child) appears under each parent; cycles are cut.
+pub fn assemble_tree(root: &str, rows: TreeRows) -> DtNode {
+    let dts: HashMap<String, DtRow> = rows.dts.into_iter().map(|d| (d.id.clone(), d)).collect();
+    let mut children: HashMap<String, Vec<String>> = HashMap::new();
+    for (parent, child) in rows.edges {
+        children.entry(parent).or_default().push(child);
+    }
+    let mut assets: HashMap<String, Vec<AssetUseNode>> = HashMap::new();
+    for (dt, asset) in rows.assets {
+        assets.entry(dt).or_default().push(asset);
+    }
+    let mut pts: HashMap<String, Vec<PtNode>> = HashMap::new();
+    for (dt, pt) in rows.pts {
+        pts.entry(dt).or_default().push(pt);
+    }
+    let parts = Parts {
+        dts,
+        children,
+        assets,
+        pts,
+    };
+    parts.node(root, &mut HashSet::new())
+}
+
+struct Parts {
+    dts: HashMap<String, DtRow>,
+    children: HashMap<String, Vec<String>>,
+    assets: HashMap<String, Vec<AssetUseNode>>,
+    pts: HashMap<String, Vec<PtNode>>,
+}
+
+impl Parts {
+    fn node(&self, id: &str, path: &mut HashSet<String>) -> DtNode {
+        path.insert(id.to_owned());
+        let row = self.dts.get(id);
+        let mut assets = self.assets.get(id).cloned().unwrap_or_default();
+        assets.sort_by(|a, b| (&a.name, &a.id, &a.version).cmp(&(&b.name, &b.id, &b.version)));
+        assets.dedup();
+        let mut pts = self.pts.get(id).cloned().unwrap_or_default();
+        pts.sort_by(|a, b| a.id.cmp(&b.id));
+        pts.dedup();
+        let mut child_ids = self.children.get(id).cloned().unwrap_or_default();
+        child_ids.sort();
+        child_ids.dedup();
+        let mut children = Vec::with_capacity(child_ids.len());
+        for child in &child_ids {
+            if !path.contains(child) {
+                children.push(self.node(child, path));
+            }
+        }
+        path.remove(id);
+        DtNode {
+            id: id.to_owned(),
+            state: row.and_then(|r| r.state.clone()),
+            description: row.and_then(|r| r.description.clone()),
+            assets,
+            pts,
+            children,
+        }
+    }
+}
+
+/// Groups status rows (ordered by first_at, id, at) into commands.
+pub fn assemble_commands(rows: Vec<CommandStatusRow>) -> Vec<CommandRecord> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_id: BTreeMap<String, CommandRecord> = BTreeMap::new();
+    for row in rows {
+        let record = by_id.entry(row.id.clone()).or_insert_with(|| {
+            order.push(row.id.clone());
+            CommandRecord {
+                id: row.id.clone(),
+                command: row.command.clone(),
+                status: String::new(),
+                first_at: row.first_at,
+                history: Vec::new(),
+            }
+        });
+        record.history.push(StatusChange {
+            status: row.status,
+            at: row.at,
+            reason: row.reason,
+        });
+    }
+    let mut records: Vec<CommandRecord> = order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .map(|mut r| {
+            r.history.sort_by_key(|s| (s.at, rank(&s.status)));
+            r.history.dedup();
+            r.status = r
+                .history
+                .last()
+                .map(|s| s.status.clone())
+                .unwrap_or_default();
+            r
+        })
+        .collect();
+    records.sort_by(|a, b| (a.first_at, &a.id).cmp(&(b.first_at, &b.id)));
+    records
+}
+
+/// Order of statuses that share a timestamp: the life order of a command.
+fn rank(status: &str) -> u8 {
+    match status {
+        "accepted" => 0,
+        "sent" => 1,
+        _ => 2,
+    }
+}

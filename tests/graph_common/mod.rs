@@ -1,0 +1,210 @@
+//! The known event set shared by the graph tests: a three-level composition
+//! (factory → robots → grippers) with assets and PTs, its lifecycle, an evolution that
+//! moves one robot to a new controller version, and commands to the robots' PTs.
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use dtaas_schemas::command::{CommandStatus, CommandStatusEvent};
+use dtaas_schemas::dt_config::DtConfig;
+use dtaas_schemas::lifecycle::{LifecycleEvent, LifecycleState};
+use serde_json::{json, Value};
+
+/// 2026-01-01T00:00:00Z in ns: the fixture's time origin.
+pub const T0: i64 = 1_767_225_600_000_000_000;
+/// One second in ns.
+pub const S: i64 = 1_000_000_000;
+
+fn config(evolved: bool) -> DtConfig {
+    let robot2_pid = if evolved { "2.0.0" } else { "1.3.0" };
+    serde_json::from_value(json!({
+        "id": "factory",
+        "description": "the whole plant",
+        "assets": [{"name": "planner", "asset": {"id": "scheduler", "version": "2.0"}}],
+        "children": [
+            {
+                "id": "robot-1",
+                "assets": [{"name": "controller", "asset": {"id": "pid", "version": "1.2.0"}}],
+                "pt": [{"id": "robot1", "signals": ["joints"], "commands": ["stop", "move"]}],
+                "children": [{
+                    "id": "gripper-1",
+                    "assets": [{"name": "grip-model", "asset": {"id": "grip", "version": "1.0"}}],
+                    "pt": [{"id": "gripper1", "signals": ["force"], "commands": []}]
+                }]
+            },
+            {
+                "id": "robot-2",
+                "assets": [
+                    {"name": "controller", "asset": {"id": "pid", "version": robot2_pid}},
+                    {"name": "vision", "asset": {"id": "camera-model", "version": "0.9"}}
+                ],
+                "pt": [{"id": "robot2", "signals": ["joints"], "commands": ["stop"]}],
+                "children": [{
+                    "id": "gripper-2",
+                    "assets": [{"name": "grip-model", "asset": {"id": "grip", "version": "1.0"}}],
+                    "pt": [{"id": "gripper2", "signals": ["force"], "commands": []}]
+                }]
+            }
+        ]
+    }))
+    .expect("fixture config")
+}
+
+fn transition(
+    from: Option<LifecycleState>,
+    to: LifecycleState,
+    at: i64,
+    config: Option<DtConfig>,
+    version: Option<u64>,
+) -> LifecycleEvent {
+    LifecycleEvent {
+        dt: "factory".into(),
+        from,
+        to,
+        at,
+        user: "alice".into(),
+        config,
+        config_version: version,
+        parent: None,
+        fork_of: None,
+        detail: None,
+    }
+}
+
+/// The lifecycle events, in publish order.
+pub fn lifecycle_events() -> Vec<LifecycleEvent> {
+    use LifecycleState::*;
+    let mut evolving = transition(
+        Some(Executing),
+        Evolving,
+        T0 + 3 * S,
+        Some(config(true)),
+        Some(2),
+    );
+    evolving.detail = Some("robot-2 gets pid 2.0.0".into());
+    vec![
+        transition(None, Created, T0, Some(config(false)), Some(1)),
+        transition(Some(Created), Executing, T0 + S, None, None),
+        evolving,
+        transition(Some(Evolving), Executing, T0 + 4 * S, None, None),
+    ]
+}
+
+fn status(id: &str, pt: &str, command: &str, status: CommandStatus, at: i64) -> CommandStatusEvent {
+    CommandStatusEvent {
+        id: id.into(),
+        pt: pt.into(),
+        command: command.into(),
+        status,
+        at,
+        reason: (status == CommandStatus::Failed).then(|| "device timeout".into()),
+    }
+}
+
+/// Command status events, in publish order. `recent_at` is the time of the one
+/// command that relative ranges (`-1h`) must find.
+pub fn command_events(recent_at: i64) -> Vec<CommandStatusEvent> {
+    use CommandStatus::*;
+    vec![
+        status("c1", "robot1", "stop", Accepted, T0 + 10 * S),
+        status("c1", "robot1", "stop", Sent, T0 + 11 * S),
+        status("c1", "robot1", "stop", Acknowledged, T0 + 12 * S),
+        status("c2", "robot1", "move", Accepted, T0 + 20 * S),
+        status("c2", "robot1", "move", Sent, T0 + 21 * S),
+        status("c2", "robot1", "move", Failed, T0 + 22 * S),
+        status("c3", "robot1", "stop", Accepted, T0 + 30 * S),
+        status("c4", "robot2", "stop", Accepted, T0 + 40 * S),
+        status("c5", "robot2", "stop", Accepted, recent_at),
+        status("c5", "robot2", "stop", Sent, recent_at + S),
+    ]
+}
+
+/// The expected `graph.tree` of `factory` after every event.
+pub fn expected_tree() -> Value {
+    let pt = |id: &str, signals: &[&str], commands: &[&str]| json!({"id": id, "signals": signals, "commands": commands});
+    let asset = |name: &str, id: &str, version: &str, kind: Option<&str>| json!({"name": name, "id": id, "version": version, "kind": kind});
+    let gripper = |id: &str, pt_id: &str| {
+        json!({"id": id, "state": null, "description": null,
+               "assets": [asset("grip-model", "grip", "1.0", None)],
+               "pts": [pt(pt_id, &["force"], &[])], "children": []})
+    };
+    json!({"tree": {
+        "id": "factory", "state": "executing", "description": "the whole plant",
+        "assets": [asset("planner", "scheduler", "2.0", Some("tool"))],
+        "pts": [],
+        "children": [
+            {"id": "robot-1", "state": null, "description": null,
+             "assets": [asset("controller", "pid", "1.2.0", Some("function"))],
+             "pts": [pt("robot1", &["joints"], &["stop", "move"])],
+             "children": [gripper("gripper-1", "gripper1")]},
+            {"id": "robot-2", "state": null, "description": null,
+             "assets": [asset("controller", "pid", "2.0.0", None),
+                        asset("vision", "camera-model", "0.9", None)],
+             "pts": [pt("robot2", &["joints"], &["stop"])],
+             "children": [gripper("gripper-2", "gripper2")]}
+        ]
+    }})
+}
+
+/// Asset kinds the asset library knows: `(id, version, kind)`.
+pub const KNOWN_KINDS: [(&str, &str, &str); 2] =
+    [("scheduler", "2.0", "tool"), ("pid", "1.2.0", "function")];
+
+/// The expected `graph.history` transitions of `factory`.
+pub fn expected_history() -> Value {
+    json!([
+        {"from": null, "to": "created", "at": T0, "user": "alice", "config_version": 1, "detail": null},
+        {"from": "created", "to": "executing", "at": T0 + S, "user": "alice", "config_version": null, "detail": null},
+        {"from": "executing", "to": "evolving", "at": T0 + 3 * S, "user": "alice", "config_version": 2, "detail": "robot-2 gets pid 2.0.0"},
+        {"from": "evolving", "to": "executing", "at": T0 + 4 * S, "user": "alice", "config_version": null, "detail": null},
+    ])
+}
+
+/// The expected `commands` of robot1 first seen in `[T0+15s, T0+25s)`: only c2.
+pub fn expected_robot1_window() -> Value {
+    json!([{
+        "id": "c2", "command": "move", "status": "failed", "first_at": T0 + 20 * S,
+        "history": [
+            {"status": "accepted", "at": T0 + 20 * S, "reason": null},
+            {"status": "sent", "at": T0 + 21 * S, "reason": null},
+            {"status": "failed", "at": T0 + 22 * S, "reason": "device timeout"},
+        ]
+    }])
+}
+
+/// The expected impact of `pid` (any version) after the evolution.
+pub fn expected_pid_users() -> Value {
+    json!([
+        {"dt": "robot-1", "version": "1.2.0", "name": "controller"},
+        {"dt": "robot-2", "version": "2.0.0", "name": "controller"},
+    ])
+}
+
+/// `T0 + secs` as RFC 3339.
+pub fn rfc3339(secs: i64) -> String {
+    format!("2026-01-01T00:00:{secs:02}Z")
+}
+
+/// The fixture as the consumer would batch it: lifecycle and commands split over two
+/// batches, asset kinds filled in from `KNOWN_KINDS`.
+pub fn fixture_batches(recent_at: i64) -> Vec<dtaas_graph::model::Batch> {
+    let mut batches = vec![dtaas_graph::model::Batch::default(); 2];
+    for (i, event) in lifecycle_events().iter().enumerate() {
+        batches[i / 2].add_lifecycle(&event.dt, event).unwrap();
+    }
+    let commands = command_events(recent_at);
+    let half = commands.len() / 2;
+    for (i, event) in commands.iter().enumerate() {
+        batches[usize::from(i >= half)]
+            .add_command(&event.id, event)
+            .unwrap();
+    }
+    for batch in &mut batches {
+        for row in batch.asset_uses_mut() {
+            row.kind = KNOWN_KINDS
+                .iter()
+                .find(|(id, version, _)| *id == row.asset && *version == row.version)
+                .map(|(_, _, kind)| kind.to_string());
+        }
+    }
+    batches
+}

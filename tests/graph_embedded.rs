@@ -1,0 +1,459 @@
+//! The graph worker with the embedded SQLite backend against a real nats-server:
+//! a known three-level composition, every query, replays, the DLQ, and a locked store
+//! that builds a backlog and then catches up with nothing lost.
+
+mod graph_common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use dtaas_runtime::{Config, Context};
+use dtaas_schemas::asset::{AssetKind, AssetMeta};
+use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::command::{CommandStatus, CommandStatusEvent};
+use dtaas_schemas::names::{header, KV_ASSETS, STREAM_DLQ};
+use dtaas_schemas::{subject, time::now_ns};
+use dtaas_test_harness::NatsServer;
+use graph_common::*;
+use serde_json::{json, Value};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A graph worker running in this process against `nats`, storing under `data`.
+struct Worker {
+    ctx: Context,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    async fn start(nats: &NatsServer, data: &Path) -> Worker {
+        let env = |name: &str| match name {
+            "DTAAS_NATS_URL" => Some(nats.url()),
+            "DTAAS_DATA_DIR" => Some(data.display().to_string()),
+            _ => None,
+        };
+        let text = "[graph]\nbatch_delay_ms = 20\nsqlite_busy_ms = 200\n";
+        let config = Config::from_toml(text, "test", &env).unwrap();
+        let ctx = timeout(
+            T,
+            Context::connect(Arc::new(config), "graph", CancellationToken::new()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let task = tokio::spawn(dtaas_graph::run(ctx.clone()));
+        let worker = Worker { ctx, task };
+        // Ready once the service answers.
+        let ready = poll(|| async {
+            request(&worker.ctx, "history", json!({"dt": "x"}))
+                .await
+                .is_some()
+        })
+        .await;
+        assert!(ready, "graph worker did not start answering");
+        worker
+    }
+
+    async fn stop(self) {
+        self.ctx.shutdown.cancel();
+        timeout(T, self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+/// Polls `check` every 100 ms for up to 30 s.
+async fn poll<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + T;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A JSON request as alice; `None` when nobody answered.
+async fn request(ctx: &Context, verb: &str, body: Value) -> Option<Value> {
+    let subject = subject::request("alice", "graph", verb).unwrap();
+    let reply = timeout(
+        Duration::from_secs(5),
+        ctx.nats.request(subject, body.to_string().into()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(serde_json::from_slice(&reply.payload).unwrap())
+}
+
+async fn ask(ctx: &Context, verb: &str, body: Value) -> Value {
+    request(ctx, verb, body).await.expect("graph answers")
+}
+
+async fn publish(js: &jetstream::Context, subject: String, encoding: Encoding, body: bytes::Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, encoding.content_type());
+    timeout(T, async {
+        js.publish_with_headers(subject, headers, body)
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+}
+
+/// Publishes the fixture: lifecycle as JSON, commands as MessagePack.
+async fn publish_fixture(js: &jetstream::Context, recent_at: i64) {
+    for event in lifecycle_events() {
+        let body = Encoding::Json.encode(&event).unwrap();
+        publish(js, event.subject().unwrap(), Encoding::Json, body).await;
+    }
+    for event in command_events(recent_at) {
+        let body = Encoding::MsgPack.encode(&event).unwrap();
+        publish(js, event.subject().unwrap(), Encoding::MsgPack, body).await;
+    }
+}
+
+/// Registers the asset kinds the asset library knows.
+async fn register_kinds(js: &jetstream::Context) {
+    let kv = timeout(T, js.get_key_value(KV_ASSETS))
+        .await
+        .unwrap()
+        .unwrap();
+    for (id, version, kind) in KNOWN_KINDS {
+        let meta = AssetMeta {
+            id: id.into(),
+            version: version.into(),
+            kind: match kind {
+                "tool" => AssetKind::Tool,
+                _ => AssetKind::Function,
+            },
+            owner: "alice".into(),
+            shared: true,
+            description: String::new(),
+            tags: vec![],
+            created_at: T0,
+            size: None,
+            digest: None,
+            metadata: Default::default(),
+        };
+        let body = Encoding::Json.encode(&meta).unwrap();
+        timeout(T, kv.put(format!("{id}.{version}"), body))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Every query answer the fixture determines, as one JSON value.
+async fn answers(ctx: &Context) -> Value {
+    json!({
+        "tree": ask(ctx, "tree", json!({"dt": "factory"})).await,
+        "subtree": ask(ctx, "tree", json!({"dt": "robot-2"})).await,
+        "pid": ask(ctx, "impact", json!({"asset": "pid"})).await,
+        "pid-1.3.0": ask(ctx, "impact", json!({"asset": "pid", "version": "1.3.0"})).await,
+        "grip": ask(ctx, "impact", json!({"asset": "grip", "version": "1.0"})).await,
+        "history": ask(ctx, "history", json!({"dt": "factory"})).await,
+        "window": ask(ctx, "commands", json!({"pt": "robot1", "from": rfc3339(15), "to": rfc3339(25)})).await,
+        "all-robot1": ask(ctx, "commands", json!({"pt": "robot1"})).await,
+    })
+}
+
+async fn fixture_complete(ctx: &Context) -> bool {
+    let history = ask(ctx, "history", json!({"dt": "factory"})).await;
+    let robot2 = ask(ctx, "commands", json!({"pt": "robot2"})).await;
+    history["transitions"].as_array().map(Vec::len) == Some(4)
+        && robot2["commands"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2 && c[1]["history"].as_array().map(Vec::len) == Some(2))
+}
+
+fn error_code(reply: &Value) -> &str {
+    reply["error"]["code"].as_str().unwrap_or("<no error>")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_answer_the_known_composition() {
+    let nats = NatsServer::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, data.path()).await;
+    let ctx = worker.ctx.clone();
+    register_kinds(&ctx.js).await;
+    let recent_at = now_ns() - 10 * 60 * S;
+    publish_fixture(&ctx.js, recent_at).await;
+    assert!(
+        poll(|| fixture_complete(&ctx)).await,
+        "fixture not consumed"
+    );
+
+    let first = answers(&ctx).await;
+    assert_eq!(first["tree"], expected_tree());
+    assert_eq!(
+        first["subtree"]["tree"],
+        expected_tree()["tree"]["children"][1]
+    );
+    assert_eq!(first["pid"]["users"], expected_pid_users());
+    assert_eq!(
+        first["pid-1.3.0"]["users"],
+        json!([]),
+        "old version replaced"
+    );
+    assert_eq!(
+        first["grip"]["users"],
+        json!([
+            {"dt": "gripper-1", "version": "1.0", "name": "grip-model"},
+            {"dt": "gripper-2", "version": "1.0", "name": "grip-model"},
+        ])
+    );
+    assert_eq!(first["history"]["transitions"], expected_history());
+    assert_eq!(first["window"]["commands"], expected_robot1_window());
+    let all: Vec<_> = first["all-robot1"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        all,
+        [("c1", "acknowledged"), ("c2", "failed"), ("c3", "accepted")]
+    );
+    let recent = ask(
+        &ctx,
+        "commands",
+        json!({"pt": "robot2", "from": "-1h", "to": "now"}),
+    )
+    .await;
+    let ids: Vec<_> = recent["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [json!("c5")],
+        "relative range finds only the recent command"
+    );
+
+    // Unknown entities: not_found for a tree, empty elsewhere.
+    let unknown = ask(&ctx, "tree", json!({"dt": "nope"})).await;
+    assert_eq!(error_code(&unknown), "not_found");
+    let empty = ask(&ctx, "history", json!({"dt": "nope"})).await;
+    assert_eq!(empty, json!({"dt": "nope", "transitions": []}));
+    let empty = ask(&ctx, "impact", json!({"asset": "nope"})).await;
+    assert_eq!(empty["users"], json!([]));
+    let empty = ask(&ctx, "commands", json!({"pt": "nope"})).await;
+    assert_eq!(empty["commands"], json!([]));
+
+    // Malformed requests name the field.
+    for (verb, body, field) in [
+        ("tree", json!({}), "`dt`"),
+        ("tree", json!({"dt": "a b"}), "`dt`"),
+        ("impact", json!({"asset": "pid", "versoin": "1"}), "versoin"),
+        ("history", json!({"dt": "factory", "limit": 0}), "`limit`"),
+        (
+            "commands",
+            json!({"pt": "robot1", "from": "yesterday"}),
+            "`from`",
+        ),
+        (
+            "commands",
+            json!({"pt": "robot1", "from": "now", "to": "-1h"}),
+            "`from`",
+        ),
+    ] {
+        let reply = ask(&ctx, verb, body.clone()).await;
+        assert_eq!(error_code(&reply), "bad_request", "{verb} {body}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{verb} {body}: {message}");
+    }
+    let cypher = ask(&ctx, "cypher", json!({"query": "MATCH (n) RETURN n"})).await;
+    assert!(
+        cypher["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("neo4j"),
+        "{cypher}"
+    );
+
+    // A malformed and an inconsistent event go to the DLQ; the worker keeps going.
+    let dt_subject = subject::event("dt", "factory", "executing").unwrap();
+    publish(
+        &ctx.js,
+        dt_subject.clone(),
+        Encoding::Json,
+        "{not json".into(),
+    )
+    .await;
+    let wrong = CommandStatusEvent {
+        id: "other".into(),
+        pt: "robot1".into(),
+        command: "stop".into(),
+        status: CommandStatus::Accepted,
+        at: T0,
+        reason: None,
+    };
+    let wrong_subject = subject::event("cmd", "c9", "accepted").unwrap();
+    publish(
+        &ctx.js,
+        wrong_subject,
+        Encoding::Json,
+        Encoding::Json.encode(&wrong).unwrap(),
+    )
+    .await;
+
+    // Replays (every event again, twice) leave the same answers.
+    publish_fixture(&ctx.js, recent_at).await;
+    publish_fixture(&ctx.js, recent_at).await;
+    let marker = CommandStatusEvent {
+        id: "marker".into(),
+        pt: "robot3".into(),
+        command: "stop".into(),
+        status: CommandStatus::Accepted,
+        at: T0,
+        reason: None,
+    };
+    publish(
+        &ctx.js,
+        marker.subject().unwrap(),
+        Encoding::Json,
+        Encoding::Json.encode(&marker).unwrap(),
+    )
+    .await;
+    let seen = poll(|| async {
+        ask(&ctx, "commands", json!({"pt": "robot3"})).await["commands"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1)
+    })
+    .await;
+    assert!(seen, "events after the bad ones were processed");
+    assert_eq!(answers(&ctx).await, first, "replay changed the graph");
+
+    let dlq = timeout(T, ctx.js.get_stream(STREAM_DLQ))
+        .await
+        .unwrap()
+        .unwrap();
+    let dlq_subject = subject::dlq("graph").unwrap();
+    let mut reasons = Vec::new();
+    let info = timeout(T, dlq.get_info()).await.unwrap().unwrap();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        let Ok(message) = timeout(T, dlq.get_raw_message(seq)).await.unwrap() else {
+            continue;
+        };
+        if message.subject.as_str() == dlq_subject {
+            let headers = message.headers;
+            let reason = headers.get(header::DLQ_REASON).unwrap().to_string();
+            let original = headers.get(header::DLQ_SUBJECT).unwrap().to_string();
+            reasons.push((original, reason));
+        }
+    }
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, dt_subject);
+    assert!(
+        reasons[0].1.contains("cannot decode lifecycle event"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].1.contains("field `id` is \"other\""),
+        "{reasons:?}"
+    );
+
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locked_store_builds_a_backlog_then_catches_up() {
+    const N: usize = 300;
+    let nats = NatsServer::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, data.path()).await;
+    let ctx = worker.ctx.clone();
+
+    // Another connection holds the write lock: every worker write fails as busy.
+    let lock = rusqlite::Connection::open(data.path().join("graph.sqlite")).unwrap();
+    lock.busy_timeout(Duration::from_secs(10)).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    for i in 0..N {
+        let event = CommandStatusEvent {
+            id: format!("cmd-{i:04}"),
+            pt: "press".into(),
+            command: "stamp".into(),
+            status: CommandStatus::Accepted,
+            at: T0 + i as i64,
+            reason: None,
+        };
+        let body = Encoding::MsgPack.encode(&event).unwrap();
+        publish(&ctx.js, event.subject().unwrap(), Encoding::MsgPack, body).await;
+    }
+    // The backlog stays in JetStream, unacknowledged, while the store is locked.
+    let stream = timeout(T, ctx.js.get_stream("DTAAS_EVT"))
+        .await
+        .unwrap()
+        .unwrap();
+    let blocked = poll(|| async {
+        let info = timeout(T, stream.consumer_info("graph"))
+            .await
+            .unwrap()
+            .unwrap();
+        info.num_ack_pending > 0
+    })
+    .await;
+    assert!(blocked, "the worker holds the batch unacknowledged");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let it retry a few times
+    let during = ask(&ctx, "commands", json!({"pt": "press"})).await;
+    assert_eq!(
+        during["commands"],
+        json!([]),
+        "nothing written while locked"
+    );
+    let info = timeout(T, stream.consumer_info("graph"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        info.num_ack_pending as usize + info.num_pending as usize,
+        N,
+        "all {N} events are still in the backlog"
+    );
+
+    lock.execute_batch("ROLLBACK").unwrap();
+    let caught_up = poll(|| async {
+        let reply = ask(&ctx, "commands", json!({"pt": "press", "limit": 1000})).await;
+        reply["commands"].as_array().map(Vec::len) == Some(N)
+    })
+    .await;
+    assert!(
+        caught_up,
+        "the backlog was written after the lock was released"
+    );
+    let reply = ask(&ctx, "commands", json!({"pt": "press", "limit": 1000})).await;
+    for (i, command) in reply["commands"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(command["id"], json!(format!("cmd-{i:04}")));
+        assert_eq!(
+            command["history"].as_array().unwrap().len(),
+            1,
+            "none doubled"
+        );
+    }
+    let drained = poll(|| async {
+        let info = timeout(T, stream.consumer_info("graph"))
+            .await
+            .unwrap()
+            .unwrap();
+        info.num_ack_pending == 0 && info.num_pending == 0
+    })
+    .await;
+    assert!(drained, "every event acknowledged after the catch-up");
+    worker.stop().await;
+}
