@@ -14,6 +14,7 @@ pub mod names;
 pub mod subject;
 pub mod telemetry;
 pub mod time;
+pub mod timeseries;
 
 pub use codec::{CodecError, Encoding};
 pub use error::{ErrorCode, ErrorReply};

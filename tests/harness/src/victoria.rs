@@ -17,6 +17,13 @@ pub struct VictoriaMetrics {
 
 impl VictoriaMetrics {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_args(&[])
+    }
+
+    /// Like `start`, with extra command-line flags such as
+    /// `-dedup.minScrapeInterval=1ms` (one sample per series and timestamp, as InfluxDB
+    /// overwrites a point written twice).
+    pub fn start_with_args(extra: &[&str]) -> anyhow::Result<Self> {
         let binary = require_binary("victoria-metrics", "victoria-metrics")?;
         let dir = tempfile::Builder::new().prefix("dtaas-vm-").tempdir()?;
         let port = free_port();
@@ -29,7 +36,10 @@ impl VictoriaMetrics {
                 "-retentionPeriod=100y".into(),
                 "-search.disableCache".into(),
                 "-loggerLevel=WARN".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|arg| (*arg).into()))
+            .collect(),
             vec![],
             dir.path().join("victoria-metrics.log"),
         )?;

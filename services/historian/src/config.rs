@@ -1,0 +1,243 @@
+//! The `[historian]` table of the configuration file and its environment overrides.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Which time-series store the historian writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// SQLite under `DTAAS_DATA_DIR`: one machine, no setup.
+    #[default]
+    Embedded,
+    /// InfluxDB 2 over its HTTP API.
+    Influxdb,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Influxdb => "influxdb",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "influxdb" => Ok(Self::Influxdb),
+            other => Err(format!(
+                "unknown time-series backend {other:?}; use embedded or influxdb"
+            )),
+        }
+    }
+}
+
+/// A secret such as the InfluxDB token: never printed, not even by `Debug`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `[historian]`: every key is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorianConfig {
+    /// `DTAAS_TS_BACKEND`: `embedded` (SQLite, default) or `influxdb`.
+    pub backend: Backend,
+    /// `DTAAS_HISTORIAN_DURABLE`: the durable consumer's name on `DTAAS_TEL`
+    /// [default: `historian-<backend>`]. A new name is a new sink: it starts at the
+    /// beginning of the stream and backfills what the stream still holds.
+    pub durable: Option<String>,
+    /// Most points (messages) written in one batch [default: 5000].
+    pub batch_size: usize,
+    /// Longest a message waits for its batch to fill before the batch is written [default: 1s].
+    #[serde(deserialize_with = "duration")]
+    pub max_delay: Duration,
+    /// Most messages delivered but not yet acknowledged; JetStream stops delivering
+    /// beyond it, which bounds the historian's memory [default: 20000].
+    pub max_ack_pending: usize,
+    /// How long JetStream waits for an acknowledgement before delivering again; while a
+    /// batch is retried the historian sends progress acks well within it [default: 30s].
+    #[serde(deserialize_with = "duration")]
+    pub ack_wait: Duration,
+    /// The SQLite file of the embedded backend [default: `<data_dir>/historian.sqlite`].
+    pub sqlite_path: Option<PathBuf>,
+    /// InfluxDB 2 settings, used with `backend = "influxdb"`.
+    pub influxdb: InfluxConfig,
+}
+
+/// `[historian.influxdb]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfluxConfig {
+    /// `DTAAS_INFLUXDB_URL` [default: http://127.0.0.1:8086].
+    pub url: String,
+    /// `DTAAS_INFLUXDB_ORG` [default: dtaas].
+    pub org: String,
+    /// `DTAAS_INFLUXDB_BUCKET` [default: dtaas].
+    pub bucket: String,
+    /// `DTAAS_INFLUXDB_TOKEN`: the API token; never logged.
+    pub token: Secret,
+    /// Timeout of one write or query request [default: 30s].
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for InfluxConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8086".into(),
+            org: "dtaas".into(),
+            bucket: "dtaas".into(),
+            token: Secret::default(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for HistorianConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            durable: None,
+            batch_size: 5000,
+            max_delay: Duration::from_secs(1),
+            max_ack_pending: 20_000,
+            ack_wait: Duration::from_secs(30),
+            sqlite_path: None,
+            influxdb: InfluxConfig::default(),
+        }
+    }
+}
+
+impl HistorianConfig {
+    /// Reads `[historian]` from `config` and applies the environment.
+    pub fn load(config: &dtaas_runtime::Config) -> anyhow::Result<Self> {
+        use dtaas_runtime::config::env_override;
+        let mut this: Self = config.section("historian")?;
+        env_override(&mut this.backend, "DTAAS_TS_BACKEND")?;
+        let mut durable = this.durable.clone().unwrap_or_default();
+        env_override(&mut durable, "DTAAS_HISTORIAN_DURABLE")?;
+        this.durable = (!durable.is_empty()).then_some(durable);
+        env_override(&mut this.influxdb.url, "DTAAS_INFLUXDB_URL")?;
+        env_override(&mut this.influxdb.org, "DTAAS_INFLUXDB_ORG")?;
+        env_override(&mut this.influxdb.bucket, "DTAAS_INFLUXDB_BUCKET")?;
+        env_override(&mut this.influxdb.token, "DTAAS_INFLUXDB_TOKEN")?;
+        this.validate(&config.data_dir)?;
+        Ok(this)
+    }
+
+    fn validate(&mut self, data_dir: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.batch_size),
+            "[historian] batch_size must be from 1 to 100000"
+        );
+        anyhow::ensure!(
+            self.max_ack_pending >= self.batch_size,
+            "[historian] max_ack_pending ({}) must be at least batch_size ({})",
+            self.max_ack_pending,
+            self.batch_size
+        );
+        anyhow::ensure!(
+            self.ack_wait >= Duration::from_secs(3),
+            "[historian] ack_wait must be at least 3s"
+        );
+        if let Some(durable) = &self.durable {
+            dtaas_schemas::subject::validate_token("durable name", durable)?;
+        }
+        if self.sqlite_path.is_none() {
+            self.sqlite_path = Some(data_dir.join("historian.sqlite"));
+        }
+        Ok(())
+    }
+
+    /// The durable consumer's name: configured, or `historian-<backend>`.
+    pub fn durable_name(&self) -> String {
+        self.durable
+            .clone()
+            .unwrap_or_else(|| format!("historian-{}", self.backend.name()))
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let ns = dtaas_schemas::time::parse_duration_ns(&text).map_err(serde::de::Error::custom)?;
+    Ok(Duration::from_nanos(ns.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<HistorianConfig> {
+        let config = dtaas_runtime::Config::from_toml(text, "t.toml", &|_| None)?;
+        let mut this: HistorianConfig = config.section("historian")?;
+        this.validate(Path::new("/data"))?;
+        Ok(this)
+    }
+
+    #[test]
+    fn defaults_and_file() {
+        let this = load("").unwrap();
+        assert_eq!(this.durable_name(), "historian-embedded");
+        assert_eq!(
+            this.sqlite_path.as_deref(),
+            Some(Path::new("/data/historian.sqlite"))
+        );
+        let this = load(
+            "[historian]\nbackend = \"influxdb\"\nmax_delay = \"250ms\"\n\
+             [historian.influxdb]\ntoken = \"s3cret\"",
+        )
+        .unwrap();
+        assert_eq!(this.durable_name(), "historian-influxdb");
+        assert_eq!(this.max_delay, Duration::from_millis(250));
+        assert!(!format!("{this:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = load("[historian]\nbatch_sise = 3").unwrap_err().to_string();
+        assert!(err.contains("batch_sise"), "{err}");
+        let err = load("[historian]\nbackend = \"influx\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("influx"), "{err}");
+        let err = load("[historian]\nbatch_size = 10\nmax_ack_pending = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_ack_pending"), "{err}");
+    }
+}

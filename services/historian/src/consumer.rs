@@ -1,0 +1,346 @@
+//! The durable pull consumer on `DTAAS_TEL`: batches, writes, acknowledges.
+//!
+//! Messages are collected into a batch (up to `batch_size`, or `max_delay` after the
+//! first one arrived), decoded, and handed to a writer task; while it writes, the next
+//! batch is collected, so fetching and writing overlap. A message is acknowledged only
+//! after the store confirmed the write that contains it. A store that fails is retried
+//! with capped backoff and progress acks (so JetStream does not redeliver what is being
+//! retried); records that cannot be stored go to `dtaas.v1.dlq.historian` with the
+//! reason and are then acknowledged. At most two batches are held in memory, and
+//! `max_ack_pending` bounds what JetStream delivers ahead of the acknowledgements.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind, Message};
+use dtaas_runtime::Context;
+use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::names::{self, header};
+use dtaas_schemas::{subject, TelemetryRecord};
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HistorianConfig;
+use crate::sink::{Sink, SinkError};
+use crate::WORKER;
+
+/// Counters for `$SRV.STATS`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages written and acknowledged.
+    pub written: AtomicU64,
+    /// Messages sent to the DLQ.
+    pub dead_lettered: AtomicU64,
+    /// Failed write attempts that were retried.
+    pub retries: AtomicU64,
+}
+
+impl Stats {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "written": self.written.load(Ordering::Relaxed),
+            "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
+            "retries": self.retries.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A collected batch: the records that can be written, each with its message, and the
+/// messages that cannot be stored with the reason.
+#[derive(Default)]
+struct Batch {
+    records: Vec<TelemetryRecord>,
+    messages: Vec<Message>,
+    invalid: Vec<(Message, String)>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.messages.len() + self.invalid.len()
+    }
+
+    fn push(&mut self, message: Message) {
+        match decode(&message) {
+            Ok(record) => {
+                self.records.push(record);
+                self.messages.push(message);
+            }
+            Err(reason) => self.invalid.push((message, reason)),
+        }
+    }
+}
+
+/// Decodes and checks one message. DT outputs (`dtaas.v1.dt.<dt>.out.<output>`) are
+/// stored under pt = the DT and measurement = the output, whatever the record says.
+fn decode(message: &Message) -> Result<TelemetryRecord, String> {
+    let content_type = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(header::CONTENT_TYPE))
+        .map(|v| v.as_str());
+    let mut record: TelemetryRecord = Encoding::detect(content_type, &message.payload)
+        .and_then(|encoding| encoding.decode(&message.payload))
+        .map_err(|e| format!("cannot decode telemetry record: {e}"))?;
+    if let Ok((dt, output)) = subject::parse_dt_output(&message.subject) {
+        record.pt = dt.to_owned();
+        record.measurement = output.to_owned();
+    }
+    record.validate().map_err(|e| e.to_string())?;
+    Ok(record)
+}
+
+/// Creates (or binds to) the durable consumer named by the configuration.
+pub async fn durable(
+    js: &jetstream::Context,
+    config: &HistorianConfig,
+) -> anyhow::Result<PullConsumer> {
+    let name = config.durable_name();
+    let stream = js
+        .get_stream(names::STREAM_TELEMETRY)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open stream {}: {e}", names::STREAM_TELEMETRY))?;
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some("dtaas historian: telemetry into the time-series store".into()),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_ack_pending: config.max_ack_pending as i64,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create durable consumer {name}: {e}"))
+}
+
+/// Consumes `DTAAS_TEL` into `sink` until shutdown, then finishes the write in flight.
+pub async fn run<S: Sink>(
+    ctx: Context,
+    config: HistorianConfig,
+    sink: S,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
+    let consumer = durable(&ctx.js, &config).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.batch_size)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot pull from {}: {e}", names::STREAM_TELEMETRY))?;
+    let progress_every = config.ack_wait / 3;
+    let writer = Writer {
+        js: ctx.js.clone(),
+        sink,
+        stats,
+        shutdown: ctx.shutdown.clone(),
+        progress_every,
+    };
+    let mut in_flight: Option<JoinHandle<()>> = None;
+    tracing::info!(durable = %config.durable_name(), batch_size = config.batch_size, "Historian consuming telemetry.");
+    loop {
+        let mut batch = Batch::default();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut ended = false;
+        while batch.len() < config.batch_size {
+            let next = async {
+                match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, messages.next())
+                        .await
+                        .ok(),
+                    None => Some(messages.next().await),
+                }
+            };
+            let item = tokio::select! {
+                _ = ctx.shutdown.cancelled() => { ended = true; break }
+                item = next => item,
+            };
+            match item {
+                None => break, // the batch's deadline passed
+                Some(Some(Ok(message))) => {
+                    batch.push(message);
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.max_delay);
+                }
+                Some(Some(Err(error))) => {
+                    tracing::warn!(%error, "Pulling telemetry failed; the client retries.");
+                }
+                Some(None) => {
+                    ended = true;
+                    tracing::error!(
+                        "The telemetry consumer ended; stopping so the process restarts it."
+                    );
+                    break;
+                }
+            }
+        }
+        if let Some(previous) = in_flight.take() {
+            wait_with_progress(previous, &batch, progress_every).await;
+        }
+        if batch.len() > 0 && !ctx.shutdown.is_cancelled() {
+            let writer = writer.clone();
+            in_flight = Some(tokio::spawn(async move { writer.write(batch).await }));
+        }
+        if ended || ctx.shutdown.is_cancelled() {
+            break;
+        }
+    }
+    if let Some(last) = in_flight {
+        let _ = last.await;
+    }
+    tracing::info!("Historian consumer stopped.");
+    if ctx.shutdown.is_cancelled() {
+        Ok(())
+    } else {
+        anyhow::bail!("the telemetry consumer ended unexpectedly")
+    }
+}
+
+/// Waits for the write in flight while keeping the next batch's messages from being
+/// redelivered.
+async fn wait_with_progress(mut write: JoinHandle<()>, batch: &Batch, every: Duration) {
+    loop {
+        tokio::select! {
+            _ = &mut write => return,
+            _ = tokio::time::sleep(every) => progress(batch.messages.iter().chain(batch.invalid.iter().map(|(m, _)| m))).await,
+        }
+    }
+}
+
+async fn progress<'a>(messages: impl Iterator<Item = &'a Message>) {
+    for message in messages {
+        let _ = message.ack_with(AckKind::Progress).await;
+    }
+}
+
+async fn ack_all(messages: &[Message]) {
+    for message in messages {
+        if let Err(error) = message.ack().await {
+            tracing::debug!(%error, "Cannot acknowledge a message; JetStream will redeliver it.");
+        }
+    }
+}
+
+/// Writes batches and acknowledges them; one runs at a time.
+#[derive(Clone)]
+struct Writer<S> {
+    js: jetstream::Context,
+    sink: S,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    progress_every: Duration,
+}
+
+impl<S: Sink> Writer<S> {
+    async fn write(&self, batch: Batch) {
+        let Batch {
+            records,
+            messages,
+            invalid,
+        } = batch;
+        for (message, reason) in invalid {
+            self.dead_letter(&message, &reason).await;
+        }
+        self.write_range(Arc::new(records), &messages, 0).await;
+    }
+
+    /// Writes `records` (whose messages are `messages`), retrying while the store is
+    /// unavailable; a rejected batch is split in halves until the invalid records are
+    /// found and dead-lettered. Returns without acknowledging on shutdown.
+    async fn write_range(
+        &self,
+        records: Arc<Vec<TelemetryRecord>>,
+        messages: &[Message],
+        depth: u32,
+    ) {
+        if records.is_empty() {
+            return;
+        }
+        let mut attempt = 0;
+        let mut last_progress = Instant::now();
+        loop {
+            match self.sink.write(records.clone()).await {
+                Ok(()) => {
+                    ack_all(messages).await;
+                    self.stats
+                        .written
+                        .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                    if attempt > 0 {
+                        tracing::info!(
+                            records = records.len(),
+                            attempts = attempt + 1,
+                            "Time-series store is back; batch written."
+                        );
+                    }
+                    return;
+                }
+                Err(SinkError::Rejected(reason)) if records.len() == 1 => {
+                    self.dead_letter(&messages[0], &reason).await;
+                    return;
+                }
+                Err(SinkError::Rejected(reason)) => {
+                    tracing::debug!(records = records.len(), depth, %reason, "Store rejected a batch; splitting it to find the invalid records.");
+                    let half = records.len() / 2;
+                    let (left, right) = records.split_at(half);
+                    let (left, right) = (Arc::new(left.to_vec()), Arc::new(right.to_vec()));
+                    Box::pin(self.write_range(left, &messages[..half], depth + 1)).await;
+                    Box::pin(self.write_range(right, &messages[half..], depth + 1)).await;
+                    return;
+                }
+                Err(SinkError::Unavailable(error)) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = dtaas_runtime::nats::backoff(attempt);
+                    if attempt == 0 || attempt % 20 == 0 {
+                        tracing::warn!(%error, records = records.len(), attempt, retry_in = ?delay, "Cannot write batch; keeping it unacknowledged and retrying.");
+                    }
+                    attempt += 1;
+                    if last_progress.elapsed() >= self.progress_every {
+                        progress(messages.iter()).await;
+                        last_progress = Instant::now();
+                    }
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {
+                            tracing::warn!(records = records.len(), "Shutting down with an unwritten batch; JetStream redelivers it later.");
+                            return;
+                        }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    if last_progress.elapsed() >= self.progress_every {
+                        progress(messages.iter()).await;
+                        last_progress = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `message` to the DLQ with `reason`, then acknowledges it; if the DLQ is
+    /// unreachable the message stays unacknowledged and comes back later.
+    async fn dead_letter(&self, message: &Message, reason: &str) {
+        let context = [(header::DLQ_SUBJECT, message.subject.as_str())];
+        match dtaas_runtime::dlq::publish(
+            &self.js,
+            WORKER,
+            message.payload.clone(),
+            reason,
+            &context,
+        )
+        .await
+        {
+            Ok(()) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(subject = %message.subject, %reason, "Sent an invalid record to the DLQ.");
+                let _ = message.ack().await;
+            }
+            Err(error) => {
+                tracing::warn!(subject = %message.subject, %error, "Cannot publish to the DLQ; the message will be redelivered.");
+            }
+        }
+    }
+}

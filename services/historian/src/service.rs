@@ -1,0 +1,69 @@
+//! The `ts.query` and `ts.latest` request endpoints.
+
+use std::sync::Arc;
+
+use dtaas_runtime::service::StatsFn;
+use dtaas_runtime::{Context, RequestInfo, WorkerService};
+use dtaas_schemas::timeseries::{TsLatestRequest, TsQueryRequest};
+use dtaas_schemas::{subject, time, ErrorCode, ErrorReply};
+
+use crate::consumer::Stats;
+use crate::query::Query;
+use crate::sink::{Sink, SinkError};
+use crate::WORKER;
+
+/// The service name in request subjects: `dtaas.v1.<user>.ts.<verb>`.
+pub const SERVICE: &str = "ts";
+
+fn reply_error(error: SinkError) -> ErrorReply {
+    match error {
+        SinkError::Unavailable(m) => ErrorReply::new(ErrorCode::Unavailable, m),
+        SinkError::Rejected(m) => ErrorReply::new(ErrorCode::BadRequest, m),
+    }
+}
+
+/// Registers `dtaas-historian` and its endpoints; `run` the result until shutdown.
+pub async fn start<S: Sink>(
+    ctx: &Context,
+    store: S,
+    stats: Arc<Stats>,
+) -> anyhow::Result<WorkerService> {
+    let stats_fn: StatsFn = Arc::new(move || stats.json());
+    let mut service = WorkerService::start(
+        ctx,
+        WORKER,
+        "Telemetry history: time-series queries",
+        Some(stats_fn),
+    )
+    .await?;
+    let query_store = store.clone();
+    service
+        .endpoint(
+            SERVICE,
+            "query",
+            move |_: RequestInfo, request: TsQueryRequest| {
+                let store = query_store.clone();
+                async move {
+                    let query = Query::parse(request, time::now_ns())?;
+                    store.query(query).await.map_err(reply_error)
+                }
+            },
+        )
+        .await?;
+    service
+        .endpoint(
+            SERVICE,
+            "latest",
+            move |_: RequestInfo, request: TsLatestRequest| {
+                let store = store.clone();
+                async move {
+                    subject::validate_token("PT id", &request.pt).map_err(|e| {
+                        ErrorReply::new(ErrorCode::BadRequest, format!("field `pt`: {e}"))
+                    })?;
+                    store.latest(request.pt).await.map_err(reply_error)
+                }
+            },
+        )
+        .await?;
+    Ok(service)
+}
