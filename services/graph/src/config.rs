@@ -71,6 +71,11 @@ pub struct GraphConfig {
     pub batch_size: usize,
     /// Longest wait for a batch to fill, in milliseconds, before it is written anyway.
     pub batch_delay_ms: u64,
+    /// How long JetStream waits for an event's ack before redelivering it, in
+    /// milliseconds: after a crash, the events that were in flight come back this late.
+    /// Writes that take longer are not a problem while the store is failing (the worker
+    /// sends in-progress acks then), but a single write must finish within it.
+    pub ack_wait_ms: u64,
     /// How long an embedded store write waits for a SQLite lock before it counts as
     /// a failed (and retried) write, in milliseconds.
     pub sqlite_busy_ms: u64,
@@ -93,6 +98,7 @@ impl Default for GraphConfig {
             durable: "graph".into(),
             batch_size: 500,
             batch_delay_ms: 100,
+            ack_wait_ms: 30_000,
             sqlite_busy_ms: 1000,
             admins: Vec::new(),
             neo4j_uri: "bolt://127.0.0.1:7687".into(),
@@ -118,6 +124,10 @@ impl GraphConfig {
 
     pub fn batch_delay(&self) -> Duration {
         Duration::from_millis(self.batch_delay_ms)
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms.max(1000))
     }
 }
 

@@ -37,9 +37,6 @@ pub struct Stats {
     pub store_errors: AtomicU64,
 }
 
-/// How long JetStream waits for an ack before redelivering.
-const ACK_WAIT: Duration = Duration::from_secs(30);
-
 /// Runs the consumer until shutdown; recreates it with backoff when NATS fails.
 pub async fn run(
     ctx: Context,
@@ -82,7 +79,7 @@ async fn consume(
                 description: Some("dtaas graph worker".into()),
                 filter_subject: subject::event_all(),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
+                ack_wait: config.ack_wait(),
                 max_ack_pending: (config.batch_size * 4) as i64,
                 ..Default::default()
             },
