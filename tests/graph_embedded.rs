@@ -245,6 +245,24 @@ async fn queries_answer_the_known_composition() {
         "relative range finds only the recent command"
     );
 
+    // MessagePack in, MessagePack out, same answer.
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
+    let body = Encoding::MsgPack.encode(&json!({"dt": "factory"})).unwrap();
+    let reply = timeout(
+        T,
+        ctx.nats.request_with_headers(
+            subject::request("alice", "graph", "tree").unwrap(),
+            headers,
+            body,
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let tree: Value = Encoding::MsgPack.decode(&reply.payload).unwrap();
+    assert_eq!(tree, expected_tree());
+
     // Unknown entities: not_found for a tree, empty elsewhere.
     let unknown = ask(&ctx, "tree", json!({"dt": "nope"})).await;
     assert_eq!(error_code(&unknown), "not_found");
