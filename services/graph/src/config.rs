@@ -35,6 +35,7 @@ impl std::str::FromStr for Backend {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
@@ -122,10 +123,12 @@ impl GraphConfig {
         Ok(graph)
     }
 
+    /// `batch_delay_ms` as a duration.
     pub fn batch_delay(&self) -> Duration {
         Duration::from_millis(self.batch_delay_ms)
     }
 
+    /// `ack_wait_ms` as a duration, at least one second.
     pub fn ack_wait(&self) -> Duration {
         Duration::from_millis(self.ack_wait_ms.max(1000))
     }

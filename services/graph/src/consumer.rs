@@ -31,9 +31,13 @@ use crate::store::{GraphStore, StoreError};
 /// Counters shown in `$SRV.STATS`.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Events written to the store and acknowledged.
     pub events: AtomicU64,
+    /// Store transactions committed.
     pub batches: AtomicU64,
+    /// Events sent to `dtaas.v1.dlq.graph`.
     pub dlq: AtomicU64,
+    /// Failed store writes (each retry counts).
     pub store_errors: AtomicU64,
 }
 
