@@ -140,7 +140,7 @@ async fn process(
         match add_event(&mut batch, &message) {
             Ok(()) => to_ack.push(message),
             Err(Invalid(reason)) => {
-                tracing::debug!(subject = %message.subject, %reason, "Event sent to the DLQ.");
+                tracing::trace!(subject = %message.subject, %reason, "Event sent to the DLQ.");
                 // The DLQ publish must land before the ack, or the event could vanish.
                 dlq::publish(
                     &ctx.js,
@@ -252,7 +252,7 @@ async fn one_by_one(
 async fn ack(message: &Message) {
     // A lost ack means a redelivery, which the idempotent writes absorb.
     if let Err(error) = message.ack().await {
-        tracing::debug!(%error, "Cannot acknowledge an event.");
+        tracing::trace!(%error, "Cannot acknowledge an event.");
     }
 }
 
