@@ -47,7 +47,7 @@ where
         if check().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("timed out waiting until {what}");
 }
@@ -66,6 +66,9 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     .unwrap()
     .unwrap();
 
+    // A short ack wait, so the events in flight at the kill come back quickly.
+    let config_file = data.path().join("dtaas.toml");
+    std::fs::write(&config_file, "[graph]\nack_wait_ms = 3000\n").unwrap();
     let mut worker = Process::spawn(
         "dtaas-graph",
         env!("CARGO_BIN_EXE_dtaas").as_ref(),
@@ -73,6 +76,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
         vec![
             ("DTAAS_NATS_URL".into(), nats.url().into()),
             ("DTAAS_DATA_DIR".into(), data.path().as_os_str().to_owned()),
+            ("DTAAS_CONFIG".into(), config_file.into_os_string()),
             ("RUST_LOG".into(), "info".into()),
         ],
         data.path().join("graph.log"),

@@ -245,6 +245,24 @@ async fn queries_answer_the_known_composition() {
         "relative range finds only the recent command"
     );
 
+    // MessagePack in, MessagePack out, same answer.
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
+    let body = Encoding::MsgPack.encode(&json!({"dt": "factory"})).unwrap();
+    let reply = timeout(
+        T,
+        ctx.nats.request_with_headers(
+            subject::request("alice", "graph", "tree").unwrap(),
+            headers,
+            body,
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let tree: Value = Encoding::MsgPack.decode(&reply.payload).unwrap();
+    assert_eq!(tree, expected_tree());
+
     // Unknown entities: not_found for a tree, empty elsewhere.
     let unknown = ask(&ctx, "tree", json!({"dt": "nope"})).await;
     assert_eq!(error_code(&unknown), "not_found");
@@ -455,5 +473,64 @@ async fn locked_store_builds_a_backlog_then_catches_up() {
     })
     .await;
     assert!(drained, "every event acknowledged after the catch-up");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_the_store_rejects_go_to_the_dlq() {
+    let nats = NatsServer::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, data.path()).await;
+    let ctx = worker.ctx.clone();
+    // The store refuses commands for one PT, as a constraint would.
+    let db = rusqlite::Connection::open(data.path().join("graph.sqlite")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER poison BEFORE INSERT ON command WHEN NEW.pt = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poison pt refused'); END;",
+    )
+    .unwrap();
+    for (i, pt) in ["mill", "mill", "poison", "mill", "mill"]
+        .iter()
+        .enumerate()
+    {
+        let event = CommandStatusEvent {
+            id: format!("p{i}"),
+            pt: pt.to_string(),
+            command: "run".into(),
+            status: CommandStatus::Accepted,
+            at: T0 + i as i64,
+            reason: None,
+        };
+        let body = Encoding::Json.encode(&event).unwrap();
+        publish(&ctx.js, event.subject().unwrap(), Encoding::Json, body).await;
+    }
+    let written = poll(|| async {
+        ask(&ctx, "commands", json!({"pt": "mill"})).await["commands"]
+            .as_array()
+            .map(Vec::len)
+            == Some(4)
+    })
+    .await;
+    assert!(written, "the other events of the batch were written");
+    let dlq = timeout(T, ctx.js.get_stream(STREAM_DLQ))
+        .await
+        .unwrap()
+        .unwrap();
+    let found = poll(|| async {
+        let dlq_subject = subject::dlq("graph").unwrap();
+        match timeout(T, dlq.get_last_raw_message_by_subject(&dlq_subject)).await {
+            Ok(Ok(message)) => {
+                let reason = message.headers.get(header::DLQ_REASON).unwrap().to_string();
+                assert!(reason.contains("poison pt refused"), "{reason}");
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert!(found, "the refused event is in the DLQ");
+    let info = timeout(T, dlq.get_info()).await.unwrap().unwrap();
+    assert_eq!(info.state.messages, 1, "only the refused event");
     worker.stop().await;
 }

@@ -35,6 +35,7 @@ impl std::str::FromStr for Backend {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
@@ -71,6 +72,11 @@ pub struct GraphConfig {
     pub batch_size: usize,
     /// Longest wait for a batch to fill, in milliseconds, before it is written anyway.
     pub batch_delay_ms: u64,
+    /// How long JetStream waits for an event's ack before redelivering it, in
+    /// milliseconds: after a crash, the events that were in flight come back this late.
+    /// Writes that take longer are not a problem while the store is failing (the worker
+    /// sends in-progress acks then), but a single write must finish within it.
+    pub ack_wait_ms: u64,
     /// How long an embedded store write waits for a SQLite lock before it counts as
     /// a failed (and retried) write, in milliseconds.
     pub sqlite_busy_ms: u64,
@@ -93,6 +99,7 @@ impl Default for GraphConfig {
             durable: "graph".into(),
             batch_size: 500,
             batch_delay_ms: 100,
+            ack_wait_ms: 30_000,
             sqlite_busy_ms: 1000,
             admins: Vec::new(),
             neo4j_uri: "bolt://127.0.0.1:7687".into(),
@@ -116,8 +123,14 @@ impl GraphConfig {
         Ok(graph)
     }
 
+    /// `batch_delay_ms` as a duration.
     pub fn batch_delay(&self) -> Duration {
         Duration::from_millis(self.batch_delay_ms)
+    }
+
+    /// `ack_wait_ms` as a duration, at least one second.
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms.max(1000))
     }
 }
 

@@ -7,6 +7,8 @@
 //! - A store that fails keeps the batch unacknowledged and is retried with capped
 //!   backoff until it succeeds or the worker shuts down (then JetStream redelivers).
 //!   While retrying, in-progress acks keep JetStream from redelivering the batch.
+//! - A batch the store rejects as such (not a transient failure) is written again one
+//!   event at a time; the events the store rejects go to the DLQ with its reason.
 //! - The queue is bounded by `batch_size`: no new messages are pulled while a batch is
 //!   being written.
 
@@ -24,19 +26,20 @@ use futures::StreamExt;
 
 use crate::config::GraphConfig;
 use crate::model::{Batch, Invalid};
-use crate::store::GraphStore;
+use crate::store::{GraphStore, StoreError};
 
 /// Counters shown in `$SRV.STATS`.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Events written to the store and acknowledged.
     pub events: AtomicU64,
+    /// Store transactions committed.
     pub batches: AtomicU64,
+    /// Events sent to `dtaas.v1.dlq.graph`.
     pub dlq: AtomicU64,
+    /// Failed store writes (each retry counts).
     pub store_errors: AtomicU64,
 }
-
-/// How long JetStream waits for an ack before redelivering.
-const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the consumer until shutdown; recreates it with backoff when NATS fails.
 pub async fn run(
@@ -80,7 +83,7 @@ async fn consume(
                 description: Some("dtaas graph worker".into()),
                 filter_subject: subject::event_all(),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
+                ack_wait: config.ack_wait(),
                 max_ack_pending: (config.batch_size * 4) as i64,
                 ..Default::default()
             },
@@ -137,7 +140,7 @@ async fn process(
         match add_event(&mut batch, &message) {
             Ok(()) => to_ack.push(message),
             Err(Invalid(reason)) => {
-                tracing::debug!(subject = %message.subject, %reason, "Event sent to the DLQ.");
+                tracing::trace!(subject = %message.subject, %reason, "Event sent to the DLQ.");
                 // The DLQ publish must land before the ack, or the event could vanish.
                 dlq::publish(
                     &ctx.js,
@@ -154,22 +157,13 @@ async fn process(
     }
     if !batch.is_empty() {
         kinds.fill(&mut batch).await;
-        let mut attempt = 0;
-        loop {
-            match store.write(&batch).await {
-                Ok(()) => break,
-                Err(error) => {
-                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff(attempt);
-                    tracing::warn!(%error, events = to_ack.len(), retry_in = ?delay, "Cannot write to the graph store; retrying.");
-                    attempt += 1;
-                    for message in &to_ack {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
-                    tokio::select! {
-                        _ = ctx.shutdown.cancelled() => return Ok(false),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+        match write(ctx, store, stats, &batch, &to_ack).await {
+            Written::Yes => {}
+            Written::Shutdown => return Ok(false),
+            Written::Rejected(reason) => {
+                tracing::warn!(%reason, events = to_ack.len(), "The graph store rejected a batch; writing its events one by one.");
+                if !one_by_one(ctx, store, stats, kinds, &to_ack).await? {
+                    return Ok(false);
                 }
             }
         }
@@ -184,10 +178,81 @@ async fn process(
     Ok(true)
 }
 
+/// How a write with retries ended.
+enum Written {
+    Yes,
+    /// The store refuses this batch itself; retrying cannot help.
+    Rejected(String),
+    Shutdown,
+}
+
+/// Writes `batch`, retrying with capped backoff while the store is unavailable.
+async fn write(
+    ctx: &Context,
+    store: &dyn GraphStore,
+    stats: &Stats,
+    batch: &Batch,
+    messages: &[Message],
+) -> Written {
+    let mut attempt = 0;
+    loop {
+        let error = match store.write(batch).await {
+            Ok(()) => return Written::Yes,
+            Err(StoreError::Unavailable(error)) => error,
+            Err(other) => return Written::Rejected(other.to_string()),
+        };
+        stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        let delay = backoff(attempt);
+        tracing::warn!(%error, events = messages.len(), retry_in = ?delay, "Cannot write to the graph store; retrying.");
+        attempt += 1;
+        for message in messages {
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Written::Shutdown,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// After a rejected batch: each event alone, so only the one the store refuses goes to
+/// the DLQ. Returns `false` on shutdown.
+async fn one_by_one(
+    ctx: &Context,
+    store: &dyn GraphStore,
+    stats: &Stats,
+    kinds: &mut AssetKinds,
+    messages: &[Message],
+) -> anyhow::Result<bool> {
+    for message in messages {
+        let mut single = Batch::default();
+        if add_event(&mut single, message).is_err() || single.is_empty() {
+            continue; // decoded fine before; nothing to write
+        }
+        kinds.fill(&mut single).await;
+        match write(ctx, store, stats, &single, std::slice::from_ref(message)).await {
+            Written::Yes => {}
+            Written::Shutdown => return Ok(false),
+            Written::Rejected(reason) => {
+                dlq::publish(
+                    &ctx.js,
+                    crate::WORKER,
+                    message.payload.clone(),
+                    &reason,
+                    &[(header::DLQ_SUBJECT, message.subject.as_str())],
+                )
+                .await?;
+                stats.dlq.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(true)
+}
+
 async fn ack(message: &Message) {
     // A lost ack means a redelivery, which the idempotent writes absorb.
     if let Err(error) = message.ack().await {
-        tracing::debug!(%error, "Cannot acknowledge an event.");
+        tracing::trace!(%error, "Cannot acknowledge an event.");
     }
 }
 

@@ -10,6 +10,12 @@ const WRITE_WORDS: [&str; 8] = [
 /// Procedure namespaces that administer or write.
 const WRITE_PROCEDURES: [&str; 4] = ["DBMS.", "APOC.", "DB.CREATE", "GDS."];
 
+/// Parts of procedure names that suggest a write anywhere else (`db.index.fulltext.
+/// createNodeIndex`, `db.clearQueryCaches`); refusing a harmless one is acceptable.
+const WRITE_VERBS: [&str; 7] = [
+    "CREATE", "DROP", "DELETE", "SET", "MERGE", "REMOVE", "CLEAR",
+];
+
 /// The first write clause in `query`, ignoring string literals, comments, escaped
 /// identifiers and property names; `None` when the query only reads.
 pub fn write_clause(query: &str) -> Option<String> {
@@ -30,7 +36,9 @@ pub fn write_clause(query: &str) -> Option<String> {
                 .take_while(|(w, _)| w != "(" && w != "YIELD")
                 .map(|(w, _)| w.as_str())
                 .collect();
-            if WRITE_PROCEDURES.iter().any(|p| procedure.starts_with(p)) {
+            if WRITE_PROCEDURES.iter().any(|p| procedure.starts_with(p))
+                || WRITE_VERBS.iter().any(|v| procedure.contains(v))
+            {
                 return Some(format!("CALL {}", procedure.to_lowercase()));
             }
         }
@@ -129,6 +137,10 @@ mod tests {
             ),
             ("CALL apoc.create.node(['X'], {})", "CALL apoc.create.node"),
             ("MATCH (n) REMOVE n.x", "REMOVE"),
+            (
+                "CALL db.index.fulltext.createNodeIndex('i', ['Dt'], ['id'])",
+                "CALL db.index.fulltext.createnodeindex",
+            ),
             ("DROP CONSTRAINT c", "DROP"),
         ] {
             assert_eq!(write_clause(write).as_deref(), Some(clause), "{write}");

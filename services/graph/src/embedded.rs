@@ -86,6 +86,16 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Constraint and type failures come back the same on every retry, so they are
+/// `Rejected`; locks, I/O and permissions are worth retrying.
+fn classify(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    match e.sqlite_error_code() {
+        Some(ConstraintViolation | TooBig | TypeMismatch) => StoreError::Rejected(e.to_string()),
+        _ => unavailable(e),
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (creating) `dir/graph.sqlite`; `busy` is how long a write waits for a
     /// lock before it fails and is retried by the consumer.
@@ -123,7 +133,7 @@ impl EmbeddedStore {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                f(&mut conn).map_err(unavailable)
+                f(&mut conn).map_err(classify)
             })
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?

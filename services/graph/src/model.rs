@@ -103,6 +103,7 @@ pub struct Invalid(pub String);
 pub const MAX_DEPTH: usize = 32;
 
 impl Batch {
+    /// Nothing to write.
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
             && self.configs.is_empty()

@@ -25,6 +25,20 @@ fn unavailable(e: neo4rs::Error) -> StoreError {
     StoreError::Unavailable(format!("neo4j: {e}"))
 }
 
+/// A write error: Neo4j client errors (constraint violations, type errors) come back
+/// the same on every retry, so they are `Rejected`; the rest is worth retrying.
+fn write_error(e: neo4rs::Error) -> StoreError {
+    use neo4rs::{Neo4jClientErrorKind as Client, Neo4jErrorKind as Kind};
+    match &e {
+        neo4rs::Error::Neo4j(inner)
+            if matches!(inner.kind(), Kind::Client(Client::Other | Client::Unknown)) =>
+        {
+            StoreError::Rejected(format!("neo4j: {e}"))
+        }
+        _ => unavailable(e),
+    }
+}
+
 impl Neo4jStore {
     /// Connects and creates the constraints. The password goes only to neo4rs and
     /// never into an error or log.
@@ -115,9 +129,9 @@ impl GraphStore for Neo4jStore {
             for (statement, rows) in statements {
                 txn.run(query(statement).param("rows", bolt(rows)))
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(write_error)?;
             }
-            txn.commit().await.map_err(unavailable)
+            txn.commit().await.map_err(write_error)
         })
     }
 

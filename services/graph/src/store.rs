@@ -211,3 +211,67 @@ fn rank(status: &str) -> u8 {
         _ => 2,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dt(id: &str) -> DtRow {
+        DtRow {
+            id: id.into(),
+            state: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn shared_children_repeat_and_cycles_are_cut() {
+        let edge = |p: &str, c: &str| (p.to_owned(), c.to_owned());
+        let rows = TreeRows {
+            dts: vec![dt("a"), dt("b"), dt("c"), dt("s")],
+            edges: vec![
+                edge("a", "c"),
+                edge("a", "b"),
+                edge("b", "s"),
+                edge("c", "s"),
+                edge("s", "a"),
+            ],
+            ..TreeRows::default()
+        };
+        let tree = assemble_tree("a", rows);
+        let ids: Vec<_> = tree.children.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"], "sorted");
+        assert_eq!(tree.children[0].children[0].id, "s");
+        assert_eq!(
+            tree.children[1].children[0].id, "s",
+            "shared child under both"
+        );
+        assert!(
+            tree.children[0].children[0].children.is_empty(),
+            "cycle back to a cut"
+        );
+    }
+
+    #[test]
+    fn commands_group_with_latest_status() {
+        let row = |id: &str, status: &str, at: i64| CommandStatusRow {
+            id: id.into(),
+            command: "stop".into(),
+            first_at: if id == "x" { 5 } else { 1 },
+            status: status.into(),
+            at,
+            reason: None,
+        };
+        let records = assemble_commands(vec![
+            row("y", "sent", 2),
+            row("y", "accepted", 1),
+            row("x", "accepted", 5),
+            row("x", "sent", 5),
+            row("y", "sent", 2),
+        ]);
+        assert_eq!(records[0].id, "y");
+        assert_eq!(records[0].status, "sent");
+        assert_eq!(records[0].history.len(), 2, "duplicates removed");
+        assert_eq!(records[1].status, "sent", "same time: life order decides");
+    }
+}
