@@ -10,6 +10,7 @@ pub mod nats;
 pub mod ports;
 pub mod process;
 pub mod victoria;
+pub mod worker;
 
 pub use falkordb::FalkorDb;
 pub use mosquitto::Mosquitto;
