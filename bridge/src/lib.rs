@@ -1,15 +1,117 @@
-//! The dtaas bridge worker.
+//! The dtaas bridge worker: MQTT telemetry in, commands out, command ledger.
+//!
+//! Tasks: the MQTT poller (`mqtt::poll`), the uplink (`uplink`), the downlink
+//! (`downlink`) and the request endpoints (`requests`). See `docs/bridge.md`.
 
+pub mod config;
+pub mod downlink;
+pub mod ledger;
+pub mod mqtt;
+pub mod payload;
+pub mod requests;
+pub mod stats;
+pub mod topic_map;
+pub mod uplink;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtaas_runtime::service::{StatsFn, WorkerService};
 use dtaas_runtime::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BridgeConfig;
+use crate::stats::Stats;
 
 /// The worker's name: `dtaas bridge`, service `dtaas-bridge`.
 pub const WORKER: &str = "bridge";
 
 /// Environment variables this worker reads, for `dtaas bridge --help`.
-pub const ENV_HELP: &str = "";
+pub const ENV_HELP: &str = config::ENV_HELP;
 
-/// Runs the worker until `ctx.shutdown` is cancelled.
+/// Runs the worker until `ctx.shutdown` is cancelled, then drains and disconnects.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    let _ = ctx;
-    anyhow::bail!("the bridge worker is not implemented yet")
+    let bridge = BridgeConfig::load(&ctx.config)?;
+    let stats = Arc::new(Stats::default());
+    let ledger = ledger::Ledger::open(&ctx.js).await?;
+    let maps = topic_map::TopicMaps::new(&bridge);
+    let filters = maps
+        .filters()
+        .map(|f| (f.to_owned(), mqtt::qos(bridge.qos)))
+        .collect();
+    let (client, eventloop) = mqtt::client(mqtt::options(&ctx.config, &bridge), &bridge);
+    let acks = Arc::new(mqtt::BrokerAcks::default());
+    // Room for the whole receive window plus QoS 0 messages: see `mqtt`.
+    let (tx, rx) = mpsc::channel(bridge.in_flight as usize + 64);
+    let poll_stop = CancellationToken::new();
+    let mut poller = tokio::spawn(mqtt::poll(
+        eventloop,
+        client.clone(),
+        filters,
+        tx,
+        stats.clone(),
+        acks.clone(),
+        poll_stop.clone(),
+    ));
+    tracing::info!(client_id = bridge.client_id(), broker = %ctx.config.mqtt_url, "Bridge starting.");
+
+    let uplink = Arc::new(uplink::Uplink {
+        js: ctx.js.clone(),
+        client: client.clone(),
+        maps,
+        ledger: ledger.clone(),
+        stats: stats.clone(),
+        known_pts: bridge
+            .reject_unknown_pts
+            .then(|| bridge.known_pts.iter().cloned().collect::<HashSet<_>>()),
+        window: bridge.in_flight as usize,
+    });
+    let uplink_task = tokio::spawn(uplink.run(rx, ctx.shutdown.clone()));
+    let downlink_task = tokio::spawn(
+        downlink::Downlink {
+            js: ctx.js.clone(),
+            client: client.clone(),
+            ledger: ledger.clone(),
+            stats: stats.clone(),
+            acks,
+            qos: mqtt::qos(bridge.command_qos),
+            consumer: bridge.command_consumer.clone(),
+        }
+        .run(ctx.shutdown.clone()),
+    );
+
+    let stats_fn: StatsFn = {
+        let stats = stats.clone();
+        Arc::new(move || serde_json::to_value(stats.snapshot()).unwrap_or_default())
+    };
+    let mut svc =
+        WorkerService::start(&ctx, WORKER, "MQTT <-> NATS bridge", Some(stats_fn)).await?;
+    let limits = requests::Limits {
+        max_payload: bridge.max_command_payload,
+        max_ttl_ms: bridge.max_command_ttl_ms,
+    };
+    requests::register(&mut svc, ctx.js.clone(), ledger, stats.clone(), limits).await?;
+    let svc_task = tokio::spawn(svc.run());
+
+    ctx.shutdown.cancelled().await;
+    tracing::info!("Bridge stopping: finishing in-flight messages.");
+    let _ = uplink_task.await;
+    let _ = downlink_task.await;
+    // Acks queued by the uplink go out before the DISCONNECT, which ends the poller.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut poller)
+        .await
+        .is_err()
+    {
+        poll_stop.cancel();
+        let _ = poller.await;
+    }
+    let _ = svc_task.await;
+    if let Err(error) = ctx.nats.flush().await {
+        tracing::warn!(%error, "Cannot flush NATS.");
+    }
+    tracing::info!(stats = ?stats.snapshot(), "Bridge stopped.");
+    Ok(())
 }

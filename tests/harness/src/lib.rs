@@ -11,6 +11,7 @@ pub mod ports;
 pub mod process;
 pub mod resp;
 pub mod victoria;
+pub mod worker;
 
 pub use falkordb::FalkorDb;
 pub use mosquitto::Mosquitto;

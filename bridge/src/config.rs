@@ -1,0 +1,191 @@
+//! The `[bridge]` configuration table and its environment overrides.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Settings of the bridge worker (`[bridge]` in the configuration file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// MQTT client id; stable so the broker keeps the session across restarts
+    /// (`DTAAS_BRIDGE_CLIENT_ID`). Default `dtaas-bridge-<user>`.
+    pub client_id: Option<String>,
+    /// How long the broker keeps the session (and queues messages) while the bridge is
+    /// away, in seconds (MQTT 5 session expiry interval).
+    pub session_expiry_secs: u32,
+    /// QoS of the telemetry subscriptions (0, 1 or 2).
+    pub qos: u8,
+    /// Most MQTT messages received but not yet acknowledged (`DTAAS_BRIDGE_IN_FLIGHT`);
+    /// sent to the broker as MQTT 5 receive maximum, so it never sends more.
+    pub in_flight: u16,
+    /// QoS commands are published with (0, 1 or 2).
+    pub command_qos: u8,
+    /// Durable consumer name on `DTAAS_CMD`.
+    pub command_consumer: String,
+    /// Largest command payload accepted by `cmd.send`, in bytes.
+    pub max_command_payload: usize,
+    /// Largest TTL accepted by `cmd.send`, in milliseconds.
+    pub max_command_ttl_ms: u64,
+    /// When true, telemetry of PTs not listed in `known_pts` goes to the DLQ.
+    pub reject_unknown_pts: bool,
+    /// PT ids accepted when `reject_unknown_pts` is on.
+    pub known_pts: Vec<String>,
+    /// Custom topic maps, tried in order before the default map.
+    pub maps: Vec<TopicMapConfig>,
+    /// Keep the default map `dtaas/pt/<pt>/tel/<measurement>` next to custom maps.
+    pub default_map: bool,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            session_expiry_secs: 7 * 24 * 3600,
+            qos: 1,
+            in_flight: 1000,
+            command_qos: 1,
+            command_consumer: "dtaas-bridge-commands".into(),
+            max_command_payload: 64 * 1024,
+            max_command_ttl_ms: 24 * 3600 * 1000,
+            reject_unknown_pts: false,
+            known_pts: Vec::new(),
+            maps: Vec::new(),
+            default_map: true,
+        }
+    }
+}
+
+/// Where a topic map takes a value from: a topic level (0-based) or a fixed text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Source {
+    /// The topic level with this index (`dtaas/pt/x` has `x` at level 2).
+    Level(usize),
+    /// This fixed text.
+    Fixed(String),
+}
+
+/// Payload formats the bridge understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// JSON object or scalar, MessagePack or line protocol, recognised by content.
+    #[default]
+    Auto,
+    Json,
+    LineProtocol,
+    Msgpack,
+}
+
+/// Unit of numeric timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    /// Guessed from the magnitude (s, ms, us or ns of a date after 1973); strings are
+    /// RFC 3339.
+    #[default]
+    Auto,
+    S,
+    Ms,
+    Us,
+    Ns,
+    /// An RFC 3339 string.
+    Rfc3339,
+}
+
+/// A custom MQTT topic → telemetry mapping (`[[bridge.maps]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicMapConfig {
+    /// MQTT topic filter to subscribe to, e.g. `factory/+/+/data`.
+    pub filter: String,
+    /// Where the PT id comes from.
+    pub pt: Source,
+    /// Where the measurement comes from.
+    pub measurement: Source,
+    /// Tags taken from topic levels: tag name → level.
+    #[serde(default)]
+    pub tags: BTreeMap<String, usize>,
+    /// Payload format.
+    #[serde(default)]
+    pub format: Format,
+    /// Name of the timestamp field in JSON/MessagePack payloads.
+    #[serde(default = "default_timestamp_field")]
+    pub timestamp_field: String,
+    /// Unit of the timestamp field (and of line protocol timestamps).
+    #[serde(default)]
+    pub timestamp_unit: TimeUnit,
+    /// Name of a field carrying a unique message id (used as `Nats-Msg-Id`).
+    #[serde(default)]
+    pub id_field: Option<String>,
+}
+
+fn default_timestamp_field() -> String {
+    "ts".into()
+}
+
+impl BridgeConfig {
+    /// Reads `[bridge]` and the `DTAAS_BRIDGE_*` environment variables.
+    pub fn load(config: &dtaas_runtime::Config) -> anyhow::Result<Self> {
+        let mut bridge: Self = config.section("bridge")?;
+        let mut client_id = bridge
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("dtaas-bridge-{}", config.user));
+        dtaas_runtime::config::env_override(&mut client_id, "DTAAS_BRIDGE_CLIENT_ID")?;
+        bridge.client_id = Some(client_id);
+        dtaas_runtime::config::env_override(&mut bridge.in_flight, "DTAAS_BRIDGE_IN_FLIGHT")?;
+        anyhow::ensure!(
+            bridge.in_flight > 0,
+            "[bridge] in_flight must be at least 1"
+        );
+        anyhow::ensure!(bridge.qos <= 2, "[bridge] qos must be 0, 1 or 2");
+        anyhow::ensure!(
+            bridge.command_qos <= 2,
+            "[bridge] command_qos must be 0, 1 or 2"
+        );
+        Ok(bridge)
+    }
+
+    /// The MQTT client id (set by `load`).
+    pub fn client_id(&self) -> &str {
+        self.client_id.as_deref().unwrap_or("dtaas-bridge")
+    }
+}
+
+/// `dtaas bridge --help` text for the worker's own variables.
+pub const ENV_HELP: &str = "Bridge environment:
+  DTAAS_BRIDGE_CLIENT_ID  MQTT client id, stable across restarts [default: dtaas-bridge-<user>]
+  DTAAS_BRIDGE_IN_FLIGHT  MQTT messages received but not yet acknowledged [default: 1000]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_parse_from_toml() {
+        let text = r#"
+            in_flight = 10
+            [[maps]]
+            filter = "factory/+/+/data"
+            pt = 1
+            measurement = "machine"
+            tags = { line = 2 }
+            format = "json"
+            timestamp_field = "time"
+            timestamp_unit = "ms"
+            id_field = "msg"
+        "#;
+        let config: BridgeConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.in_flight, 10);
+        let map = &config.maps[0];
+        assert_eq!(map.pt, Source::Level(1));
+        assert_eq!(map.measurement, Source::Fixed("machine".into()));
+        assert_eq!(map.tags["line"], 2);
+        assert_eq!(map.timestamp_unit, TimeUnit::Ms);
+        assert!(toml::from_str::<BridgeConfig>("in_flihgt = 3")
+            .unwrap_err()
+            .to_string()
+            .contains("in_flihgt"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Payload parsing: one MQTT payload → one or more telemetry records.
+
+pub mod json;
+pub mod line_protocol;
+pub mod msgpack;
+
+use dtaas_schemas::telemetry::TelemetryRecord;
+
+use crate::config::{Format, TimeUnit};
+use crate::topic_map::Target;
+
+/// A record and, when known, its de-duplication id.
+#[derive(Debug, PartialEq)]
+pub struct Parsed {
+    pub record: TelemetryRecord,
+    pub msg_id: Option<String>,
+}
+
+/// Parses `payload` for `target`; `now_ns` stands in for missing timestamps. The error
+/// says what is wrong, for the DLQ reason header.
+pub fn parse(payload: &[u8], target: &Target<'_>, now_ns: i64) -> Result<Vec<Parsed>, String> {
+    let map = target.map;
+    let format = match map.format {
+        Format::Auto => detect(payload),
+        f => f,
+    };
+    let records = match format {
+        Format::LineProtocol => {
+            let text = std::str::from_utf8(payload)
+                .map_err(|_| "line protocol payload is not UTF-8".to_owned())?;
+            let unit = match map.timestamp_unit {
+                TimeUnit::Auto | TimeUnit::Rfc3339 => TimeUnit::Ns,
+                u => u,
+            };
+            let mut out = Vec::new();
+            for line in line_protocol::parse(text)? {
+                let mut tags = target.tags.clone();
+                tags.extend(line.tags);
+                let ts = match line.timestamp {
+                    Some(t) => json::scale_int(t, unit)?,
+                    None => now_ns,
+                };
+                out.push(Parsed {
+                    record: TelemetryRecord {
+                        pt: target.pt.to_owned(),
+                        measurement: line.measurement,
+                        ts,
+                        tags,
+                        fields: line.fields,
+                    },
+                    msg_id: None,
+                });
+            }
+            out
+        }
+        Format::Json | Format::Msgpack | Format::Auto => {
+            let value = if format == Format::Msgpack {
+                msgpack::parse(payload)?
+            } else {
+                serde_json::from_slice(payload)
+                    .map_err(|e| format!("payload is not valid JSON: {e}"))?
+            };
+            let e = json::extract(
+                value,
+                &map.timestamp_field,
+                map.timestamp_unit,
+                map.id_field.as_deref(),
+            )?;
+            let msg_id =
+                e.id.map(|id| format!("{}.{}.{id}", target.pt, target.measurement));
+            vec![Parsed {
+                record: TelemetryRecord {
+                    pt: target.pt.to_owned(),
+                    measurement: target.measurement.to_owned(),
+                    ts: e.ts.unwrap_or(now_ns),
+                    tags: target.tags.clone(),
+                    fields: e.fields,
+                },
+                msg_id,
+            }]
+        }
+    };
+    for parsed in &records {
+        parsed.record.validate().map_err(|e| e.to_string())?;
+    }
+    Ok(records)
+}
+
+/// Guesses the format: MessagePack maps by their first byte, JSON when it parses as
+/// JSON, line protocol otherwise.
+fn detect(payload: &[u8]) -> Format {
+    if msgpack::looks_like_map(payload) {
+        return Format::Msgpack;
+    }
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9') => Format::Json,
+        Some(_) if serde_json::from_slice::<serde_json::Value>(payload).is_ok() => Format::Json,
+        _ => Format::LineProtocol,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BridgeConfig;
+    use crate::topic_map::{Route, TopicMaps};
+    use dtaas_schemas::telemetry::FieldValue;
+
+    fn parse_on(topic: &str, payload: &[u8]) -> Result<Vec<Parsed>, String> {
+        let maps = TopicMaps::new(&BridgeConfig::default());
+        let Route::Telemetry(target) = maps.route(topic) else {
+            panic!("unmapped")
+        };
+        parse(payload, &target, 7)
+    }
+
+    #[test]
+    fn every_format() {
+        let t = "dtaas/pt/inc1/tel/env";
+        let r = &parse_on(t, br#"{"temp":21.5,"ts":1700000000}"#).unwrap()[0].record;
+        assert_eq!((r.pt.as_str(), r.measurement.as_str()), ("inc1", "env"));
+        assert_eq!(r.ts, 1_700_000_000_000_000_000);
+        let r = &parse_on(t, b"true").unwrap()[0].record;
+        assert_eq!(r.fields["value"], FieldValue::Bool(true));
+        assert_eq!(r.ts, 7);
+        let r = &parse_on(t, b"-3").unwrap()[0].record;
+        assert_eq!(r.fields["value"], FieldValue::I64(-3));
+        let lp = parse_on(t, b"env,room=a temp=1\nhum h=2i 5").unwrap();
+        assert_eq!(lp.len(), 2);
+        assert_eq!(lp[1].record.measurement, "hum");
+        assert_eq!(lp[1].record.ts, 5);
+        assert_eq!(lp[0].record.tags["room"], "a");
+        let mp = rmp_serde::to_vec_named(&serde_json::json!({"x": 2})).unwrap();
+        assert_eq!(
+            parse_on(t, &mp).unwrap()[0].record.fields["x"],
+            FieldValue::I64(2)
+        );
+    }
+
+    #[test]
+    fn bad_payloads_say_why() {
+        let t = "dtaas/pt/inc1/tel/env";
+        assert!(parse_on(t, b"{\"a\":").unwrap_err().contains("JSON"));
+        assert!(parse_on(t, b"{}").unwrap_err().contains("no fields"));
+        assert!(parse_on(t, b"not valid")
+            .unwrap_err()
+            .contains("line protocol"));
+    }
+}

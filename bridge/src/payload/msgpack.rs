@@ -1,0 +1,22 @@
+//! MessagePack payloads: decoded into the same value tree as JSON.
+
+/// Decodes a MessagePack payload into a JSON value.
+pub fn parse(payload: &[u8]) -> Result<serde_json::Value, String> {
+    rmp_serde::from_slice(payload).map_err(|e| format!("payload is not valid MessagePack: {e}"))
+}
+
+/// True when the first byte starts a MessagePack map (fixmap, map16, map32).
+pub fn looks_like_map(payload: &[u8]) -> bool {
+    matches!(payload.first(), Some(0x80..=0x8f | 0xde | 0xdf))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn map_round_trip() {
+        let body = rmp_serde::to_vec_named(&serde_json::json!({"t": 1.5, "n": {"a": 2}})).unwrap();
+        assert!(super::looks_like_map(&body));
+        assert_eq!(super::parse(&body).unwrap()["n"]["a"], 2);
+        assert!(super::parse(&[0xc1]).is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! Counters shared by the bridge tasks, reported by `$SRV.STATS` and `bridge.stats`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use serde::{Deserialize, Serialize};
+
+/// Live counters; cheap atomic increments on the hot path.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// MQTT messages received.
+    pub mqtt_in: AtomicU64,
+    /// Telemetry records stored in `DTAAS_TEL`.
+    pub records_out: AtomicU64,
+    /// Messages sent to the DLQ.
+    pub dlq: AtomicU64,
+    /// MQTT messages received and not yet acknowledged.
+    pub in_flight: AtomicU64,
+    /// JetStream publishes that failed and were retried.
+    pub publish_retries: AtomicU64,
+    /// Commands taken from `DTAAS_CMD` and not yet finished.
+    pub commands_pending: AtomicU64,
+    /// Commands the broker acknowledged.
+    pub commands_sent: AtomicU64,
+    /// Commands whose TTL passed before they could be sent.
+    pub commands_expired: AtomicU64,
+    /// Device acknowledgements received.
+    pub commands_acknowledged: AtomicU64,
+    /// True while the MQTT connection is up.
+    pub mqtt_connected: AtomicBool,
+    /// True once the broker acknowledged the subscriptions of the current connection.
+    pub mqtt_subscribed: AtomicBool,
+}
+
+/// A snapshot, the body of the `bridge.stats` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub mqtt_in: u64,
+    pub records_out: u64,
+    pub dlq: u64,
+    pub in_flight: u64,
+    pub publish_retries: u64,
+    pub commands_pending: u64,
+    pub commands_sent: u64,
+    pub commands_expired: u64,
+    pub commands_acknowledged: u64,
+    pub mqtt_connected: bool,
+    pub mqtt_subscribed: bool,
+}
+
+impl Stats {
+    /// The current values.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            mqtt_in: self.mqtt_in.load(Relaxed),
+            records_out: self.records_out.load(Relaxed),
+            dlq: self.dlq.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            publish_retries: self.publish_retries.load(Relaxed),
+            commands_pending: self.commands_pending.load(Relaxed),
+            commands_sent: self.commands_sent.load(Relaxed),
+            commands_expired: self.commands_expired.load(Relaxed),
+            commands_acknowledged: self.commands_acknowledged.load(Relaxed),
+            mqtt_connected: self.mqtt_connected.load(Relaxed),
+            mqtt_subscribed: self.mqtt_subscribed.load(Relaxed),
+        }
+    }
+}

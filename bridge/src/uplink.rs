@@ -1,0 +1,347 @@
+//! Uplink: MQTT publishes → telemetry records in `DTAAS_TEL` (or the DLQ), then the
+//! MQTT acknowledgement.
+//!
+//! One task takes publishes from the bounded channel the MQTT poller fills, parses
+//! them and starts their JetStream publishes; up to `in_flight` of them are in flight
+//! at once (their PubAck futures resolve concurrently). Completed messages are
+//! acknowledged to the broker in the order they arrived, only after JetStream (or the
+//! DLQ stream) acknowledged everything the message produced. A failed publish is
+//! retried with capped backoff; while NATS is down the window fills, the bridge stops
+//! acknowledging and the broker holds back further messages.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use dtaas_runtime::nats::backoff;
+use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::command::CommandStatus;
+use dtaas_schemas::names::header;
+use dtaas_schemas::time::now_ns;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use rumqttc::v5::mqttbytes::v5::Publish;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::Ledger;
+use crate::payload;
+use crate::stats::Stats;
+use crate::topic_map::{Route, TopicMaps};
+use crate::WORKER;
+
+/// How long shutdown waits for in-flight publishes before leaving them to redelivery.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the uplink needs; shared by the per-message futures.
+pub struct Uplink {
+    pub js: jetstream::Context,
+    pub client: AsyncClient,
+    pub maps: TopicMaps,
+    pub ledger: Ledger,
+    pub stats: Arc<Stats>,
+    /// PTs accepted when unknown PTs are rejected; `None` accepts every PT.
+    pub known_pts: Option<HashSet<String>>,
+    /// Most messages between receipt and acknowledgement.
+    pub window: usize,
+}
+
+/// What becomes of one MQTT message.
+enum Outcome {
+    Records(Vec<(String, HeaderMap, Bytes)>),
+    Dlq(String),
+    CommandAck(String),
+}
+
+impl Uplink {
+    /// Runs until `shutdown`, then finishes in-flight publishes and acknowledges them.
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Publish>,
+        shutdown: CancellationToken,
+    ) {
+        let mut pending: FuturesOrdered<BoxFuture<'static, Publish>> = FuturesOrdered::new();
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            let room = self.window.saturating_sub(pending.len());
+            tokio::select! {
+                biased;
+                Some(done) = pending.next(), if !pending.is_empty() => self.ack(done).await,
+                _ = shutdown.cancelled() => break,
+                n = rx.recv_many(&mut batch, room.min(256)), if room > 0 => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = now_ns();
+                    for publish in batch.drain(..) {
+                        pending.push_back(self.clone().handle(publish, now));
+                    }
+                }
+            }
+        }
+        // Stop taking messages: what the poller still receives stays unacknowledged.
+        drop(rx);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(done) = pending.next().await {
+                self.ack(done).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = pending.len(),
+                "In-flight publishes did not finish; the broker will deliver them again."
+            );
+        }
+    }
+
+    async fn ack(&self, publish: Publish) {
+        if publish.qos != QoS::AtMostOnce {
+            self.stats.in_flight.fetch_sub(1, Relaxed);
+            if let Err(error) = self.client.ack(&publish).await {
+                tracing::debug!(%error, "Cannot acknowledge an MQTT message; it will be redelivered.");
+            }
+        }
+    }
+
+    /// Starts the work for one message; the future yields it back once it may be acked.
+    fn handle(self: Arc<Self>, publish: Publish, now: i64) -> BoxFuture<'static, Publish> {
+        let outcome = self.outcome(&publish, now);
+        async move {
+            match outcome {
+                Outcome::Records(records) => {
+                    let mut acks = Vec::with_capacity(records.len());
+                    for (subject, headers, body) in &records {
+                        acks.push(self.publish_once(subject, headers, body).await);
+                    }
+                    for ((subject, headers, body), first) in records.iter().zip(acks) {
+                        let ok = match first {
+                            Some(ack) => ack.await.is_ok(),
+                            None => false,
+                        };
+                        if !ok {
+                            if let Err(reason) = self.publish_retrying(subject, headers, body).await
+                            {
+                                self.dlq(&publish, &reason).await;
+                            }
+                        }
+                        self.stats.records_out.fetch_add(1, Relaxed);
+                    }
+                }
+                Outcome::Dlq(reason) => self.dlq(&publish, &reason).await,
+                Outcome::CommandAck(id) => self.command_ack(&publish, &id).await,
+            }
+            publish
+        }
+        .boxed()
+    }
+
+    fn outcome(&self, publish: &Publish, now: i64) -> Outcome {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            return Outcome::Dlq("topic is not UTF-8".into());
+        };
+        let target = match self.maps.route(topic) {
+            Route::Telemetry(target) => target,
+            Route::CommandAck { .. } => {
+                return match command_id(&publish.payload) {
+                    Ok(id) => Outcome::CommandAck(id),
+                    Err(reason) => Outcome::Dlq(reason),
+                }
+            }
+            Route::Unmapped(reason) => return Outcome::Dlq(reason),
+        };
+        if let Some(known) = &self.known_pts {
+            if !known.contains(target.pt) {
+                return Outcome::Dlq(format!(
+                    "unknown PT {:?} (reject_unknown_pts is on)",
+                    target.pt
+                ));
+            }
+        }
+        let parsed = match payload::parse(&publish.payload, &target, now) {
+            Ok(parsed) => parsed,
+            Err(reason) => return Outcome::Dlq(reason),
+        };
+        let mut records = Vec::with_capacity(parsed.len());
+        for (i, p) in parsed.into_iter().enumerate() {
+            let (subject, body) = match (p.record.subject(), Encoding::MsgPack.encode(&p.record)) {
+                (Ok(s), Ok(b)) => (s, b),
+                (Err(e), _) => return Outcome::Dlq(e.to_string()),
+                (_, Err(e)) => return Outcome::Dlq(e.to_string()),
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
+            if let Some(id) = p.msg_id {
+                let id = if i == 0 { id } else { format!("{id}.{i}") };
+                headers.insert(header::MSG_ID, id.as_str());
+            }
+            records.push((subject, headers, body));
+        }
+        Outcome::Records(records)
+    }
+
+    /// Sends one publish; `None` when it could not even be sent (then retried).
+    async fn publish_once(
+        &self,
+        subject: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Option<jetstream::context::PublishAckFuture> {
+        self.js
+            .publish_with_headers(subject.to_owned(), headers.clone(), body.clone())
+            .await
+            .ok()
+    }
+
+    /// Publishes until JetStream acknowledges; `Err` only for a message it can never
+    /// take (too large), which then goes to the DLQ.
+    async fn publish_retrying(
+        &self,
+        subject: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(), String> {
+        let mut attempt = 0;
+        loop {
+            let result = match self.publish_once_err(subject, headers, body).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(format!("record too large for NATS: {e}"))
+                }
+                Err(error) => {
+                    self.stats.publish_retries.fetch_add(1, Relaxed);
+                    throttled_warn(&format!("JetStream publish failed ({error}); retrying, MQTT messages stay unacknowledged"));
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn publish_once_err(
+        &self,
+        subject: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        self.js
+            .publish_with_headers(subject.to_owned(), headers.clone(), body.clone())
+            .await
+    }
+
+    /// Sends the message to the DLQ, retrying until it is stored.
+    async fn dlq(&self, publish: &Publish, reason: &str) {
+        let topic = String::from_utf8_lossy(&publish.topic);
+        let mut attempt = 0;
+        loop {
+            let context = [(header::DLQ_TOPIC, topic.as_ref())];
+            match dtaas_runtime::dlq::publish(
+                &self.js,
+                WORKER,
+                publish.payload.clone(),
+                reason,
+                &context,
+            )
+            .await
+            {
+                Ok(()) => {
+                    self.stats.dlq.fetch_add(1, Relaxed);
+                    tracing::debug!(%topic, reason, "Sent a message to the DLQ.");
+                    return;
+                }
+                Err(error) => {
+                    throttled_warn(&format!("DLQ publish failed ({error:#}); retrying"));
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Moves a command to `acknowledged` after its device replied.
+    async fn command_ack(&self, publish: &Publish, id: &str) {
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let Some(current) = self.ledger.get(id).await? else {
+                    return Ok(Some(format!(
+                        "device acknowledged unknown command id {id:?}"
+                    )));
+                };
+                if current.status != CommandStatus::Acknowledged {
+                    self.ledger
+                        .record(
+                            id,
+                            &current.pt,
+                            &current.command,
+                            CommandStatus::Acknowledged,
+                            None,
+                        )
+                        .await?;
+                    self.stats.commands_acknowledged.fetch_add(1, Relaxed);
+                }
+                Ok::<_, anyhow::Error>(None)
+            }
+            .await;
+            match result {
+                Ok(None) => return,
+                Ok(Some(reason)) => return self.dlq(publish, &reason).await,
+                Err(error) => {
+                    throttled_warn(&format!(
+                        "Cannot record a command acknowledgement ({error:#}); retrying"
+                    ));
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The command id of a device reply: `{"id":"…"}`, a JSON string, or the bare id.
+pub fn command_id(payload: &[u8]) -> Result<String, String> {
+    let id = match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(map)) => match map.get("id") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => return Err("command acknowledgement has no string field \"id\"".into()),
+        },
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::from_utf8_lossy(payload).trim().to_owned(),
+    };
+    crate::downlink::validate_id(&id)?;
+    Ok(id)
+}
+
+/// Logs a warning at most every 5 s, so an outage does not log once per message.
+fn throttled_warn(message: &str) {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ns();
+    let last = LAST.load(Relaxed);
+    if now - last > 5_000_000_000 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        tracing::warn!("{message}.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_ids_in_every_form() {
+        assert_eq!(super::command_id(br#"{"id":"c1"}"#).unwrap(), "c1");
+        assert_eq!(super::command_id(br#""c2""#).unwrap(), "c2");
+        assert_eq!(super::command_id(b" c3\n").unwrap(), "c3");
+        assert!(super::command_id(br#"{"x":1}"#).is_err());
+        assert!(super::command_id(b"").unwrap_err().contains("command id"));
+        assert!(super::command_id(b"a.b").is_err());
+    }
+}

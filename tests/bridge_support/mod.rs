@@ -1,0 +1,242 @@
+//! Shared setup of the bridge tests: servers, the bridge process, readers, publishers.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use dtaas_schemas::subject;
+use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
+use dtaas_test_harness::{Mosquitto, NatsServer, Process};
+use futures::StreamExt;
+
+/// Every await of a test step is bounded by this.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// Runs `f` under `limit`, failing with `what` when it takes longer.
+pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?}: {what}"))
+}
+
+/// The servers, the bridge and a NATS client of one test.
+pub struct Setup {
+    pub nats: NatsServer,
+    pub mosquitto: Mosquitto,
+    pub bridge: Process,
+    pub env: WorkerEnv,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// nats-server, mosquitto and `dtaas bridge`, ready (subscribed).
+    pub async fn start(extra: &[(&str, &str)]) -> Setup {
+        let nats = NatsServer::start().expect("nats-server");
+        let mosquitto = Mosquitto::start().expect("mosquitto");
+        let dir = tempfile::tempdir().unwrap();
+        let env = WorkerEnv {
+            nats_url: nats.url(),
+            mqtt_url: mosquitto.url(),
+            data_dir: dir.path().join("data"),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let bridge = spawn_worker(env!("CARGO_BIN_EXE_dtaas").as_ref(), "bridge", &env)
+            .expect("dtaas bridge");
+        let client = within(STEP, "connect", async_nats::connect(nats.url()))
+            .await
+            .unwrap();
+        let js = jetstream::new(client.clone());
+        let setup = Setup {
+            nats,
+            mosquitto,
+            bridge,
+            env,
+            client,
+            js,
+            dir,
+        };
+        setup.wait_ready().await;
+        setup
+    }
+
+    /// Waits until the bridge answers `bridge.stats` with its subscriptions in place.
+    pub async fn wait_ready(&self) {
+        let subject = subject::request("test", "bridge", "stats").unwrap();
+        let ready = async {
+            loop {
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.client.request(subject.clone(), "{}".into()),
+                )
+                .await;
+                if let Ok(Ok(reply)) = reply {
+                    let stats: serde_json::Value =
+                        serde_json::from_slice(&reply.payload).unwrap_or_default();
+                    if stats["mqtt_subscribed"] == true {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(60), ready)
+            .await
+            .is_err()
+        {
+            panic!("bridge not ready:\n{}", self.bridge.log_tail());
+        }
+    }
+
+    /// The bridge's stats.
+    pub async fn stats(&self) -> serde_json::Value {
+        let subject = subject::request("test", "bridge", "stats").unwrap();
+        let reply = within(STEP, "stats", self.client.request(subject, "{}".into()))
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+}
+
+/// Every message now in `stream` on `filter`.
+pub async fn read_all(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Vec<jetstream::Message> {
+    let stream = within(STEP, "get stream", js.get_stream(stream))
+        .await
+        .unwrap();
+    let consumer = within(
+        STEP,
+        "create consumer",
+        stream.create_consumer(pull::Config {
+            filter_subject: filter.to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    loop {
+        let mut batch = within(
+            STEP,
+            "fetch",
+            consumer
+                .fetch()
+                .max_messages(1000)
+                .expires(Duration::from_millis(500))
+                .messages(),
+        )
+        .await
+        .unwrap();
+        let before = all.len();
+        while let Some(m) = within(STEP, "fetch message", batch.next()).await {
+            all.push(m.unwrap());
+        }
+        if all.len() == before {
+            return all;
+        }
+    }
+}
+
+/// Polls `read` until `done` holds for its result, for at most `limit`; returns the
+/// last result either way, for the caller's assertion with details.
+pub async fn poll_until<T, F, Fut>(limit: Duration, mut read: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let value = read().await;
+        if done(&value) || tokio::time::Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `mosquitto_pub -q 1`, the independent MQTT client.
+pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            message,
+        ])
+        .status()
+        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
+    assert!(status.success(), "mosquitto_pub failed for {topic}");
+}
+
+/// Publishes `count` QoS 1 messages `{"seq":i,"v":…}` to `dtaas/pt/<pt>/tel/seq` with a
+/// persistent session, calling `during(i)` after each; returns once the broker
+/// acknowledged every one.
+pub async fn publish_sequence(port: u16, pt: &str, count: u64, mut during: impl FnMut(u64)) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let mut options = MqttOptions::new(format!("seq-publisher-{pt}"), "127.0.0.1", port);
+    options.set_clean_session(false).set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 200);
+    let acked = tokio::spawn(async move {
+        let mut acked = 0u64;
+        let mut sent = 0u64;
+        while acked < count {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => sent += 1,
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let _ = sent;
+        acked
+    });
+    let topic = format!("dtaas/pt/{pt}/tel/seq");
+    for i in 0..count {
+        let body = format!("{{\"seq\":{i},\"v\":{}.5}}", i % 100);
+        within(
+            STEP,
+            "publish",
+            client.publish(&topic, QoS::AtLeastOnce, false, body),
+        )
+        .await
+        .unwrap();
+        during(i);
+    }
+    let acked = within(Duration::from_secs(120), "publisher acks", acked)
+        .await
+        .unwrap();
+    assert_eq!(acked, count);
+    let _ = client.disconnect().await;
+}
+
+/// The `seq` field of every telemetry record of `pt` in `DTAAS_TEL`.
+pub async fn sequences(js: &jetstream::Context, pt: &str) -> std::collections::BTreeSet<i64> {
+    use dtaas_schemas::telemetry::{FieldValue, TelemetryRecord};
+    let filter = subject::telemetry(pt, "seq").unwrap();
+    read_all(js, "DTAAS_TEL", &filter)
+        .await
+        .iter()
+        .filter_map(|m| {
+            let record: TelemetryRecord = dtaas_schemas::codec::decode(None, &m.payload).ok()?;
+            match record.fields.get("seq") {
+                Some(FieldValue::I64(i)) => Some(*i),
+                _ => None,
+            }
+        })
+        .collect()
+}
