@@ -129,7 +129,9 @@ pub async fn run<S: Sink>(
     let consumer = durable(&ctx.js, &config).await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(config.batch_size)
+        // Pull up to two batches ahead, so the next batch is already arriving while one
+        // is written; `max_ack_pending` still bounds what is outstanding.
+        .max_messages_per_batch((2 * config.batch_size).min(config.max_ack_pending))
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -147,31 +149,32 @@ pub async fn run<S: Sink>(
     tracing::info!(durable = %config.durable_name(), batch_size = config.batch_size, "Historian consuming telemetry.");
     loop {
         let mut batch = Batch::default();
-        let mut deadline: Option<tokio::time::Instant> = None;
+        // One timer per batch (not per message): armed when the first message arrives.
+        let deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(deadline);
+        let mut armed = false;
         let mut ended = false;
         while batch.len() < config.batch_size {
-            let next = async {
-                match deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline, messages.next())
-                        .await
-                        .ok(),
-                    None => Some(messages.next().await),
-                }
-            };
             let item = tokio::select! {
+                biased;
                 _ = ctx.shutdown.cancelled() => { ended = true; break }
-                item = next => item,
+                _ = &mut deadline, if armed => break,
+                item = messages.next() => item,
             };
             match item {
-                None => break, // the batch's deadline passed
-                Some(Some(Ok(message))) => {
+                Some(Ok(message)) => {
                     batch.push(message);
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.max_delay);
+                    if !armed {
+                        deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + config.max_delay);
+                        armed = true;
+                    }
                 }
-                Some(Some(Err(error))) => {
+                Some(Err(error)) => {
                     tracing::warn!(%error, "Pulling telemetry failed; the client retries.");
                 }
-                Some(None) => {
+                None => {
                     ended = true;
                     tracing::error!(
                         "The telemetry consumer ended; stopping so the process restarts it."
