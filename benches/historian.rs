@@ -108,6 +108,30 @@ async fn raw<S: Sink>(store: &S, records: &[TelemetryRecord]) -> anyhow::Result<
     Ok(started.elapsed())
 }
 
+/// A store that keeps nothing: the consumer's own ceiling (pull, decode, ack) here.
+#[derive(Clone)]
+struct Discard;
+
+impl Sink for Discard {
+    async fn write(&self, _: Arc<Vec<TelemetryRecord>>) -> Result<(), dtaas_historian::SinkError> {
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        _: dtaas_historian::query::Query,
+    ) -> Result<dtaas_schemas::timeseries::TsQueryReply, dtaas_historian::SinkError> {
+        Ok(Default::default())
+    }
+
+    async fn latest(
+        &self,
+        _: String,
+    ) -> Result<dtaas_schemas::timeseries::TsLatestReply, dtaas_historian::SinkError> {
+        Ok(Default::default())
+    }
+}
+
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -147,6 +171,16 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .state
         .last_sequence;
+
+    // The consumer alone (pull, decode, ack) with a store that keeps nothing.
+    let config = HistorianConfig {
+        durable: Some("historian-discard".into()),
+        ..Default::default()
+    };
+    let (discard_ingest, discard_stop, discard_worker) =
+        ingest(&nats.url(), config, Discard, last_seq).await?;
+    discard_stop.cancel();
+    let _ = discard_worker.await;
 
     // Embedded: raw bulk write into its own file, then the historian into another.
     let raw_store = EmbeddedStore::open(&dir.path().join("raw.sqlite"))?;
@@ -234,6 +268,10 @@ async fn main() -> anyhow::Result<()> {
             raw.as_secs_f64() / ingest.as_secs_f64()
         );
     }
+    println!(
+        "| (no store: consumer pull + decode + ack only) | – | {:.0} | – |",
+        rate(n, discard_ingest)
+    );
     println!("\n| ts.query, one hour at 1 Hz (embedded, {QUERIES} requests) | p50 | p99 |");
     println!("|---|---:|---:|");
     for (name, (p50, p99)) in ["raw, 3600 points", "every 1m mean, 60 points"]
