@@ -258,7 +258,6 @@ impl dtaas_historian::Sink for Picky {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn records_the_store_rejects_go_to_the_dlq_and_the_rest_is_stored() {
-    use dtaas_historian::Sink as _;
     let nats = NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (client, js) = connect(&nats.url()).await;
