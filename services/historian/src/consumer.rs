@@ -146,6 +146,7 @@ pub async fn run<S: Sink>(
         progress_every,
     };
     let mut in_flight: Option<JoinHandle<()>> = None;
+    let mut pull_errors = 0;
     tracing::info!(durable = %config.durable_name(), batch_size = config.batch_size, "Historian consuming telemetry.");
     loop {
         let mut batch = Batch::default();
@@ -163,6 +164,7 @@ pub async fn run<S: Sink>(
             };
             match item {
                 Some(Ok(message)) => {
+                    pull_errors = 0;
                     batch.push(message);
                     if !armed {
                         deadline
@@ -172,7 +174,11 @@ pub async fn run<S: Sink>(
                     }
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "Pulling telemetry failed; the client retries.");
+                    // Missed heartbeats or a NATS outage: the client re-pulls on its
+                    // own; pause so a persistent error does not spin.
+                    tracing::warn!(%error, "Pulling telemetry failed; retrying.");
+                    tokio::time::sleep(dtaas_runtime::nats::backoff(pull_errors)).await;
+                    pull_errors += 1;
                 }
                 None => {
                     ended = true;
@@ -186,7 +192,9 @@ pub async fn run<S: Sink>(
         if let Some(previous) = in_flight.take() {
             wait_with_progress(previous, &batch, progress_every).await;
         }
-        if batch.len() > 0 && !ctx.shutdown.is_cancelled() {
+        // On shutdown the batch already collected is still written (and acknowledged),
+        // unless the store is down, in which case JetStream redelivers it later.
+        if batch.len() > 0 {
             let writer = writer.clone();
             in_flight = Some(tokio::spawn(async move { writer.write(batch).await }));
         }
