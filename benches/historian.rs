@@ -1,3 +1,288 @@
-//! Benchmark of the historian worker (written with the worker).
+//! Historian benchmark: ingest rate `DTAAS_TEL` → store for the embedded (SQLite) and
+//! the victoria-metrics (InfluxDB v2 write API) backends, each against a raw bulk
+//! write of the same points straight into the same store, and `ts.query` latency for a
+//! one-hour, 1 Hz window. Prints a markdown table. Run: `cargo bench --bench historian`
+//! (`DTAAS_BENCH_POINTS` sets the number of points, default 100000).
 
-fn main() {}
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::HeaderMap;
+use dtaas_historian::config::{Backend, HistorianConfig, InfluxConfig, Secret};
+use dtaas_historian::{EmbeddedStore, InfluxStore, Sink};
+use dtaas_runtime::{Config, Context};
+use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::names::{self, header};
+use dtaas_schemas::{subject, FieldValue, TelemetryRecord};
+use dtaas_test_harness::{NatsServer, VictoriaMetrics};
+use tokio_util::sync::CancellationToken;
+
+/// 2026-01-01T00:00:00Z in ns.
+const BASE_NS: i64 = 1_767_225_600_000_000_000;
+const CHUNK: usize = 5_000;
+const QUERIES: usize = 300;
+
+fn record(pt: &str, i: i64, step_ns: i64) -> TelemetryRecord {
+    TelemetryRecord {
+        pt: pt.into(),
+        measurement: "env".into(),
+        ts: BASE_NS + i * step_ns,
+        tags: BTreeMap::from([("site".into(), "lab".into())]),
+        fields: BTreeMap::from([("temp".into(), FieldValue::F64(i as f64 * 0.5))]),
+    }
+}
+
+async fn publish(js: &jetstream::Context, records: &[TelemetryRecord]) -> anyhow::Result<()> {
+    let mut acks = Vec::with_capacity(1_000);
+    for record in records {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
+        let body = Encoding::MsgPack.encode(record)?;
+        acks.push(
+            js.publish_with_headers(record.subject()?, headers, body)
+                .await?,
+        );
+        if acks.len() == 1_000 {
+            for ack in acks.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(())
+}
+
+/// Runs the historian on `store` until its durable consumer acknowledged `last_seq`;
+/// returns the elapsed time and leaves the worker running (cancel `shutdown`).
+async fn ingest<S: Sink>(
+    nats_url: &str,
+    config: HistorianConfig,
+    store: S,
+    last_seq: u64,
+) -> anyhow::Result<(Duration, CancellationToken, tokio::task::JoinHandle<()>)> {
+    let env_url = nats_url.to_owned();
+    let runtime_config = Config::from_toml("", "bench", &move |name| {
+        (name == "DTAAS_NATS_URL").then(|| env_url.clone())
+    })?;
+    let shutdown = CancellationToken::new();
+    let ctx = Context::connect(Arc::new(runtime_config), "historian", shutdown.clone()).await?;
+    let durable = config.durable_name();
+    let js = ctx.js.clone();
+    let started = Instant::now();
+    let worker = tokio::spawn(async move {
+        if let Err(e) = dtaas_historian::run_with(ctx, config, store).await {
+            eprintln!("historian failed: {e:#}");
+        }
+    });
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Ok(mut consumer) = js
+            .get_consumer_from_stream::<pull::Config, _, _>(&durable, names::STREAM_TELEMETRY)
+            .await
+        else {
+            continue;
+        };
+        let info = consumer.info().await?;
+        if info.ack_floor.stream_sequence >= last_seq {
+            return Ok((started.elapsed(), shutdown, worker));
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "ingest did not finish"
+        );
+    }
+}
+
+async fn raw<S: Sink>(store: &S, records: &[TelemetryRecord]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for chunk in records.chunks(CHUNK) {
+        store
+            .write(Arc::new(chunk.to_vec()))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(started.elapsed())
+}
+
+/// A store that keeps nothing: the consumer's own ceiling (pull, decode, ack) here.
+#[derive(Clone)]
+struct Discard;
+
+impl Sink for Discard {
+    async fn write(&self, _: Arc<Vec<TelemetryRecord>>) -> Result<(), dtaas_historian::SinkError> {
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        _: dtaas_historian::query::Query,
+    ) -> Result<dtaas_schemas::timeseries::TsQueryReply, dtaas_historian::SinkError> {
+        Ok(Default::default())
+    }
+
+    async fn latest(
+        &self,
+        _: String,
+    ) -> Result<dtaas_schemas::timeseries::TsLatestReply, dtaas_historian::SinkError> {
+        Ok(Default::default())
+    }
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::var("DTAAS_BENCH_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let nats = NatsServer::start()?;
+    let vm = VictoriaMetrics::start_with_args(&["-dedup.minScrapeInterval=1ms"])?;
+    let dir = tempfile::tempdir()?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = jetstream::new(client.clone());
+    dtaas_runtime::provision::all(&js, 1).await?;
+
+    // The stream holds the points once; each backend's durable consumer reads them all.
+    let records: Vec<TelemetryRecord> = (0..n as i64)
+        .map(|i| record("bench1", i, 1_000_000))
+        .collect();
+    let loading = Instant::now();
+    publish(&js, &records).await?;
+    eprintln!(
+        "loaded {n} points into {} in {:?}",
+        names::STREAM_TELEMETRY,
+        loading.elapsed()
+    );
+    let last_seq = js
+        .get_stream(names::STREAM_TELEMETRY)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
+
+    // The consumer alone (pull, decode, ack) with a store that keeps nothing.
+    let config = HistorianConfig {
+        durable: Some("historian-discard".into()),
+        ..Default::default()
+    };
+    let (discard_ingest, discard_stop, discard_worker) =
+        ingest(&nats.url(), config, Discard, last_seq).await?;
+    discard_stop.cancel();
+    let _ = discard_worker.await;
+
+    // Embedded: raw bulk write into its own file, then the historian into another.
+    let raw_store = EmbeddedStore::open(&dir.path().join("raw.sqlite"))?;
+    let embedded_raw = raw(&raw_store, &records).await?;
+    let store = EmbeddedStore::open(&dir.path().join("historian.sqlite"))?;
+    let config = HistorianConfig::default();
+    let (embedded_ingest, embedded_stop, embedded_worker) =
+        ingest(&nats.url(), config, store, last_seq).await?;
+
+    // victoria-metrics: raw bulk write of the points under another PT, then the
+    // historian through the InfluxDB v2 write API.
+    let influx = InfluxConfig {
+        url: vm.url(),
+        token: Secret::new("bench"),
+        ..Default::default()
+    };
+    let raw_vm = InfluxStore::new(&influx)?;
+    let raw_records: Vec<TelemetryRecord> = (0..n as i64)
+        .map(|i| record("raw1", i, 1_000_000))
+        .collect();
+    let vm_raw = raw(&raw_vm, &raw_records).await?;
+    let config = HistorianConfig {
+        backend: Backend::Influxdb,
+        influxdb: influx.clone(),
+        ..Default::default()
+    };
+    let (vm_ingest, vm_stop, vm_worker) =
+        ingest(&nats.url(), config, InfluxStore::new(&influx)?, last_seq).await?;
+    vm_stop.cancel();
+    let _ = vm_worker.await;
+
+    // Query latency: one hour at 1 Hz in the embedded store, asked through ts.query.
+    let hour: Vec<TelemetryRecord> = (0..3_600)
+        .map(|i| record("query1", i, 1_000_000_000))
+        .collect();
+    publish(&js, &hour).await?;
+    let query_subject = subject::request("bench", "ts", "query")?;
+    let body = serde_json::to_vec(&serde_json::json!({"pt":"query1","measurement":"env",
+        "fields":["temp"],"from":"2026-01-01T00:00:00Z","to":"2026-01-01T00:59:59Z"}))?;
+    let agg_body = serde_json::to_vec(&serde_json::json!({"pt":"query1","measurement":"env",
+        "fields":["temp"],"from":"2026-01-01T00:00:00Z","to":"2026-01-01T00:59:59Z",
+        "every":"1m","agg":"mean"}))?;
+    loop {
+        let reply = client
+            .request(query_subject.clone(), body.clone().into())
+            .await?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        if reply["series"][0]["points"].as_array().map_or(0, Vec::len) == 3_600 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut latencies = Vec::new();
+    for body in [&body, &agg_body] {
+        let mut times = Vec::with_capacity(QUERIES);
+        for _ in 0..QUERIES {
+            let started = Instant::now();
+            let reply = client
+                .request(query_subject.clone(), body.clone().into())
+                .await?;
+            times.push(started.elapsed());
+            anyhow::ensure!(!reply.payload.is_empty());
+        }
+        times.sort();
+        latencies.push((percentile(&times, 0.5), percentile(&times, 0.99)));
+    }
+    embedded_stop.cancel();
+    let _ = embedded_worker.await;
+
+    println!("\n## Historian benchmark ({n} points, batch {CHUNK})\n");
+    println!("| backend | raw bulk write (points/s) | DTAAS_TEL → store (points/s) | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (name, raw, ingest) in [
+        ("embedded (SQLite)", embedded_raw, embedded_ingest),
+        (
+            "victoria-metrics (InfluxDB v2 write API)",
+            vm_raw,
+            vm_ingest,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} |",
+            rate(n, raw),
+            rate(n, ingest),
+            raw.as_secs_f64() / ingest.as_secs_f64()
+        );
+    }
+    println!(
+        "| (no store: consumer pull + decode + ack only) | – | {:.0} | – |",
+        rate(n, discard_ingest)
+    );
+    println!("\n| ts.query, one hour at 1 Hz (embedded, {QUERIES} requests) | p50 | p99 |");
+    println!("|---|---:|---:|");
+    for (name, (p50, p99)) in ["raw, 3600 points", "every 1m mean, 60 points"]
+        .iter()
+        .zip(latencies)
+    {
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}

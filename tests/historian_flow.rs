@@ -221,3 +221,132 @@ async fn dt_outputs_are_stored_and_invalid_records_go_to_the_dlq() {
     assert!(temps(&client, "bad1", "env").await.is_empty());
     assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
 }
+
+/// A real SQLite store behind a wrapper that refuses records carrying a `poison` field,
+/// the way InfluxDB answers 400 to a batch with one bad line: the batch is split until
+/// the refused records are found; they go to the DLQ, the rest is stored.
+#[derive(Clone)]
+struct Picky(dtaas_historian::EmbeddedStore);
+
+impl dtaas_historian::Sink for Picky {
+    async fn write(
+        &self,
+        records: std::sync::Arc<Vec<dtaas_schemas::TelemetryRecord>>,
+    ) -> Result<(), dtaas_historian::SinkError> {
+        if records.iter().any(|r| r.fields.contains_key("poison")) {
+            return Err(dtaas_historian::SinkError::Rejected(
+                "unsupported field poison".into(),
+            ));
+        }
+        self.0.write(records).await
+    }
+
+    async fn query(
+        &self,
+        query: dtaas_historian::query::Query,
+    ) -> Result<dtaas_schemas::timeseries::TsQueryReply, dtaas_historian::SinkError> {
+        self.0.query(query).await
+    }
+
+    async fn latest(
+        &self,
+        pt: String,
+    ) -> Result<dtaas_schemas::timeseries::TsLatestReply, dtaas_historian::SinkError> {
+        self.0.latest(pt).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_the_store_rejects_go_to_the_dlq_and_the_rest_is_stored() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, js) = connect(&nats.url()).await;
+    let mut dlq = tokio::time::timeout(
+        TIMEOUT,
+        client.subscribe(subject::dlq("historian").unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let url = nats.url();
+    let config = dtaas_runtime::Config::from_toml("", "test", &move |name| {
+        (name == "DTAAS_NATS_URL").then(|| url.clone())
+    })
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ctx = tokio::time::timeout(
+        TIMEOUT,
+        dtaas_runtime::Context::connect(std::sync::Arc::new(config), "historian", shutdown.clone()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let store = dtaas_historian::EmbeddedStore::open(&dir.path().join("ts.sqlite")).unwrap();
+    let worker = tokio::spawn(dtaas_historian::run_with(
+        ctx,
+        dtaas_historian::HistorianConfig::default(),
+        Picky(store.clone()),
+    ));
+
+    // 1,000 records in one batch; three of them are refused by the store.
+    let poisoned = [17, 500, 999];
+    publish(
+        &js,
+        (0..1_000).map(|i| {
+            let mut r = record("picky1", "env", i);
+            if poisoned.contains(&i) {
+                r.fields
+                    .insert("poison".into(), dtaas_schemas::FieldValue::I64(1));
+            }
+            r
+        }),
+    )
+    .await;
+    let mut refused = Vec::new();
+    for _ in 0..poisoned.len() {
+        let message = tokio::time::timeout(TIMEOUT, dlq.next())
+            .await
+            .expect("DLQ message")
+            .unwrap();
+        let reason = message
+            .headers
+            .unwrap()
+            .get(header::DLQ_REASON)
+            .unwrap()
+            .to_string();
+        assert!(reason.contains("unsupported field poison"), "{reason}");
+        let record: dtaas_schemas::TelemetryRecord =
+            dtaas_schemas::codec::decode(None, &message.payload).unwrap();
+        refused.push((record.ts - BASE_NS) / 1_000_000_000);
+    }
+    refused.sort_unstable();
+    assert_eq!(refused, poisoned);
+
+    let stored = wait_for_count(&client, "picky1", "env", 997, TIMEOUT).await;
+    assert_eq!(stored.len(), 997);
+    assert!(stored.iter().all(|v| !poisoned.contains(v)));
+    shutdown.cancel();
+    tokio::time::timeout(TIMEOUT, worker)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // Every message was acknowledged, the refused ones after their DLQ publish.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("historian-embedded", names::STREAM_TELEMETRY)
+        .await
+        .unwrap();
+    let settled = async {
+        loop {
+            let info = consumer.info().await.unwrap().clone();
+            if (info.num_pending, info.num_ack_pending) == (0, 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, settled)
+        .await
+        .expect("all acknowledged");
+    drop(store);
+}

@@ -129,7 +129,9 @@ pub async fn run<S: Sink>(
     let consumer = durable(&ctx.js, &config).await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(config.batch_size)
+        // Pull up to two batches ahead, so the next batch is already arriving while one
+        // is written; `max_ack_pending` still bounds what is outstanding.
+        .max_messages_per_batch((2 * config.batch_size).min(config.max_ack_pending))
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -144,34 +146,41 @@ pub async fn run<S: Sink>(
         progress_every,
     };
     let mut in_flight: Option<JoinHandle<()>> = None;
+    let mut pull_errors = 0;
     tracing::info!(durable = %config.durable_name(), batch_size = config.batch_size, "Historian consuming telemetry.");
     loop {
         let mut batch = Batch::default();
-        let mut deadline: Option<tokio::time::Instant> = None;
+        // One timer per batch (not per message): armed when the first message arrives.
+        let deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(deadline);
+        let mut armed = false;
         let mut ended = false;
         while batch.len() < config.batch_size {
-            let next = async {
-                match deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline, messages.next())
-                        .await
-                        .ok(),
-                    None => Some(messages.next().await),
-                }
-            };
             let item = tokio::select! {
+                biased;
                 _ = ctx.shutdown.cancelled() => { ended = true; break }
-                item = next => item,
+                _ = &mut deadline, if armed => break,
+                item = messages.next() => item,
             };
             match item {
-                None => break, // the batch's deadline passed
-                Some(Some(Ok(message))) => {
+                Some(Ok(message)) => {
+                    pull_errors = 0;
                     batch.push(message);
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.max_delay);
+                    if !armed {
+                        deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + config.max_delay);
+                        armed = true;
+                    }
                 }
-                Some(Some(Err(error))) => {
-                    tracing::warn!(%error, "Pulling telemetry failed; the client retries.");
+                Some(Err(error)) => {
+                    // Missed heartbeats or a NATS outage: the client re-pulls on its
+                    // own; pause so a persistent error does not spin.
+                    tracing::warn!(%error, "Pulling telemetry failed; retrying.");
+                    tokio::time::sleep(dtaas_runtime::nats::backoff(pull_errors)).await;
+                    pull_errors += 1;
                 }
-                Some(None) => {
+                None => {
                     ended = true;
                     tracing::error!(
                         "The telemetry consumer ended; stopping so the process restarts it."
@@ -183,7 +192,9 @@ pub async fn run<S: Sink>(
         if let Some(previous) = in_flight.take() {
             wait_with_progress(previous, &batch, progress_every).await;
         }
-        if batch.len() > 0 && !ctx.shutdown.is_cancelled() {
+        // On shutdown the batch already collected is still written (and acknowledged),
+        // unless the store is down, in which case JetStream redelivers it later.
+        if batch.len() > 0 {
             let writer = writer.clone();
             in_flight = Some(tokio::spawn(async move { writer.write(batch).await }));
         }

@@ -102,11 +102,18 @@ impl EmbeddedStore {
                     "INSERT OR IGNORE INTO series (pt, measurement, field, tags) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(unavailable)?;
-            let mut seen: HashSet<(&str, &str, &str, String)> = HashSet::new();
-            let mut tags = String::new();
-            for record in records {
-                tags.clear();
-                encode_tags(&record.tags, &mut tags);
+            // Tags are encoded once per record; the series seen in this batch are
+            // registered once each.
+            let tags: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    let mut text = String::new();
+                    encode_tags(&r.tags, &mut text);
+                    text
+                })
+                .collect();
+            let mut seen: HashSet<(&str, &str, &str, &str)> = HashSet::new();
+            for (record, tags) in records.iter().zip(&tags) {
                 for (field, value) in &record.fields {
                     let (value, kind) = match value {
                         FieldValue::F64(v) => (ValueRef::Real(*v), KIND_F64),
@@ -129,13 +136,12 @@ impl EmbeddedStore {
                         record.pt.as_str(),
                         record.measurement.as_str(),
                         field.as_str(),
-                        tags.clone(),
+                        tags.as_str(),
                     );
-                    if !seen.contains(&key) {
+                    if seen.insert(key) {
                         series
                             .execute(params![key.0, key.1, key.2, key.3])
                             .map_err(unavailable)?;
-                        seen.insert(key);
                     }
                 }
             }

@@ -224,6 +224,15 @@ impl Sink for InfluxStore {
                 }),
             }
         }
+        // Named fields without points are empty series, as with the embedded store.
+        for field in &query.fields {
+            if !reply.series.iter().any(|s| &s.field == field) {
+                reply.series.push(TsSeries {
+                    field: field.clone(),
+                    points: Vec::new(),
+                });
+            }
+        }
         reply.series.sort_by(|a, b| a.field.cmp(&b.field));
         Ok(reply)
     }

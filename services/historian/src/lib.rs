@@ -63,5 +63,9 @@ pub async fn run_with<S: Sink>(
     // first, stop it so the process exits and can be restarted.
     ctx.shutdown.cancel();
     service.run().await?;
+    // Acknowledgements are fire-and-forget publishes: make sure the last ones left.
+    if let Err(error) = ctx.nats.flush().await {
+        tracing::warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver them.");
+    }
     result?
 }
