@@ -68,7 +68,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
 
     // A short ack wait, so the events in flight at the kill come back quickly.
     let config_file = data.path().join("dtaas.toml");
-    std::fs::write(&config_file, "[graph]\nack_wait_ms = 3000\n").unwrap();
+    std::fs::write(&config_file, "[graph]\nack_wait = \"3s\"\n").unwrap();
     let mut worker = Process::spawn(
         "dtaas-graph",
         env!("CARGO_BIN_EXE_dtaas").as_ref(),

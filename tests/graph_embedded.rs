@@ -37,7 +37,7 @@ impl Worker {
             "DTAAS_DATA_DIR" => Some(data.display().to_string()),
             _ => None,
         };
-        let text = "[graph]\nbatch_delay_ms = 20\nsqlite_busy_ms = 200\n";
+        let text = "[graph]\nmax_delay = \"20ms\"\nsqlite_busy = \"200ms\"\n";
         let config = Config::from_toml(text, "test", &env).unwrap();
         let ctx = timeout(
             T,

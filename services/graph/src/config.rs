@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dtaas_runtime::config::env_override;
+use dtaas_runtime::config::{duration, env_override};
 use dtaas_runtime::{Config, ConfigError};
 use serde::Deserialize;
 
@@ -70,16 +70,19 @@ pub struct GraphConfig {
     pub durable: String,
     /// Most events written in one store transaction.
     pub batch_size: usize,
-    /// Longest wait for a batch to fill, in milliseconds, before it is written anyway.
-    pub batch_delay_ms: u64,
-    /// How long JetStream waits for an event's ack before redelivering it, in
-    /// milliseconds: after a crash, the events that were in flight come back this late.
+    /// Longest wait for a batch to fill before it is written anyway [default: 100ms].
+    #[serde(deserialize_with = "duration")]
+    pub max_delay: Duration,
+    /// How long JetStream waits for an event's ack before redelivering it (at least
+    /// 1s) [default: 30s]: after a crash, the events that were in flight come back this late.
     /// Writes that take longer are not a problem while the store is failing (the worker
     /// sends in-progress acks then), but a single write must finish within it.
-    pub ack_wait_ms: u64,
+    #[serde(deserialize_with = "duration")]
+    pub ack_wait: Duration,
     /// How long an embedded store write waits for a SQLite lock before it counts as
-    /// a failed (and retried) write, in milliseconds.
-    pub sqlite_busy_ms: u64,
+    /// a failed (and retried) write [default: 1s].
+    #[serde(deserialize_with = "duration")]
+    pub sqlite_busy: Duration,
     /// Users that may run writing Cypher through `graph.cypher`.
     pub admins: Vec<String>,
     /// Bolt URI of Neo4j, e.g. `bolt://127.0.0.1:7687`; env `DTAAS_NEO4J_URI`.
@@ -98,9 +101,9 @@ impl Default for GraphConfig {
             backend: Backend::Embedded,
             durable: "graph".into(),
             batch_size: 500,
-            batch_delay_ms: 100,
-            ack_wait_ms: 30_000,
-            sqlite_busy_ms: 1000,
+            max_delay: Duration::from_millis(100),
+            ack_wait: Duration::from_secs(30),
+            sqlite_busy: Duration::from_secs(1),
             admins: Vec::new(),
             neo4j_uri: "bolt://127.0.0.1:7687".into(),
             neo4j_user: "neo4j".into(),
@@ -123,14 +126,14 @@ impl GraphConfig {
         Ok(graph)
     }
 
-    /// `batch_delay_ms` as a duration.
+    /// `max_delay`, the longest a batch waits to fill.
     pub fn batch_delay(&self) -> Duration {
-        Duration::from_millis(self.batch_delay_ms)
+        self.max_delay
     }
 
-    /// `ack_wait_ms` as a duration, at least one second.
+    /// `ack_wait`, at least one second.
     pub fn ack_wait(&self) -> Duration {
-        Duration::from_millis(self.ack_wait_ms.max(1000))
+        self.ack_wait.max(Duration::from_secs(1))
     }
 }
 

@@ -42,7 +42,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let store: Arc<dyn GraphStore> = match config.backend {
         Backend::Embedded => Arc::new(embedded::EmbeddedStore::open(
             &ctx.config.data_dir,
-            std::time::Duration::from_millis(config.sqlite_busy_ms),
+            config.sqlite_busy,
         )?),
         Backend::Neo4j => Arc::new(neo4j::Neo4jStore::connect(&config).await?),
     };

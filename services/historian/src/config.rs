@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use dtaas_runtime::config::duration;
+use serde::Deserialize;
 
 /// Which time-series store the historian writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -190,12 +191,6 @@ impl HistorianConfig {
             .clone()
             .unwrap_or_else(|| format!("historian-{}", self.backend.name()))
     }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    let ns = dtaas_schemas::time::parse_duration_ns(&text).map_err(serde::de::Error::custom)?;
-    Ok(Duration::from_nanos(ns.max(0) as u64))
 }
 
 #[cfg(test)]

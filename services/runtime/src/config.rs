@@ -158,7 +158,7 @@ impl Config {
             config.nats_creds = Some(string(origin, "nats_creds", v)?.into());
         }
         if let Some(v) = take("nats_connect_timeout") {
-            config.nats_connect_timeout = duration(
+            config.nats_connect_timeout = parse_duration(
                 origin,
                 "nats_connect_timeout",
                 &string(origin, "nats_connect_timeout", v)?,
@@ -205,7 +205,7 @@ impl Config {
             self.nats_creds = Some(v.into());
         }
         if let Some(v) = env("DTAAS_NATS_CONNECT_TIMEOUT") {
-            self.nats_connect_timeout = duration("DTAAS_NATS_CONNECT_TIMEOUT", "value", &v)?;
+            self.nats_connect_timeout = parse_duration("DTAAS_NATS_CONNECT_TIMEOUT", "value", &v)?;
         }
         if let Some(v) = env("DTAAS_MQTT_URL") {
             self.mqtt_url = v.parse().map_err(|m| invalid("DTAAS_MQTT_URL", m))?;
@@ -256,9 +256,18 @@ fn string(origin: &str, key: &str, value: toml::Value) -> Result<String, ConfigE
     }
 }
 
-fn duration(origin: &str, key: &str, text: &str) -> Result<Duration, ConfigError> {
+fn parse_duration(origin: &str, key: &str, text: &str) -> Result<Duration, ConfigError> {
     let ns = dtaas_schemas::time::parse_duration_ns(text)
         .map_err(|m| invalid(origin, format!("{key}: {m}")))?;
+    Ok(Duration::from_nanos(ns.max(0) as u64))
+}
+
+/// Deserializes a duration written as a person would (`"500ms"`, `"1s"`, `"5m"`), for
+/// `#[serde(deserialize_with = "dtaas_runtime::config::duration")]` in worker tables.
+pub fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    use serde::Deserialize;
+    let text = String::deserialize(d)?;
+    let ns = dtaas_schemas::time::parse_duration_ns(&text).map_err(serde::de::Error::custom)?;
     Ok(Duration::from_nanos(ns.max(0) as u64))
 }
 
