@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod logging;
 pub mod nats;
 pub mod provision;
+pub mod secret;
 pub mod service;
 pub mod shutdown;
 
