@@ -112,6 +112,11 @@ async fn malformed_payloads_go_to_the_dlq_and_the_bridge_goes_on() {
     let stats = setup.stats().await;
     assert_eq!(stats["dlq"], 3);
     assert_eq!(stats["in_flight"], 0);
+    // Graceful shutdown on SIGTERM: drains, disconnects and exits 0.
+    let mut setup = setup;
+    let code = tokio::task::block_in_place(|| setup.bridge.stop());
+    assert_eq!(code, Some(0), "{}", setup.bridge.log_tail());
+    assert!(setup.bridge.log().contains("Bridge stopped."));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -154,9 +154,11 @@ impl BridgeConfig {
 }
 
 /// `dtaas bridge --help` text for the worker's own variables.
-pub const ENV_HELP: &str = "Bridge environment:
-  DTAAS_BRIDGE_CLIENT_ID  MQTT client id, stable across restarts [default: dtaas-bridge-<user>]
-  DTAAS_BRIDGE_IN_FLIGHT  MQTT messages received but not yet acknowledged [default: 1000]";
+pub const ENV_HELP: &str = "\
+Bridge environment (overrides [bridge] in the config file):
+  DTAAS_BRIDGE_CLIENT_ID      MQTT client id, stable across restarts [default: dtaas-bridge-<user>]
+  DTAAS_BRIDGE_IN_FLIGHT      MQTT messages received but not yet acknowledged [default: 1000]
+";
 
 #[cfg(test)]
 mod tests {
