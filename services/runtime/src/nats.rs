@@ -79,6 +79,9 @@ async fn options(config: &Config, name: &str) -> Result<ConnectOptions, String> 
             match event {
                 Event::Connected => tracing::info!("NATS connection restored"),
                 Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                Event::Closed | Event::Draining => {
+                    tracing::debug!(event = %event, "NATS connection closing")
+                }
                 Event::SlowConsumer(sid) => {
                     tracing::warn!(sid, "slow consumer on NATS subscription")
                 }
