@@ -177,9 +177,19 @@ async fn run_b_persisted(nats: &NatsServer, count: usize) -> f64 {
         })
         .await
         .unwrap();
+    let publisher = publish(nats.mqtt_port.unwrap(), "bench/bp", count, None);
+    time_until_stored(&mut stream, count, publisher).await
+}
+
+/// Seconds from starting `publisher` until `stream` holds `count` more messages.
+async fn time_until_stored(
+    stream: &mut jetstream::stream::Stream,
+    count: usize,
+    publisher: impl std::future::Future<Output = ()> + Send + 'static,
+) -> f64 {
     let before = stream.info().await.unwrap().state.messages;
     let start = Instant::now();
-    let publisher = tokio::spawn(publish(nats.mqtt_port.unwrap(), "bench/bp", count, None));
+    let publisher = tokio::spawn(publisher);
     loop {
         let stored = stream.info().await.unwrap().state.messages - before;
         if stored >= count as u64 {
@@ -187,7 +197,8 @@ async fn run_b_persisted(nats: &NatsServer, count: usize) -> f64 {
         }
         assert!(
             start.elapsed() < LIMIT,
-            "stream stored only {stored} of {count}"
+            "{} stored only {stored} of {count}",
+            stream.cached_info().config.name
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -198,24 +209,12 @@ async fn run_b_persisted(nats: &NatsServer, count: usize) -> f64 {
 
 /// (c) mosquitto → bridge → JetStream, throughput: until the stream holds `count` more.
 async fn run_c(broker: &Mosquitto, js: &jetstream::Context, count: usize) -> f64 {
-    let mut stream = js.get_stream("DTAAS_TEL").await.unwrap();
-    let before = stream.info().await.unwrap().state.messages;
-    let start = Instant::now();
-    let publisher = tokio::spawn(publish(broker.port, "dtaas/pt/bench/tel/load", count, None));
-    loop {
-        let stored = stream.info().await.unwrap().state.messages - before;
-        if stored >= count as u64 {
-            break;
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "bridge stored only {stored} of {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    publisher.await.unwrap();
-    elapsed
+    let mut stream = js
+        .get_stream(dtaas_schemas::names::STREAM_TELEMETRY)
+        .await
+        .unwrap();
+    let publisher = publish(broker.port, "dtaas/pt/bench/tel/load", count, None);
+    time_until_stored(&mut stream, count, publisher).await
 }
 
 /// (c) latency at a steady rate: send time → record seen on NATS.

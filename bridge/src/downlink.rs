@@ -232,9 +232,7 @@ impl Downlink {
     fn command(&self, message: &jetstream::Message) -> Result<Command, String> {
         let (pt, name) = subject::parse_command(&message.subject).map_err(|e| e.to_string())?;
         let headers = message.headers.as_ref();
-        let content_type = headers
-            .and_then(|h| h.get(header::CONTENT_TYPE))
-            .map(|v| v.as_str());
+        let content_type = dtaas_runtime::headers::content_type(headers);
         let mut command: Command = if message.payload.iter().all(u8::is_ascii_whitespace) {
             serde_json::from_str("{}").map_err(|e| e.to_string())?
         } else {

@@ -260,11 +260,7 @@ async fn ack(message: &Message) {
 fn add_event(batch: &mut Batch, message: &Message) -> Result<(), Invalid> {
     let (kind, id, _event) = subject::parse_event(&message.subject)
         .map_err(|e| Invalid(format!("unexpected subject: {e}")))?;
-    let content_type = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(header::CONTENT_TYPE))
-        .map(|v| v.as_str());
+    let content_type = dtaas_runtime::headers::content_type(message.headers.as_ref());
     match kind {
         lifecycle::EVENT_KIND => {
             let event: lifecycle::LifecycleEvent = codec::decode(content_type, &message.payload)

@@ -76,11 +76,7 @@ impl Batch {
 /// Decodes and checks one message. DT outputs (`dtaas.v1.dt.<dt>.out.<output>`) are
 /// stored under pt = the DT and measurement = the output, whatever the record says.
 fn decode(message: &Message) -> Result<TelemetryRecord, String> {
-    let content_type = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(header::CONTENT_TYPE))
-        .map(|v| v.as_str());
+    let content_type = dtaas_runtime::headers::content_type(message.headers.as_ref());
     let mut record: TelemetryRecord = Encoding::detect(content_type, &message.payload)
         .and_then(|encoding| encoding.decode(&message.payload))
         .map_err(|e| format!("cannot decode telemetry record: {e}"))?;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod context;
 pub mod dlq;
+pub mod headers;
 pub mod logging;
 pub mod nats;
 pub mod provision;

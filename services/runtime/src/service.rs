@@ -130,11 +130,7 @@ where
     Fut: Future<Output = Result<Resp, ErrorReply>>,
 {
     let message = &request.message;
-    let content_type = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(header::CONTENT_TYPE))
-        .map(|v| v.as_str());
+    let content_type = crate::headers::content_type(message.headers.as_ref());
     // An empty body stands for `{}`, so `nats req <subject> ''` works for requests
     // whose fields are all optional.
     let empty = message.payload.iter().all(u8::is_ascii_whitespace);
