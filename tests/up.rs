@@ -16,6 +16,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Repeats `request` until `accept` likes the JSON reply, or fails after `WAIT`.
 async fn eventually(
+    up: &Process,
     client: &async_nats::Client,
     subject: &str,
     body: Value,
@@ -33,7 +34,10 @@ async fn eventually(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("{subject} never gave the expected answer; last reply: {last}");
+    panic!(
+        "{subject} never gave the expected answer; last reply: {last}\ndtaas up log:\n{}",
+        up.log_tail()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,9 +60,13 @@ async fn up_runs_every_worker_end_to_end() {
     let client = async_nats::connect(nats.url()).await.unwrap();
 
     for worker in ["dtaas-bridge", "dtaas-historian", "dtaas-graph"] {
-        let ping = eventually(&client, &format!("$SRV.PING.{worker}"), json!({}), |r| {
-            r["name"] == worker
-        })
+        let ping = eventually(
+            &up,
+            &client,
+            &format!("$SRV.PING.{worker}"),
+            json!({}),
+            |r| r["name"] == worker,
+        )
         .await;
         assert_eq!(ping["version"], env!("CARGO_PKG_VERSION"));
     }
@@ -79,7 +87,7 @@ async fn up_runs_every_worker_end_to_end() {
         .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
     assert!(status.success());
     let latest_subject = subject::request("alice", "ts", "latest").unwrap();
-    let latest = eventually(&client, &latest_subject, json!({"pt": "inc1"}), |r| {
+    let latest = eventually(&up, &client, &latest_subject, json!({"pt": "inc1"}), |r| {
         r["latest"].as_array().is_some_and(|l| !l.is_empty())
     })
     .await;
@@ -114,9 +122,13 @@ async fn up_runs_every_worker_end_to_end() {
     .unwrap()
     .unwrap();
     let tree_subject = subject::request("alice", "graph", "tree").unwrap();
-    let tree = eventually(&client, &tree_subject, json!({"dt": "incubator-1"}), |r| {
-        r.get("tree").is_some()
-    })
+    let tree = eventually(
+        &up,
+        &client,
+        &tree_subject,
+        json!({"dt": "incubator-1"}),
+        |r| r.get("tree").is_some(),
+    )
     .await;
     assert_eq!(tree["tree"]["children"][0]["id"], "heater-model");
     assert_eq!(tree["tree"]["pts"][0]["id"], "inc1");

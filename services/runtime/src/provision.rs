@@ -290,6 +290,17 @@ pub fn object_stores(replicas: usize) -> Vec<object_store::Config> {
 
 /// Provisions every stream, KV bucket and object store of dtaas.
 pub async fn all(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
+    // Workers often start together (`dtaas up`, a scaled-out deployment); one that
+    // loses a creation race finds the other's stream on a second pass and checks it.
+    if let Err(error) = all_once(js, replicas).await {
+        tracing::debug!(error = %format!("{error:#}"), "Provisioning failed once; checking again.");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        return all_once(js, replicas).await;
+    }
+    Ok(())
+}
+
+async fn all_once(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
     for stream in streams(replicas) {
         ensure_stream(js, stream).await?;
     }
