@@ -445,3 +445,22 @@ async fn jetstream_delivery_survives_a_restart_of_nats() {
     .unwrap();
     assert_eq!(info, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_starting_together_all_provision() {
+    // `dtaas up` and scaled-out deployments start several workers at once against a
+    // fresh server; every one of them must come up.
+    let nats = NatsServer::start().unwrap();
+    let starts = (0..6).map(|i| {
+        let config = config_for(&nats);
+        tokio::spawn(async move {
+            Context::connect(config, &format!("worker{i}"), CancellationToken::new()).await
+        })
+    });
+    for start in futures::future::join_all(starts).await {
+        timeout(WAIT, async { start.unwrap() })
+            .await
+            .unwrap()
+            .expect("every worker provisions");
+    }
+}
