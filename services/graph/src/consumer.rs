@@ -142,15 +142,7 @@ async fn process(
             Err(Invalid(reason)) => {
                 tracing::trace!(subject = %message.subject, %reason, "Event sent to the DLQ.");
                 // The DLQ publish must land before the ack, or the event could vanish.
-                dlq::publish(
-                    &ctx.js,
-                    crate::WORKER,
-                    message.payload.clone(),
-                    &reason,
-                    &[(header::DLQ_SUBJECT, message.subject.as_str())],
-                )
-                .await?;
-                stats.dlq.fetch_add(1, Ordering::Relaxed);
+                dead_letter(ctx, stats, &message, &reason).await?;
                 ack(&message).await;
             }
         }
@@ -233,17 +225,7 @@ async fn one_by_one(
         match write(ctx, store, stats, &single, std::slice::from_ref(message)).await {
             Written::Yes => {}
             Written::Shutdown => return Ok(false),
-            Written::Rejected(reason) => {
-                dlq::publish(
-                    &ctx.js,
-                    crate::WORKER,
-                    message.payload.clone(),
-                    &reason,
-                    &[(header::DLQ_SUBJECT, message.subject.as_str())],
-                )
-                .await?;
-                stats.dlq.fetch_add(1, Ordering::Relaxed);
-            }
+            Written::Rejected(reason) => dead_letter(ctx, stats, message, &reason).await?,
         }
     }
     Ok(true)
@@ -311,4 +293,24 @@ impl AssetKinds {
             }
         }
     }
+}
+
+/// Sends `message` to `dtaas.v1.dlq.graph` with `reason` and counts it; returns once
+/// JetStream stored it, so the caller may acknowledge the original.
+async fn dead_letter(
+    ctx: &Context,
+    stats: &Stats,
+    message: &Message,
+    reason: &str,
+) -> anyhow::Result<()> {
+    dlq::publish(
+        &ctx.js,
+        crate::WORKER,
+        message.payload.clone(),
+        reason,
+        &[(header::DLQ_SUBJECT, message.subject.as_str())],
+    )
+    .await?;
+    stats.dlq.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
