@@ -133,14 +133,11 @@ fn answers(db: &mut RespClient) -> Value {
     .map(Into::into)
     .collect();
     let commands = |db: &mut RespClient, pt: &str, from: i64, to: i64| {
-        let rows: Vec<CommandStatusRow> = typed::<cypher::CommandCols>(run(
+        let rows: Vec<CommandStatusRow> = typed(run(
             db,
             cypher::COMMANDS,
             &cypher::commands_params(pt, from, to, 1000),
-        ))
-        .into_iter()
-        .map(Into::into)
-        .collect();
+        ));
         assemble_commands(rows)
     };
     json!({

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::model::{Batch, StateRow};
-use crate::store::{CommandStatusRow, DtRow, TreeRows};
+use crate::store::{DtRow, TreeRows};
 
 /// Created at start (Neo4j 5 syntax); uniqueness also makes the MERGEs fast.
 pub const CONSTRAINTS: [&str; 6] = [
@@ -296,17 +296,6 @@ pub struct HistoryCols {
     pub detail: Option<String>,
 }
 
-/// A row of `COMMANDS`.
-#[derive(Debug, Deserialize)]
-pub struct CommandCols {
-    pub id: String,
-    pub command: String,
-    pub first_at: i64,
-    pub status: String,
-    pub at: i64,
-    pub reason: Option<String>,
-}
-
 /// The result rows of the four tree statements as `TreeRows`; `None` when the root
 /// DT is unknown (no row from `TREE_DTS`).
 pub fn tree_rows(
@@ -363,19 +352,6 @@ impl From<HistoryCols> for Transition {
             user: c.user,
             config_version: c.config_version,
             detail: c.detail,
-        }
-    }
-}
-
-impl From<CommandCols> for CommandStatusRow {
-    fn from(c: CommandCols) -> Self {
-        CommandStatusRow {
-            id: c.id,
-            command: c.command,
-            first_at: c.first_at,
-            status: c.status,
-            at: c.at,
-            reason: c.reason,
         }
     }
 }

@@ -184,10 +184,8 @@ impl GraphStore for Neo4jStore {
     ) -> BoxFuture<'_, Result<Vec<CommandStatusRow>, StoreError>> {
         Box::pin(async move {
             let params = cypher::commands_params(&pt, from, to, limit);
-            let rows = self
-                .rows::<cypher::CommandCols>(cypher::COMMANDS, params)
-                .await?;
-            Ok(rows.into_iter().map(Into::into).collect())
+            self.rows::<CommandStatusRow>(cypher::COMMANDS, params)
+                .await
         })
     }
 

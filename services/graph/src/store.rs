@@ -45,8 +45,8 @@ pub struct TreeRows {
     pub pts: Vec<(String, PtNode)>,
 }
 
-/// One status of a command, flat.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One status of a command, flat; also a row of `cypher::COMMANDS`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct CommandStatusRow {
     pub id: String,
     pub command: String,
