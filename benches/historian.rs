@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
 use async_nats::HeaderMap;
-use dtaas_historian::config::{Backend, HistorianConfig, InfluxConfig, Secret};
+use dtaas_historian::config::{AckPolicy, Backend, HistorianConfig, InfluxConfig, Secret};
 use dtaas_historian::{EmbeddedStore, InfluxStore, Sink};
 use dtaas_runtime::{Config, Context};
 use dtaas_schemas::codec::Encoding;
@@ -173,25 +173,30 @@ async fn main() -> anyhow::Result<()> {
         .last_sequence;
 
     // The consumer alone (pull, decode, ack) with a store that keeps nothing.
-    let config = HistorianConfig {
-        durable: Some("historian-discard".into()),
-        ..Default::default()
-    };
-    let (discard_ingest, discard_stop, discard_worker) =
-        ingest(&nats.url(), config, Discard, last_seq).await?;
-    discard_stop.cancel();
-    let _ = discard_worker.await;
+    let mut ceilings = Vec::new();
+    for policy in [AckPolicy::Explicit, AckPolicy::All] {
+        let config = HistorianConfig {
+            durable: Some(format!("historian-discard-{}", policy.name())),
+            ack_policy: Some(policy),
+            ..Default::default()
+        };
+        let (took, stop, worker) = ingest(&nats.url(), config, Discard, last_seq).await?;
+        stop.cancel();
+        let _ = worker.await;
+        ceilings.push((policy, took));
+    }
 
     // Embedded: raw bulk write into its own file, then the historian into another.
     let raw_store = EmbeddedStore::open(&dir.path().join("raw.sqlite"))?;
     let embedded_raw = raw(&raw_store, &records).await?;
     let store = EmbeddedStore::open(&dir.path().join("historian.sqlite"))?;
     let config = HistorianConfig::default();
+    let embedded_policy = config.ack_policy();
     let (embedded_ingest, embedded_stop, embedded_worker) =
         ingest(&nats.url(), config, store, last_seq).await?;
 
     // victoria-metrics: raw bulk write of the points under another PT, then the
-    // historian through the InfluxDB v2 write API.
+    // historian through the InfluxDB v2 write API, under each ack policy.
     let influx = InfluxConfig {
         url: vm.url(),
         token: Secret::new("bench"),
@@ -202,15 +207,21 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| record("raw1", i, 1_000_000))
         .collect();
     let vm_raw = raw(&raw_vm, &raw_records).await?;
-    let config = HistorianConfig {
-        backend: Backend::Influxdb,
-        influxdb: influx.clone(),
-        ..Default::default()
-    };
-    let (vm_ingest, vm_stop, vm_worker) =
-        ingest(&nats.url(), config, InfluxStore::new(&influx)?, last_seq).await?;
-    vm_stop.cancel();
-    let _ = vm_worker.await;
+    let mut vm_ingests = Vec::new();
+    for policy in [AckPolicy::Explicit, AckPolicy::All] {
+        let config = HistorianConfig {
+            backend: Backend::Influxdb,
+            durable: Some(format!("historian-influxdb-{}", policy.name())),
+            ack_policy: Some(policy),
+            influxdb: influx.clone(),
+            ..Default::default()
+        };
+        let (took, stop, worker) =
+            ingest(&nats.url(), config, InfluxStore::new(&influx)?, last_seq).await?;
+        stop.cancel();
+        let _ = worker.await;
+        vm_ingests.push((policy, took));
+    }
 
     // Query latency: one hour at 1 Hz in the embedded store, asked through ts.query.
     let hour: Vec<TelemetryRecord> = (0..3_600)
@@ -251,27 +262,38 @@ async fn main() -> anyhow::Result<()> {
     let _ = embedded_worker.await;
 
     println!("\n## Historian benchmark ({n} points, batch {CHUNK})\n");
-    println!("| backend | raw bulk write (points/s) | DTAAS_TEL → store (points/s) | ratio |");
-    println!("|---|---:|---:|---:|");
-    for (name, raw, ingest) in [
-        ("embedded (SQLite)", embedded_raw, embedded_ingest),
-        (
+    println!("| backend | ack policy | raw bulk write (points/s) | DTAAS_TEL → store (points/s) | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    let mut rows = vec![(
+        "embedded (SQLite)",
+        embedded_policy,
+        embedded_raw,
+        embedded_ingest,
+    )];
+    for (policy, took) in vm_ingests {
+        rows.push((
             "victoria-metrics (InfluxDB v2 write API)",
+            policy,
             vm_raw,
-            vm_ingest,
-        ),
-    ] {
+            took,
+        ));
+    }
+    for (name, policy, raw, ingest) in rows {
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2} |",
+            "| {name} | {} | {:.0} | {:.0} | {:.2} |",
+            policy.name(),
             rate(n, raw),
             rate(n, ingest),
             raw.as_secs_f64() / ingest.as_secs_f64()
         );
     }
-    println!(
-        "| (no store: consumer pull + decode + ack only) | – | {:.0} | – |",
-        rate(n, discard_ingest)
-    );
+    for (policy, took) in ceilings {
+        println!(
+            "| (no store: consumer pull + decode + ack only) | {} | – | {:.0} | – |",
+            policy.name(),
+            rate(n, took)
+        );
+    }
     println!("\n| ts.query, one hour at 1 Hz (embedded, {QUERIES} requests) | p50 | p99 |");
     println!("|---|---:|---:|");
     for (name, (p50, p99)) in ["raw, 3600 points", "every 1m mean, 60 points"]

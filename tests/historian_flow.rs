@@ -64,14 +64,11 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (client, js) = connect(&nats.url()).await;
     // Small batches so that the kill lands between many writes.
-    let config = dir.path().join("dtaas.toml");
-    std::fs::write(
-        &config,
+    let mut historian = spawn_historian_with_config(
+        &nats.url(),
+        dir.path(),
         "[historian]\nbatch_size = 500\nmax_delay = \"50ms\"\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let mut historian = spawn_historian(&nats.url(), dir.path(), &[("DTAAS_CONFIG", &config)]);
+    );
 
     let publisher = {
         let js = js.clone();
@@ -128,24 +125,19 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_doubles_nothing() {
         .unwrap();
     assert_eq!(rows, N, "one row per point");
     // The durable consumer has nothing left to deliver or acknowledge.
-    let consumer_done = async {
-        loop {
-            let mut stream = js.get_stream(names::STREAM_TELEMETRY).await.unwrap();
-            let info = stream.info().await.unwrap().clone();
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream("historian-embedded", names::STREAM_TELEMETRY)
-                .await
-                .unwrap();
-            let c = consumer.info().await.unwrap();
-            if c.num_pending == 0 && c.num_ack_pending == 0 && info.state.messages == N as u64 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    tokio::time::timeout(TIMEOUT, consumer_done)
+    assert_eq!(
+        wait_all_acknowledged(&js, "historian-embedded").await,
+        N as u64
+    );
+    let stream_info = js
+        .get_stream(names::STREAM_TELEMETRY)
         .await
-        .expect("all acknowledged");
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(stream_info.state.messages, N as u64);
     assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::subject::{self, SubjectError};
 
 /// One field value: float, integer, boolean or string.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FieldValue {
     Bool(bool),
@@ -25,6 +25,49 @@ impl FieldValue {
             Self::Bool(v) => Some(if v { 1.0 } else { 0.0 }),
             Self::Str(_) => None,
         }
+    }
+}
+
+/// Reads a value by its own type, in one pass: an untagged derive would buffer each
+/// value and try the variants in turn, building an error for every miss, which is the
+/// historian's hottest decode path.
+impl<'de> Deserialize<'de> for FieldValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldValueVisitor)
+    }
+}
+
+struct FieldValueVisitor;
+
+impl serde::de::Visitor<'_> for FieldValueVisitor {
+    type Value = FieldValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a number, a boolean or a string")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<FieldValue, E> {
+        Ok(FieldValue::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<FieldValue, E> {
+        Ok(FieldValue::I64(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<FieldValue, E> {
+        Ok(i64::try_from(v).map_or(FieldValue::F64(v as f64), FieldValue::I64))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<FieldValue, E> {
+        Ok(FieldValue::F64(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
+        Ok(FieldValue::Str(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<FieldValue, E> {
+        Ok(FieldValue::Str(v))
     }
 }
 
@@ -158,5 +201,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"bad\""));
+    }
+
+    #[test]
+    fn field_values_keep_their_type_and_refuse_the_rest() {
+        let fields: BTreeMap<String, FieldValue> = serde_json::from_str(
+            r#"{"a":1,"b":-2,"c":2.5,"d":false,"e":"x","f":18446744073709551615}"#,
+        )
+        .unwrap();
+        assert_eq!(fields["a"], FieldValue::I64(1));
+        assert_eq!(fields["b"], FieldValue::I64(-2));
+        assert_eq!(fields["c"], FieldValue::F64(2.5));
+        assert_eq!(fields["d"], FieldValue::Bool(false));
+        assert_eq!(fields["e"], FieldValue::Str("x".into()));
+        assert_eq!(fields["f"], FieldValue::F64(u64::MAX as f64));
+        let err = serde_json::from_str::<FieldValue>("[1]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a number, a boolean or a string"), "{err}");
     }
 }

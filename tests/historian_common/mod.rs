@@ -39,6 +39,36 @@ pub fn spawn_historian(nats_url: &str, data_dir: &Path, extra: &[(&str, &str)]) 
     .expect("spawn dtaas historian")
 }
 
+/// Starts `dtaas historian` with `toml` as its configuration file.
+pub fn spawn_historian_with_config(nats_url: &str, data_dir: &Path, toml: &str) -> Process {
+    let config = data_dir.join("dtaas.toml");
+    std::fs::write(&config, toml).expect("write dtaas.toml");
+    let config = config.display().to_string();
+    spawn_historian(nats_url, data_dir, &[("DTAAS_CONFIG", &config)])
+}
+
+/// Polls the durable until nothing is left to deliver or acknowledge; returns its ack
+/// floor's stream sequence.
+pub async fn wait_all_acknowledged(js: &jetstream::Context, durable: &str) -> u64 {
+    let done = async {
+        loop {
+            let consumer: Result<jetstream::consumer::PullConsumer, _> = js
+                .get_consumer_from_stream(durable, dtaas_schemas::names::STREAM_TELEMETRY)
+                .await;
+            if let Ok(mut consumer) = consumer {
+                let info = consumer.info().await.expect("consumer info");
+                if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    return info.ack_floor.stream_sequence;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, done)
+        .await
+        .expect("everything acknowledged in time")
+}
+
 /// Connects a test client and creates the streams the way workers do.
 pub async fn connect(url: &str) -> (async_nats::Client, jetstream::Context) {
     let client = tokio::time::timeout(TIMEOUT, async_nats::connect(url))

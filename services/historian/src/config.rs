@@ -41,6 +41,41 @@ impl FromStr for Backend {
     }
 }
 
+/// How the historian acknowledges what it stored; fixed when the durable is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckPolicy {
+    /// One acknowledgement per written batch, covering everything before it
+    /// (JetStream `AckPolicy::All`): the fastest, but only one historian process may
+    /// consume the durable. The default of the embedded backend, whose SQLite file
+    /// belongs to one process anyway.
+    All,
+    /// One acknowledgement per message (JetStream `AckPolicy::Explicit`): any number of
+    /// historian processes may share the durable. The default of the influxdb backend.
+    Explicit,
+}
+
+impl FromStr for AckPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "explicit" => Ok(Self::Explicit),
+            other => Err(format!("unknown ack policy {other:?}; use all or explicit")),
+        }
+    }
+}
+
+impl AckPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Explicit => "explicit",
+        }
+    }
+}
+
 pub use dtaas_runtime::secret::Secret;
 
 /// `[historian]`: every key is optional.
@@ -53,6 +88,10 @@ pub struct HistorianConfig {
     /// [default: `historian-<backend>`]. A new name is a new sink: it starts at the
     /// beginning of the stream and backfills what the stream still holds.
     pub durable: Option<String>,
+    /// `DTAAS_HISTORIAN_ACK_POLICY`: `all` (one acknowledgement per batch; a single
+    /// historian per durable) or `explicit` (one per message; historians may share the
+    /// durable) [default: all with embedded, explicit with influxdb].
+    pub ack_policy: Option<AckPolicy>,
     /// Most points (messages) written in one batch [default: 5000].
     pub batch_size: usize,
     /// Longest a message waits for its batch to fill before the batch is written [default: 1s].
@@ -105,6 +144,7 @@ impl Default for HistorianConfig {
         Self {
             backend: Backend::Embedded,
             durable: None,
+            ack_policy: None,
             batch_size: 5000,
             max_delay: Duration::from_secs(1),
             max_ack_pending: 20_000,
@@ -124,6 +164,9 @@ impl HistorianConfig {
         let mut durable = this.durable.clone().unwrap_or_default();
         env_override(&mut durable, "DTAAS_HISTORIAN_DURABLE")?;
         this.durable = (!durable.is_empty()).then_some(durable);
+        let mut ack_policy = this.ack_policy();
+        env_override(&mut ack_policy, "DTAAS_HISTORIAN_ACK_POLICY")?;
+        this.ack_policy = Some(ack_policy);
         env_override(&mut this.influxdb.url, "DTAAS_INFLUXDB_URL")?;
         env_override(&mut this.influxdb.org, "DTAAS_INFLUXDB_ORG")?;
         env_override(&mut this.influxdb.bucket, "DTAAS_INFLUXDB_BUCKET")?;
@@ -154,6 +197,14 @@ impl HistorianConfig {
             self.sqlite_path = Some(data_dir.join("historian.sqlite"));
         }
         Ok(())
+    }
+
+    /// The configured ack policy, or the backend's default.
+    pub fn ack_policy(&self) -> AckPolicy {
+        self.ack_policy.unwrap_or(match self.backend {
+            Backend::Embedded => AckPolicy::All,
+            Backend::Influxdb => AckPolicy::Explicit,
+        })
     }
 
     /// The durable consumer's name: configured, or `historian-<backend>`.
@@ -189,8 +240,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(this.durable_name(), "historian-influxdb");
+        assert_eq!(this.ack_policy(), AckPolicy::Explicit);
         assert_eq!(this.max_delay, Duration::from_millis(250));
         assert!(!format!("{this:?}").contains("s3cret"));
+        assert_eq!(load("").unwrap().ack_policy(), AckPolicy::All);
+        let this = load("[historian]\nbackend = \"influxdb\"\nack_policy = \"all\"").unwrap();
+        assert_eq!(this.ack_policy(), AckPolicy::All);
     }
 
     #[test]

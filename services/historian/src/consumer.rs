@@ -6,7 +6,8 @@
 //! after the store confirmed the write that contains it. A store that fails is retried
 //! with capped backoff and progress acks (so JetStream does not redeliver what is being
 //! retried); records that cannot be stored go to `dtaas.v1.dlq.historian` with the
-//! reason and are then acknowledged. At most two batches are held in memory, and
+//! reason and are then acknowledged. Under the `all` ack policy one acknowledgement per
+//! batch covers everything stored (see `ack_floor`). At most two batches are held in memory, and
 //! `max_ack_pending` bounds what JetStream delivers ahead of the acknowledgements.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, AckKind, Message};
 use dtaas_runtime::Context;
 use dtaas_schemas::codec::Encoding;
@@ -23,7 +25,8 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HistorianConfig;
+use crate::acker::Acker;
+use crate::config::{self, HistorianConfig};
 use crate::sink::{Sink, SinkError};
 use crate::WORKER;
 
@@ -92,27 +95,46 @@ fn decode(message: &Message) -> Result<TelemetryRecord, String> {
 pub async fn durable(
     js: &jetstream::Context,
     config: &HistorianConfig,
-) -> anyhow::Result<PullConsumer> {
+) -> anyhow::Result<(PullConsumer, Stream)> {
     let name = config.durable_name();
+    let policy = config.ack_policy();
     let stream = js
         .get_stream(names::STREAM_TELEMETRY)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open stream {}: {e}", names::STREAM_TELEMETRY))?;
-    stream
+    let consumer: PullConsumer = stream
         .get_or_create_consumer(
             &name,
             pull::Config {
                 durable_name: Some(name.clone()),
                 description: Some("dtaas historian: telemetry into the time-series store".into()),
                 deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::Explicit,
+                ack_policy: match policy {
+                    config::AckPolicy::All => AckPolicy::All,
+                    config::AckPolicy::Explicit => AckPolicy::Explicit,
+                },
                 ack_wait: config.ack_wait,
                 max_ack_pending: config.max_ack_pending as i64,
                 ..Default::default()
             },
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create durable consumer {name}: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot create durable consumer {name}: {e}"))?;
+    let existing = match consumer.cached_info().config.ack_policy {
+        AckPolicy::All => config::AckPolicy::All,
+        _ => config::AckPolicy::Explicit,
+    };
+    anyhow::ensure!(
+        existing == policy,
+        "durable consumer {name} on {stream} was created with ack policy {existing}, but \
+         [historian] ack_policy is {policy}: set ack_policy = \"{existing}\" \
+         (DTAAS_HISTORIAN_ACK_POLICY), use another durable name, or delete the consumer \
+         (nats consumer rm {stream} {name}) to recreate it",
+        stream = names::STREAM_TELEMETRY,
+        existing = existing.name(),
+        policy = policy.name(),
+    );
+    Ok((consumer, stream))
 }
 
 /// Consumes `DTAAS_TEL` into `sink` until shutdown, then finishes the write in flight.
@@ -122,7 +144,14 @@ pub async fn run<S: Sink>(
     sink: S,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
-    let consumer = durable(&ctx.js, &config).await?;
+    let (consumer, stream) = durable(&ctx.js, &config).await?;
+    let ack_floor = &consumer.cached_info().ack_floor;
+    let acker = Acker::new(
+        config.ack_policy(),
+        ctx.nats.clone(),
+        stream,
+        (ack_floor.stream_sequence, ack_floor.consumer_sequence),
+    );
     let mut messages = consumer
         .stream()
         // Pull up to two batches ahead, so the next batch is already arriving while one
@@ -138,12 +167,17 @@ pub async fn run<S: Sink>(
         js: ctx.js.clone(),
         sink,
         stats,
+        acker: Arc::new(acker),
         shutdown: ctx.shutdown.clone(),
         progress_every,
     };
+    // While the stream is quiet, a deleted message must not hold back the
+    // acknowledgement of everything after it (`all` ack policy).
+    let mut floor_check = tokio::time::interval(Duration::from_secs(1));
+    floor_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut in_flight: Option<JoinHandle<()>> = None;
     let mut pull_errors = 0;
-    tracing::info!(durable = %config.durable_name(), batch_size = config.batch_size, "Historian consuming telemetry.");
+    tracing::info!(durable = %config.durable_name(), ack_policy = config.ack_policy().name(), batch_size = config.batch_size, "Historian consuming telemetry.");
     loop {
         let mut batch = Batch::default();
         // One timer per batch (not per message): armed when the first message arrives.
@@ -157,6 +191,10 @@ pub async fn run<S: Sink>(
                 _ = ctx.shutdown.cancelled() => { ended = true; break }
                 _ = &mut deadline, if armed => break,
                 item = messages.next() => item,
+                _ = floor_check.tick() => {
+                    writer.acker.pass_missing().await;
+                    continue;
+                }
             };
             match item {
                 Some(Ok(message)) => {
@@ -226,20 +264,13 @@ async fn progress<'a>(messages: impl Iterator<Item = &'a Message>) {
     }
 }
 
-async fn ack_all(messages: &[Message]) {
-    for message in messages {
-        if let Err(error) = message.ack().await {
-            tracing::debug!(%error, "Cannot acknowledge a message; JetStream will redeliver it.");
-        }
-    }
-}
-
 /// Writes batches and acknowledges them; one runs at a time.
 #[derive(Clone)]
 struct Writer<S> {
     js: jetstream::Context,
     sink: S,
     stats: Arc<Stats>,
+    acker: Arc<Acker>,
     shutdown: CancellationToken,
     progress_every: Duration,
 }
@@ -274,7 +305,7 @@ impl<S: Sink> Writer<S> {
         loop {
             match self.sink.write(records.clone()).await {
                 Ok(()) => {
-                    ack_all(messages).await;
+                    self.acker.stored(messages).await;
                     self.stats
                         .written
                         .fetch_add(messages.len() as u64, Ordering::Relaxed);
@@ -343,7 +374,7 @@ impl<S: Sink> Writer<S> {
             Ok(()) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(subject = %message.subject, %reason, "Sent an invalid record to the DLQ.");
-                let _ = message.ack().await;
+                self.acker.stored([message]).await;
             }
             Err(error) => {
                 tracing::warn!(subject = %message.subject, %error, "Cannot publish to the DLQ; the message will be redelivered.");

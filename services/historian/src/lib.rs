@@ -1,6 +1,8 @@
 //! The dtaas historian worker: telemetry from `DTAAS_TEL` into a time-series store
 //! (embedded SQLite or InfluxDB 2), and the `ts.query` / `ts.latest` requests.
 
+pub mod ack_floor;
+pub mod acker;
 pub mod config;
 pub mod consumer;
 pub mod embedded;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use dtaas_runtime::Context;
 
-pub use config::{Backend, HistorianConfig};
+pub use config::{AckPolicy, Backend, HistorianConfig};
 pub use embedded::EmbeddedStore;
 pub use influx::InfluxStore;
 pub use sink::{Sink, SinkError};
@@ -26,6 +28,9 @@ pub const ENV_HELP: &str = "\
 Historian environment:
   DTAAS_TS_BACKEND            time-series store: embedded or influxdb [default: embedded]
   DTAAS_HISTORIAN_DURABLE     durable consumer name on DTAAS_TEL [default: historian-<backend>]
+  DTAAS_HISTORIAN_ACK_POLICY  all (one ack per batch, one historian per durable) or explicit
+                              (one ack per message, historians may share the durable)
+                              [default: all with embedded, explicit with influxdb]
   DTAAS_INFLUXDB_URL          InfluxDB 2 URL [default: http://127.0.0.1:8086]
   DTAAS_INFLUXDB_ORG          InfluxDB 2 organization [default: dtaas]
   DTAAS_INFLUXDB_BUCKET       InfluxDB 2 bucket [default: dtaas]

@@ -1,0 +1,163 @@
+//! Acknowledging stored messages: one by one (`explicit`), or once per move of the
+//! stored floor (`all`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use async_nats::jetstream::Message;
+use bytes::Bytes;
+
+use crate::ack_floor::{AckFloor, Delivery};
+use crate::config::AckPolicy;
+
+/// How long the floor may wait for a sequence before the stream is asked whether it
+/// still holds it; a redelivery normally fills the gap well within this.
+const MISSING_CHECK_AFTER: Duration = Duration::from_secs(2);
+/// Most missing sequences passed in one go, so one call stays short.
+const MISSING_CHECKS_PER_CALL: usize = 1000;
+
+/// Sends the acknowledgements for stored messages under the durable's ack policy.
+pub enum Acker {
+    Explicit,
+    All(Box<FloorAcker>),
+}
+
+impl Acker {
+    /// `floor` is the consumer's ack floor (stream and delivery sequence) at start.
+    pub fn new(
+        policy: AckPolicy,
+        client: async_nats::Client,
+        stream: Stream,
+        floor: (u64, u64),
+    ) -> Self {
+        match policy {
+            AckPolicy::Explicit => Self::Explicit,
+            AckPolicy::All => Self::All(Box::new(FloorAcker {
+                state: Mutex::new(FloorState {
+                    floor: AckFloor::new(floor.0, floor.1),
+                    waiting: None,
+                }),
+                client,
+                stream,
+            })),
+        }
+    }
+
+    /// Acknowledges `messages`, which the store confirmed (or the DLQ took).
+    pub async fn stored<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
+        match self {
+            Self::Explicit => {
+                for message in messages {
+                    if let Err(error) = message.ack().await {
+                        tracing::debug!(%error, "Cannot acknowledge a message; JetStream will redeliver it.");
+                    }
+                }
+            }
+            Self::All(acker) => acker.stored(messages).await,
+        }
+    }
+
+    /// Lets the stored floor pass sequences the stream no longer holds (`all` only).
+    pub async fn pass_missing(&self) {
+        if let Self::All(acker) = self {
+            acker.pass_missing().await;
+        }
+    }
+}
+
+/// `AckPolicy::All`: one acknowledgement covers everything up to the stored floor.
+pub struct FloorAcker {
+    state: Mutex<FloorState>,
+    client: async_nats::Client,
+    stream: Stream,
+}
+
+struct FloorState {
+    floor: AckFloor,
+    /// The sequence the floor waits for, and since when.
+    waiting: Option<(u64, Instant)>,
+}
+
+impl FloorAcker {
+    async fn stored<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
+        let ack = {
+            let mut state = self.lock();
+            for message in messages {
+                if let Some(delivery) = delivery(message) {
+                    state.floor.stored(delivery);
+                }
+            }
+            state.floor.take_ack()
+        };
+        self.send(ack).await;
+        self.pass_missing().await;
+    }
+
+    /// When the floor has waited too long for a sequence, asks the stream whether it
+    /// still holds it; a deleted or expired message is never delivered, so the floor
+    /// passes it.
+    async fn pass_missing(&self) {
+        for _ in 0..MISSING_CHECKS_PER_CALL {
+            let due = {
+                let mut state = self.lock();
+                let Some(seq) = state.floor.waiting_for() else {
+                    state.waiting = None;
+                    return;
+                };
+                match state.waiting {
+                    Some((waited, since)) if waited == seq => {
+                        (since.elapsed() >= MISSING_CHECK_AFTER).then_some(seq)
+                    }
+                    _ => {
+                        state.waiting = Some((seq, Instant::now()));
+                        None
+                    }
+                }
+            };
+            let Some(seq) = due else { return };
+            match self.stream.get_raw_message(seq).await {
+                Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
+                    tracing::debug!(seq, "Passing a sequence the stream no longer holds.");
+                    let ack = {
+                        let mut state = self.lock();
+                        state.floor.skip_missing(seq);
+                        state.floor.take_ack()
+                    };
+                    self.send(ack).await;
+                }
+                Ok(_) => {
+                    // Still in the stream: JetStream redelivers it; look again later.
+                    self.lock().waiting = Some((seq, Instant::now()));
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(seq, %error, "Cannot look up a sequence the ack floor waits for.");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, ack: Option<async_nats::Subject>) {
+        if let Some(reply) = ack {
+            if let Err(error) = self.client.publish(reply, Bytes::new()).await {
+                tracing::debug!(%error, "Cannot acknowledge; JetStream will redeliver.");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FloorState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sequences and reply subject of a JetStream message.
+fn delivery(message: &Message) -> Option<Delivery> {
+    let info = message.info().ok()?;
+    Some(Delivery {
+        stream_seq: info.stream_sequence,
+        delivery_seq: info.consumer_sequence,
+        reply: message.reply.clone()?,
+    })
+}

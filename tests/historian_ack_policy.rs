@@ -1,0 +1,96 @@
+//! The historian's ack policies: `all` (one acknowledgement per batch) gets past a
+//! message deleted from the stream, `explicit` survives a SIGKILL like `all` does, and
+//! a durable created under the other policy is refused with a clear error.
+
+mod historian_common;
+
+use std::time::Duration;
+
+use dtaas_schemas::names;
+use dtaas_test_harness::NatsServer;
+use historian_common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_message_does_not_hold_back_the_acknowledgements() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, js) = connect(&nats.url()).await;
+    publish(&js, (0..100).map(|i| record("gap1", "env", i))).await;
+    let stream = js.get_stream(names::STREAM_TELEMETRY).await.unwrap();
+    // Record 49 is stream sequence 50: delete it before the historian starts.
+    assert!(stream.delete_message(50).await.unwrap());
+
+    let mut historian = spawn_historian(&nats.url(), dir.path(), &[]);
+    let stored = wait_for_count(&client, "gap1", "env", 99, TIMEOUT).await;
+    let expected: Vec<i64> = (0..100).filter(|i| *i != 49).collect();
+    let mut sorted = stored.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "{}", historian.log_tail());
+    // One acknowledgement per batch, and the floor passed the hole at 50.
+    assert_eq!(wait_all_acknowledged(&js, "historian-embedded").await, 100);
+    assert!(
+        historian.log().contains("ack_policy=\"all\""),
+        "{}",
+        historian.log_tail()
+    );
+    assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explicit_acks_survive_a_sigkill_too() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, js) = connect(&nats.url()).await;
+    let mut historian = spawn_historian_with_config(
+        &nats.url(),
+        dir.path(),
+        "[historian]\nack_policy = \"explicit\"\nbatch_size = 200\nmax_delay = \"20ms\"\nack_wait = \"3s\"\n",
+    );
+    publish(&js, (0..5_000).map(|i| record("kill2", "env", i))).await;
+    let partial = wait_for_count(&client, "kill2", "env", 1_000, TIMEOUT).await;
+    assert!(partial.len() >= 1_000, "{}", historian.log_tail());
+    historian.kill();
+    historian.start().unwrap();
+    let stored = wait_for_count(&client, "kill2", "env", 5_000, TIMEOUT).await;
+    assert_exactly_once(&stored, 5_000);
+    assert_eq!(
+        wait_all_acknowledged(&js, "historian-embedded").await,
+        5_000
+    );
+    assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_of_the_other_policy_is_refused_with_what_to_do() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, js) = connect(&nats.url()).await;
+    let mut historian = spawn_historian(&nats.url(), dir.path(), &[]);
+    publish(&js, (0..10).map(|i| record("pol1", "env", i))).await;
+    assert_eq!(
+        wait_for_count(&client, "pol1", "env", 10, TIMEOUT)
+            .await
+            .len(),
+        10
+    );
+    assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
+
+    // The same durable (historian-embedded, created with `all`), now asked for explicit.
+    let mut historian = spawn_historian(
+        &nats.url(),
+        dir.path(),
+        &[("DTAAS_HISTORIAN_ACK_POLICY", "explicit")],
+    );
+    let code = historian.wait(TIMEOUT).unwrap();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "{}",
+        historian.log_tail()
+    );
+    let log = historian.log();
+    assert!(
+        log.contains("created with ack policy all")
+            && log.contains("nats consumer rm DTAAS_TEL historian-embedded"),
+        "{log}"
+    );
+}
