@@ -118,7 +118,11 @@ async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
     .await;
     let id = send(&setup, "dev2", "valve", 2_000).await;
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(down_since.elapsed())).await;
-    setup.broker.mosquitto_mut().start_again().expect("mosquitto restarts");
+    setup
+        .broker
+        .mosquitto_mut()
+        .start_again()
+        .expect("mosquitto restarts");
 
     let expired = poll_until(
         Duration::from_secs(30),

@@ -27,7 +27,12 @@ async fn records(setup: &Setup, pt: &str, measurement: &str) -> Vec<TelemetryRec
 
 /// Waits for `count` records of `pt`/`measurement`, then a moment longer for
 /// duplicates, and returns them.
-async fn wait_records(setup: &Setup, pt: &str, measurement: &str, count: usize) -> Vec<TelemetryRecord> {
+async fn wait_records(
+    setup: &Setup,
+    pt: &str,
+    measurement: &str,
+    count: usize,
+) -> Vec<TelemetryRecord> {
     poll_until(
         Duration::from_secs(60),
         || records(setup, pt, measurement),
@@ -58,7 +63,11 @@ fn numbered(count: usize) -> Vec<String> {
 
 /// Asserts `records` are exactly the `numbered(count)` messages, once each.
 fn assert_numbered(records: &[TelemetryRecord], count: usize) {
-    assert_eq!(records.len(), count, "one record per message, no duplicates");
+    assert_eq!(
+        records.len(),
+        count,
+        "one record per message, no duplicates"
+    );
     let seqs = by_seq(records);
     assert_eq!(seqs.len(), count);
     for (i, (seq, v)) in seqs.into_iter().enumerate() {
@@ -82,7 +91,12 @@ async fn command_round_trip(setup: &Setup, pt: &str) {
         |s| *s == Some(CommandStatus::Sent),
     )
     .await;
-    assert_eq!(sent, Some(CommandStatus::Sent), "{}", setup.bridge.log_tail());
+    assert_eq!(
+        sent,
+        Some(CommandStatus::Sent),
+        "{}",
+        setup.bridge.log_tail()
+    );
     let ack = serde_json::json!({ "id": id }).to_string();
     dev.client
         .publish(
@@ -160,7 +174,10 @@ async fn qos2_telemetry_arrives_exactly_once_over_mqtt5() {
     let records = wait_records(&setup, "q2v5", "seq", 100).await;
     assert_numbered(&records, 100);
     let stats = setup.stats().await;
-    assert_eq!((stats["mqtt_in"].as_u64(), stats["in_flight"].as_u64()), (Some(100), Some(0)));
+    assert_eq!(
+        (stats["mqtt_in"].as_u64(), stats["in_flight"].as_u64()),
+        (Some(100), Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,7 +191,10 @@ async fn forced_311_on_mosquitto_qos2_telemetry_and_commands() {
     assert_eq!(setup.stats().await["mqtt_protocol"], "3.1.1");
     let broker_log = setup.broker.log();
     assert!(broker_log.contains("as bridge-q2-v311 (p2"), "{broker_log}");
-    assert!(!broker_log.contains("as bridge-q2-v311 (p5"), "no MQTT 5 attempt");
+    assert!(
+        !broker_log.contains("as bridge-q2-v311 (p5"),
+        "no MQTT 5 attempt"
+    );
     mosquitto_pub_lines(
         setup.broker.port(),
         &["-V", "mqttv311", "-q", "2"],

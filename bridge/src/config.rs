@@ -260,10 +260,16 @@ mod tests {
     fn protocol_parses_from_toml_and_text() {
         let parse = |text: &str| toml::from_str::<BridgeConfig>(text).map(|c| c.mqtt_protocol);
         assert_eq!(parse("").unwrap(), MqttProtocol::Auto);
-        assert_eq!(parse(r#"mqtt_protocol = "auto""#).unwrap(), MqttProtocol::Auto);
+        assert_eq!(
+            parse(r#"mqtt_protocol = "auto""#).unwrap(),
+            MqttProtocol::Auto
+        );
         assert_eq!(parse(r#"mqtt_protocol = "5""#).unwrap(), MqttProtocol::V5);
         assert_eq!(parse("mqtt_protocol = 5").unwrap(), MqttProtocol::V5);
-        assert_eq!(parse(r#"mqtt_protocol = "3.1.1""#).unwrap(), MqttProtocol::V311);
+        assert_eq!(
+            parse(r#"mqtt_protocol = "3.1.1""#).unwrap(),
+            MqttProtocol::V311
+        );
         assert!(parse(r#"mqtt_protocol = "3.1""#)
             .unwrap_err()
             .to_string()

@@ -182,8 +182,8 @@ impl Downlink {
         }
         // Whole seconds, rounded up, so the broker never drops it early. Only MQTT 5
         // carries it; with 3.1.1 the TTL check above is all there is.
-        let expiry_secs = expires_at
-            .map(|at| ((at - now_ns()).max(1) as u64).div_ceil(1_000_000_000) as u32);
+        let expiry_secs =
+            expires_at.map(|at| ((at - now_ns()).max(1) as u64).div_ceil(1_000_000_000) as u32);
         let content_type = if command.payload.is_string() {
             "text/plain"
         } else {

@@ -84,4 +84,3 @@ pub async fn send(setup: &Setup, pt: &str, command: &str, ttl_ms: u64) -> String
         .expect("reply carries the id")
         .to_owned()
 }
-

@@ -11,6 +11,7 @@ use dtaas_test_harness::{Mosquitto, NatsServer, Process};
 use futures::StreamExt;
 
 mod device;
+#[allow(unused_imports)]
 pub use device::*;
 
 /// Every await of a test step is bounded by this.

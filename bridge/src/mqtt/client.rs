@@ -130,7 +130,9 @@ impl Client {
 /// What the poller acts on, from either protocol's event loop.
 #[derive(Debug)]
 pub(super) enum Event {
-    ConnAck { session_present: bool },
+    ConnAck {
+        session_present: bool,
+    },
     Publish(Message),
     SubAck,
     /// The broker acknowledged a QoS 1 publish.

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::v5::{AsyncClient, ConnectionError, Event as Event5, EventLoop, MqttOptions};
 use rumqttc::v5::StateError;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event as Event5, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
 
 use super::client::{ClientError, Event, Message, PollError};
@@ -77,7 +77,11 @@ pub(super) async fn publish(
         .map_err(client_error)
 }
 
-pub(super) fn try_subscribe(client: &AsyncClient, filter: &str, qos: QoS) -> Result<(), ClientError> {
+pub(super) fn try_subscribe(
+    client: &AsyncClient,
+    filter: &str,
+    qos: QoS,
+) -> Result<(), ClientError> {
     client
         .try_subscribe(filter, to_v5(qos))
         .map_err(client_error)
@@ -108,7 +112,9 @@ fn event_of(event: Event5) -> Event {
         Event5::Incoming(Packet::SubAck(_)) => Event::SubAck,
         Event5::Incoming(Packet::PubAck(_)) => Event::PubAck,
         Event5::Incoming(Packet::PubComp(_)) => Event::PubComp,
-        Event5::Incoming(Packet::Disconnect(d)) => Event::Disconnected(format!("{:?}", d.reason_code)),
+        Event5::Incoming(Packet::Disconnect(d)) => {
+            Event::Disconnected(format!("{:?}", d.reason_code))
+        }
         Event5::Outgoing(Outgoing::Publish(0)) => Event::Qos0Written,
         Event5::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
         _ => Event::Other,
@@ -137,5 +143,26 @@ pub(super) fn refused_version(error: &ConnectionError) -> bool {
         ),
         ConnectionError::NotConnAck(_) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mqtt_level_failures_count_as_refusing_mqtt5() {
+        let aborted = ConnectionError::MqttState(StateError::ConnectionAborted);
+        assert!(
+            refused_version(&aborted),
+            "what a 3.1.1 broker's refusal becomes"
+        );
+        let refused =
+            ConnectionError::ConnectionRefused(ConnectReturnCode::UnsupportedProtocolVersion);
+        assert!(refused_version(&refused));
+        let down = ConnectionError::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(!refused_version(&down), "broker down");
+        let auth = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        assert!(!refused_version(&auth));
     }
 }
