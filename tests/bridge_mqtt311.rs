@@ -1,7 +1,7 @@
 //! The bridge on MQTT 3.1.1: `auto` falls back to 3.1.1 against nats-server's MQTT
 //! listener (3.1.1 only) for telemetry and commands; `3.1.1` forced against
 //! mosquitto; QoS 2 telemetry arrives exactly once; a broker that is down at start
-//! does not make `auto` fall back.
+//! does not make `auto` fall back; a SIGKILL on 3.1.1 loses nothing.
 
 mod bridge_support;
 
@@ -229,4 +229,37 @@ async fn broker_down_at_start_does_not_make_auto_fall_back() {
     let log = setup.bridge.log();
     assert!(!log.contains("3.1.1"), "{log}");
     assert!(setup.broker.log().contains("as bridge-late-broker (p5"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_on_311_loses_nothing() {
+    let extra = [("DTAAS_MQTT_PROTOCOL", "3.1.1")];
+    let mut setup = Setup::start_with(Broker::mosquitto(), &extra, None).await;
+    let port = setup.broker.port();
+    const COUNT: u64 = 1000;
+    let bridge = &mut setup.bridge;
+    publish_sequence(port, "crash311", COUNT, |i| {
+        if i == 300 {
+            bridge.kill();
+        }
+        if i == 600 {
+            bridge.start().expect("bridge restarts");
+        }
+    })
+    .await;
+    let seqs = poll_until(
+        Duration::from_secs(120),
+        || sequences(&setup.js, "crash311"),
+        |s| s.len() as u64 == COUNT,
+    )
+    .await;
+    let missing: Vec<i64> = (0..COUNT as i64).filter(|i| !seqs.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} sequence numbers missing, first {:?}; bridge log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(20)],
+        setup.bridge.log_tail()
+    );
+    assert_eq!(setup.stats().await["mqtt_protocol"], "3.1.1");
 }
