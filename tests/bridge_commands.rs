@@ -6,86 +6,10 @@ mod bridge_support;
 use std::time::Duration;
 
 use bridge_support::*;
-use bytes::Bytes;
-use dtaas_schemas::command::{CommandStatus, CommandStatusEvent};
+use dtaas_schemas::command::CommandStatus;
 use dtaas_schemas::names::{header, STREAM_EVENTS};
 use dtaas_schemas::subject;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
-
-/// A device: subscribes to its commands on every connection (a restarted broker may
-/// have lost its session) and forwards what it receives; reconnects on its own.
-/// `subscribed` counts the broker's SUBACKs.
-struct Device {
-    client: AsyncClient,
-    commands: mpsc::Receiver<(String, Bytes)>,
-    subscribed: tokio::sync::watch::Receiver<usize>,
-}
-
-async fn device(port: u16, pt: &str) -> Device {
-    let mut options = MqttOptions::new(format!("device-{pt}"), "127.0.0.1", port);
-    options.set_clean_session(false);
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let (tx, commands) = mpsc::channel(100);
-    let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(0usize);
-    let filter = format!("dtaas/pt/{pt}/cmd/+");
-    let subscriber = client.clone();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send((p.topic.clone(), p.payload)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = subscriber.try_subscribe(filter.clone(), QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => subscribed_tx.send_modify(|n| *n += 1),
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    });
-    within(STEP, "device subscribed", subscribed.wait_for(|n| *n >= 1))
-        .await
-        .unwrap();
-    Device {
-        client,
-        commands,
-        subscribed,
-    }
-}
-
-async fn request(setup: &Setup, verb: &str, body: serde_json::Value) -> async_nats::Message {
-    let subject = subject::request("alice", "cmd", verb).unwrap();
-    within(
-        STEP,
-        "request",
-        setup
-            .client
-            .request(subject, serde_json::to_vec(&body).unwrap().into()),
-    )
-    .await
-    .unwrap()
-}
-
-async fn status(setup: &Setup, id: &str) -> Option<CommandStatus> {
-    let reply = request(setup, "status", serde_json::json!({ "id": id })).await;
-    serde_json::from_slice::<CommandStatusEvent>(&reply.payload)
-        .ok()
-        .map(|e| e.status)
-}
-
-async fn send(setup: &Setup, pt: &str, command: &str, ttl_ms: u64) -> String {
-    let body = serde_json::json!({"pt": pt, "command": command, "payload": {"on": true}, "ttl_ms": ttl_ms});
-    let reply = request(setup, "send", body).await;
-    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-    reply["id"]
-        .as_str()
-        .expect("reply carries the id")
-        .to_owned()
-}
+use rumqttc::QoS;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn command_reaches_the_device_and_its_ack_is_recorded() {
@@ -94,7 +18,7 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
         client: device_client,
         mut commands,
         ..
-    } = device(setup.mosquitto.port, "dev1").await;
+    } = device(setup.broker.port(), "dev1").await;
 
     let id = send(&setup, "dev1", "heater", 60_000).await;
     let (topic, payload) = within(STEP, "command at the device", commands.recv())
@@ -182,9 +106,9 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
     let mut setup = Setup::start(&[]).await;
-    let mut dev = device(setup.mosquitto.port, "dev2").await;
+    let mut dev = device(setup.broker.port(), "dev2").await;
 
-    setup.mosquitto.stop();
+    setup.broker.mosquitto_mut().stop();
     let down_since = std::time::Instant::now();
     poll_until(
         Duration::from_secs(30),
@@ -194,7 +118,11 @@ async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
     .await;
     let id = send(&setup, "dev2", "valve", 2_000).await;
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(down_since.elapsed())).await;
-    setup.mosquitto.start_again().expect("mosquitto restarts");
+    setup
+        .broker
+        .mosquitto_mut()
+        .start_again()
+        .expect("mosquitto restarts");
 
     let expired = poll_until(
         Duration::from_secs(30),

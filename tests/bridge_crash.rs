@@ -10,7 +10,7 @@ use bridge_support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_publishing_loses_nothing() {
     let mut setup = Setup::start(&[]).await;
-    let port = setup.mosquitto.port;
+    let port = setup.broker.port();
     const COUNT: u64 = 3000;
     let bridge = &mut setup.bridge;
     publish_sequence(port, "crash", COUNT, |i| {

@@ -24,7 +24,7 @@ fn records(messages: &[async_nats::jetstream::Message]) -> Vec<TelemetryRecord> 
 #[tokio::test(flavor = "multi_thread")]
 async fn mosquitto_pub_formats_become_records() {
     let setup = Setup::start(&[]).await;
-    let port = setup.mosquitto.port;
+    let port = setup.broker.port();
     let before = dtaas_schemas::time::now_ns();
     mosquitto_pub(
         port,
@@ -74,7 +74,7 @@ async fn mosquitto_pub_formats_become_records() {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_payloads_go_to_the_dlq_and_the_bridge_goes_on() {
     let setup = Setup::start(&[]).await;
-    let port = setup.mosquitto.port;
+    let port = setup.broker.port();
     mosquitto_pub(port, "dtaas/pt/inc1/tel/env", r#"{"temp": 2"#);
     mosquitto_pub(port, "dtaas/pt/inc1/tel/env", "{}");
     mosquitto_pub(port, "dtaas/pt/inc1/tel/env", "not line protocol");
@@ -122,7 +122,7 @@ async fn malformed_payloads_go_to_the_dlq_and_the_bridge_goes_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_outage_of_five_seconds_loses_nothing() {
     let mut setup = Setup::start(&[]).await;
-    let port = setup.mosquitto.port;
+    let port = setup.broker.port();
     const COUNT: u64 = 3000;
     let mut nats = Some(&mut setup.nats);
     let mut stopped_at = None;

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 /// Settings of the bridge worker (`[bridge]` in the configuration file).
 #[derive(Debug, Clone, Deserialize)]
@@ -10,13 +11,17 @@ pub struct BridgeConfig {
     /// MQTT client id; stable so the broker keeps the session across restarts
     /// (`DTAAS_BRIDGE_CLIENT_ID`). Default `dtaas-bridge-<user>`.
     pub client_id: Option<String>,
+    /// MQTT protocol version (`DTAAS_MQTT_PROTOCOL`): `auto` (MQTT 5, falling back to
+    /// 3.1.1 when the broker refuses 5), `5` or `3.1.1`.
+    pub mqtt_protocol: MqttProtocol,
     /// How long the broker keeps the session (and queues messages) while the bridge is
-    /// away, in seconds (MQTT 5 session expiry interval).
+    /// away, in seconds (MQTT 5 session expiry interval; with 3.1.1 the broker decides).
     pub session_expiry_secs: u32,
     /// QoS of the telemetry subscriptions (0, 1 or 2).
     pub qos: u8,
     /// Most MQTT messages received but not yet acknowledged (`DTAAS_BRIDGE_IN_FLIGHT`);
-    /// sent to the broker as MQTT 5 receive maximum, so it never sends more.
+    /// sent to the broker as MQTT 5 receive maximum, so it never sends more (3.1.1 has
+    /// no receive maximum: there the broker's own in-flight limit applies).
     pub in_flight: u16,
     /// QoS commands are published with (0, 1 or 2).
     pub command_qos: u8,
@@ -40,6 +45,7 @@ impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
             client_id: None,
+            mqtt_protocol: MqttProtocol::Auto,
             session_expiry_secs: 7 * 24 * 3600,
             qos: 1,
             in_flight: 1000,
@@ -51,6 +57,63 @@ impl Default for BridgeConfig {
             known_pts: Vec::new(),
             maps: Vec::new(),
             default_map: true,
+        }
+    }
+}
+
+/// Which MQTT protocol version the bridge speaks (`[bridge] mqtt_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "ProtocolValue")]
+pub enum MqttProtocol {
+    /// MQTT 5; MQTT 3.1.1 when the broker refuses 5 (decided on the first connection).
+    #[default]
+    Auto,
+    /// MQTT 5 only.
+    V5,
+    /// MQTT 3.1.1 only.
+    V311,
+}
+
+impl MqttProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::V5 => "5",
+            Self::V311 => "3.1.1",
+        }
+    }
+}
+
+impl FromStr for MqttProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "5" | "v5" => Ok(Self::V5),
+            "3.1.1" | "v3.1.1" | "311" => Ok(Self::V311),
+            other => Err(format!(
+                "unknown MQTT protocol {other:?}; use auto, 5 or 3.1.1"
+            )),
+        }
+    }
+}
+
+/// `mqtt_protocol` as written in TOML: a string, or the bare number 5.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ProtocolValue {
+    Text(String),
+    Number(i64),
+}
+
+impl TryFrom<ProtocolValue> for MqttProtocol {
+    type Error = String;
+
+    fn try_from(value: ProtocolValue) -> Result<Self, String> {
+        match value {
+            ProtocolValue::Text(s) => s.parse(),
+            ProtocolValue::Number(n) => n.to_string().parse(),
         }
     }
 }
@@ -134,6 +197,7 @@ impl BridgeConfig {
             .unwrap_or_else(|| format!("dtaas-bridge-{}", config.user));
         dtaas_runtime::config::env_override(&mut client_id, "DTAAS_BRIDGE_CLIENT_ID")?;
         bridge.client_id = Some(client_id);
+        dtaas_runtime::config::env_override(&mut bridge.mqtt_protocol, "DTAAS_MQTT_PROTOCOL")?;
         dtaas_runtime::config::env_override(&mut bridge.in_flight, "DTAAS_BRIDGE_IN_FLIGHT")?;
         anyhow::ensure!(
             bridge.in_flight > 0,
@@ -158,6 +222,7 @@ pub const ENV_HELP: &str = "\
 Bridge environment (overrides [bridge] in the config file):
   DTAAS_BRIDGE_CLIENT_ID      MQTT client id, stable across restarts [default: dtaas-bridge-<user>]
   DTAAS_BRIDGE_IN_FLIGHT      MQTT messages received but not yet acknowledged [default: 1000]
+  DTAAS_MQTT_PROTOCOL         MQTT version: auto (5, else 3.1.1), 5 or 3.1.1 [default: auto]
 ";
 
 #[cfg(test)]
@@ -189,5 +254,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("in_flihgt"));
+    }
+
+    #[test]
+    fn protocol_parses_from_toml_and_text() {
+        let parse = |text: &str| toml::from_str::<BridgeConfig>(text).map(|c| c.mqtt_protocol);
+        assert_eq!(parse("").unwrap(), MqttProtocol::Auto);
+        assert_eq!(
+            parse(r#"mqtt_protocol = "auto""#).unwrap(),
+            MqttProtocol::Auto
+        );
+        assert_eq!(parse(r#"mqtt_protocol = "5""#).unwrap(), MqttProtocol::V5);
+        assert_eq!(parse("mqtt_protocol = 5").unwrap(), MqttProtocol::V5);
+        assert_eq!(
+            parse(r#"mqtt_protocol = "3.1.1""#).unwrap(),
+            MqttProtocol::V311
+        );
+        assert!(parse(r#"mqtt_protocol = "3.1""#)
+            .unwrap_err()
+            .to_string()
+            .contains("use auto, 5 or 3.1.1"));
+        assert!(parse("mqtt_protocol = 3").is_err());
+        assert_eq!("V3.1.1".parse(), Ok(MqttProtocol::V311));
+        assert_eq!(" 5 ".parse(), Ok(MqttProtocol::V5));
+        assert_eq!(MqttProtocol::V311.name(), "3.1.1");
     }
 }

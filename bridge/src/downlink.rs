@@ -5,7 +5,8 @@
 //! only once the broker acknowledged the MQTT publish (`sent`) or the command expired
 //! (`expired`). While the broker is unreachable a command waits, unacknowledged in
 //! JetStream, until the broker is back or its TTL passes; an expired command is never
-//! published. With MQTT 5 the remaining TTL travels as the message expiry interval.
+//! published. With MQTT 5 the remaining TTL travels as the message expiry interval;
+//! MQTT 3.1.1 has none, so there the TTL is only enforced before the publish.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -20,13 +21,10 @@ use dtaas_schemas::names::{self, header};
 use dtaas_schemas::subject;
 use dtaas_schemas::time::now_ns;
 use futures::StreamExt;
-use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::AsyncClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::Ledger;
-use crate::mqtt::BrokerAcks;
+use crate::mqtt::{BrokerAcks, Client, QoS};
 use crate::stats::Stats;
 use crate::topic_map::command_topic;
 use crate::WORKER;
@@ -41,7 +39,7 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 /// The command sender.
 pub struct Downlink {
     pub js: jetstream::Context,
-    pub client: AsyncClient,
+    pub client: Client,
     pub ledger: Ledger,
     pub stats: Arc<Stats>,
     pub acks: Arc<BrokerAcks>,
@@ -182,19 +180,14 @@ impl Downlink {
             }
             tokio::time::sleep(WAIT_STEP).await;
         }
-        let properties = PublishProperties {
-            // Whole seconds, rounded up, so the broker never drops it early.
-            message_expiry_interval: expires_at
-                .map(|at| ((at - now_ns()).max(1) as u64).div_ceil(1_000_000_000) as u32),
-            content_type: Some(
-                if command.payload.is_string() {
-                    "text/plain"
-                } else {
-                    "application/json"
-                }
-                .into(),
-            ),
-            ..Default::default()
+        // Whole seconds, rounded up, so the broker never drops it early. Only MQTT 5
+        // carries it; with 3.1.1 the TTL check above is all there is.
+        let expiry_secs =
+            expires_at.map(|at| ((at - now_ns()).max(1) as u64).div_ceil(1_000_000_000) as u32);
+        let content_type = if command.payload.is_string() {
+            "text/plain"
+        } else {
+            "application/json"
         };
         let payload = match &command.payload {
             serde_json::Value::String(s) => Bytes::from(s.clone().into_bytes()),
@@ -202,12 +195,12 @@ impl Downlink {
         };
         let broker_ack = self.acks.expect(self.qos);
         self.client
-            .publish_with_properties(
+            .publish(
                 command_topic(pt, name),
                 self.qos,
-                false,
                 payload,
-                properties,
+                expiry_secs,
+                content_type,
             )
             .await?;
         match tokio::time::timeout(BROKER_ACK_TIMEOUT, broker_ack).await {

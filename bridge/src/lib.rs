@@ -41,12 +41,14 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .filters()
         .map(|f| (f.to_owned(), mqtt::qos(bridge.qos)))
         .collect();
-    let (client, eventloop) = mqtt::client(mqtt::options(&ctx.config, &bridge), &bridge);
+    let settings = mqtt::Settings::new(&ctx.config, &bridge);
+    let (client, eventloop) = mqtt::client(&settings);
     let acks = Arc::new(mqtt::BrokerAcks::default());
     // Room for the whole receive window plus QoS 0 messages: see `mqtt`.
     let (tx, rx) = mpsc::channel(bridge.in_flight as usize + 64);
     let poll_stop = CancellationToken::new();
     let mut poller = tokio::spawn(mqtt::poll(
+        settings,
         eventloop,
         client.clone(),
         filters,
@@ -55,7 +57,12 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         acks.clone(),
         poll_stop.clone(),
     ));
-    tracing::info!(client_id = bridge.client_id(), broker = %ctx.config.mqtt_url, "Bridge starting.");
+    tracing::info!(
+        client_id = bridge.client_id(),
+        broker = %ctx.config.mqtt_url,
+        mqtt_protocol = bridge.mqtt_protocol.name(),
+        "Bridge starting."
+    );
 
     let uplink = Arc::new(uplink::Uplink {
         js: ctx.js.clone(),

@@ -1,8 +1,10 @@
 //! Counters shared by the bridge tasks, reported by `$SRV.STATS` and `bridge.stats`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
+
+use crate::mqtt::Protocol;
 
 /// Live counters; cheap atomic increments on the hot path.
 #[derive(Debug, Default)]
@@ -29,6 +31,8 @@ pub struct Stats {
     pub mqtt_connected: AtomicBool,
     /// True once the broker acknowledged the subscriptions of the current connection.
     pub mqtt_subscribed: AtomicBool,
+    /// MQTT version of the last connection: 0 none yet, 5, or 4 (3.1.1).
+    mqtt_protocol: AtomicU8,
 }
 
 /// A snapshot, the body of the `bridge.stats` reply.
@@ -45,9 +49,30 @@ pub struct StatsSnapshot {
     pub commands_acknowledged: u64,
     pub mqtt_connected: bool,
     pub mqtt_subscribed: bool,
+    /// `"5"` or `"3.1.1"` once connected.
+    pub mqtt_protocol: Option<String>,
 }
 
 impl Stats {
+    /// Records the MQTT version of the current connection.
+    pub fn set_protocol(&self, protocol: Option<Protocol>) {
+        let level = match protocol {
+            None => 0,
+            Some(Protocol::V5) => 5,
+            Some(Protocol::V311) => 4,
+        };
+        self.mqtt_protocol.store(level, Relaxed);
+    }
+
+    /// The MQTT version of the current connection, if any yet.
+    pub fn protocol(&self) -> Option<Protocol> {
+        match self.mqtt_protocol.load(Relaxed) {
+            5 => Some(Protocol::V5),
+            4 => Some(Protocol::V311),
+            _ => None,
+        }
+    }
+
     /// The current values.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -62,6 +87,7 @@ impl Stats {
             commands_acknowledged: self.commands_acknowledged.load(Relaxed),
             mqtt_connected: self.mqtt_connected.load(Relaxed),
             mqtt_subscribed: self.mqtt_subscribed.load(Relaxed),
+            mqtt_protocol: self.protocol().map(|p| p.name().to_owned()),
         }
     }
 }

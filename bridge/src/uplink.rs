@@ -1,5 +1,5 @@
 //! Uplink: MQTT publishes → telemetry records in `DTAAS_TEL` (or the DLQ), then the
-//! MQTT acknowledgement.
+//! MQTT acknowledgement (the same for MQTT 5 and 3.1.1, see `mqtt::Message`).
 //!
 //! One task takes publishes from the bounded channel the MQTT poller fills, parses
 //! them and starts their JetStream publishes; up to `in_flight` of them are in flight
@@ -25,13 +25,11 @@ use dtaas_schemas::time::now_ns;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
-use rumqttc::v5::mqttbytes::v5::Publish;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::AsyncClient;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::Ledger;
+use crate::mqtt::{Client, Message, QoS};
 use crate::payload;
 use crate::stats::Stats;
 use crate::topic_map::{Route, TopicMaps};
@@ -43,7 +41,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Everything the uplink needs; shared by the per-message futures.
 pub struct Uplink {
     pub js: jetstream::Context,
-    pub client: AsyncClient,
+    pub client: Client,
     pub maps: TopicMaps,
     pub ledger: Ledger,
     pub stats: Arc<Stats>,
@@ -64,10 +62,10 @@ impl Uplink {
     /// Runs until `shutdown`, then finishes in-flight publishes and acknowledges them.
     pub async fn run(
         self: Arc<Self>,
-        mut rx: mpsc::Receiver<Publish>,
+        mut rx: mpsc::Receiver<Message>,
         shutdown: CancellationToken,
     ) {
-        let mut pending: FuturesOrdered<BoxFuture<'static, Publish>> = FuturesOrdered::new();
+        let mut pending: FuturesOrdered<BoxFuture<'static, Message>> = FuturesOrdered::new();
         let mut batch = Vec::with_capacity(256);
         loop {
             let room = self.window.saturating_sub(pending.len());
@@ -102,7 +100,7 @@ impl Uplink {
         }
     }
 
-    async fn ack(&self, publish: Publish) {
+    async fn ack(&self, publish: Message) {
         if publish.qos != QoS::AtMostOnce {
             self.stats.in_flight.fetch_sub(1, Relaxed);
             if let Err(error) = self.client.ack(&publish).await {
@@ -112,7 +110,7 @@ impl Uplink {
     }
 
     /// Starts the work for one message; the future yields it back once it may be acked.
-    fn handle(self: Arc<Self>, publish: Publish, now: i64) -> BoxFuture<'static, Publish> {
+    fn handle(self: Arc<Self>, publish: Message, now: i64) -> BoxFuture<'static, Message> {
         let outcome = self.outcome(&publish, now);
         async move {
             match outcome {
@@ -143,7 +141,7 @@ impl Uplink {
         .boxed()
     }
 
-    fn outcome(&self, publish: &Publish, now: i64) -> Outcome {
+    fn outcome(&self, publish: &Message, now: i64) -> Outcome {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return Outcome::Dlq("topic is not UTF-8".into());
         };
@@ -241,7 +239,7 @@ impl Uplink {
     }
 
     /// Sends the message to the DLQ, retrying until it is stored.
-    async fn dlq(&self, publish: &Publish, reason: &str) {
+    async fn dlq(&self, publish: &Message, reason: &str) {
         let topic = String::from_utf8_lossy(&publish.topic);
         let mut attempt = 0;
         loop {
@@ -270,7 +268,7 @@ impl Uplink {
     }
 
     /// Moves a command to `acknowledged` after its device replied.
-    async fn command_ack(&self, publish: &Publish, id: &str) {
+    async fn command_ack(&self, publish: &Message, id: &str) {
         let mut attempt = 0;
         loop {
             let result = async {

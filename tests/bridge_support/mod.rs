@@ -10,6 +10,10 @@ use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
 use dtaas_test_harness::{Mosquitto, NatsServer, Process};
 use futures::StreamExt;
 
+mod device;
+#[allow(unused_imports)]
+pub use device::*;
+
 /// Every await of a test step is bounded by this.
 pub const STEP: Duration = Duration::from_secs(30);
 
@@ -20,10 +24,60 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
         .unwrap_or_else(|_| panic!("timed out after {limit:?}: {what}"))
 }
 
+/// The MQTT broker of a test.
+pub enum Broker {
+    /// mosquitto 2.0: MQTT 5 and 3.1.1.
+    Mosquitto(Mosquitto),
+    /// A nats-server of its own (not the bridge's NATS) whose built-in MQTT listener
+    /// speaks MQTT 3.1.1 only.
+    NatsMqtt(NatsServer),
+}
+
+impl Broker {
+    /// A new mosquitto.
+    pub fn mosquitto() -> Broker {
+        Broker::Mosquitto(Mosquitto::start().expect("mosquitto"))
+    }
+
+    /// A new nats-server with its MQTT 3.1.1 listener.
+    pub fn nats_mqtt() -> Broker {
+        Broker::NatsMqtt(NatsServer::start_with_mqtt().expect("nats-server with MQTT"))
+    }
+
+    /// The MQTT port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Broker::Mosquitto(m) => m.port,
+            Broker::NatsMqtt(n) => n.mqtt_port.expect("MQTT listener"),
+        }
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port())
+    }
+
+    /// The mosquitto; panics for another broker.
+    pub fn mosquitto_mut(&mut self) -> &mut Mosquitto {
+        match self {
+            Broker::Mosquitto(m) => m,
+            Broker::NatsMqtt(_) => panic!("the broker is not mosquitto"),
+        }
+    }
+
+    /// Everything the broker logged so far.
+    pub fn log(&self) -> String {
+        match self {
+            Broker::Mosquitto(m) => m.process().log(),
+            Broker::NatsMqtt(n) => n.process().log(),
+        }
+    }
+}
+
 /// The servers, the bridge and a NATS client of one test.
 pub struct Setup {
     pub nats: NatsServer,
-    pub mosquitto: Mosquitto,
+    pub broker: Broker,
     pub bridge: Process,
     pub env: WorkerEnv,
     pub client: async_nats::Client,
@@ -34,17 +88,35 @@ pub struct Setup {
 impl Setup {
     /// nats-server, mosquitto and `dtaas bridge`, ready (subscribed).
     pub async fn start(extra: &[(&str, &str)]) -> Setup {
+        Self::start_with(Broker::mosquitto(), extra, None).await
+    }
+
+    /// nats-server and `dtaas bridge` on `broker`, ready (subscribed); `config` is the
+    /// text of a configuration file (`DTAAS_CONFIG`), if any.
+    pub async fn start_with(broker: Broker, extra: &[(&str, &str)], config: Option<&str>) -> Setup {
+        let setup = Self::spawn(broker, extra, config).await;
+        setup.wait_ready().await;
+        setup
+    }
+
+    /// Like `start_with`, without waiting for the bridge to be ready.
+    pub async fn spawn(broker: Broker, extra: &[(&str, &str)], config: Option<&str>) -> Setup {
         let nats = NatsServer::start().expect("nats-server");
-        let mosquitto = Mosquitto::start().expect("mosquitto");
         let dir = tempfile::tempdir().unwrap();
+        let mut extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(config) = config {
+            let path = dir.path().join("dtaas.toml");
+            std::fs::write(&path, config).unwrap();
+            extra.push(("DTAAS_CONFIG".into(), path.display().to_string()));
+        }
         let env = WorkerEnv {
             nats_url: nats.url(),
-            mqtt_url: mosquitto.url(),
+            mqtt_url: broker.url(),
             data_dir: dir.path().join("data"),
-            extra: extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra,
         };
         let bridge = spawn_worker(env!("CARGO_BIN_EXE_dtaas").as_ref(), "bridge", &env)
             .expect("dtaas bridge");
@@ -52,17 +124,15 @@ impl Setup {
             .await
             .unwrap();
         let js = jetstream::new(client.clone());
-        let setup = Setup {
+        Setup {
             nats,
-            mosquitto,
+            broker,
             bridge,
             env,
             client,
             js,
             dir,
-        };
-        setup.wait_ready().await;
-        setup
+        }
     }
 
     /// Waits until the bridge answers `bridge.stats` with its subscriptions in place.
@@ -165,21 +235,41 @@ where
 
 /// `mosquitto_pub -q 1`, the independent MQTT client.
 pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
-    let status = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-m",
-            message,
-        ])
-        .status()
+    mosquitto_pub_with(port, &["-q", "1"], topic, message);
+}
+
+/// `mosquitto_pub <args> -t topic -m message`.
+pub fn mosquitto_pub_with(port: u16, args: &[&str], topic: &str, message: &str) {
+    run_mosquitto_pub(port, args, topic, Err(message));
+}
+
+/// `mosquitto_pub <args> -t topic -l`: every line is one message, one connection.
+pub fn mosquitto_pub_lines(port: u16, args: &[&str], topic: &str, lines: &[String]) {
+    run_mosquitto_pub(port, args, topic, Ok(lines));
+}
+
+/// Runs mosquitto_pub with the lines on stdin (`Ok`) or one message (`Err`).
+fn run_mosquitto_pub(port: u16, args: &[&str], topic: &str, input: Result<&[String], &str>) {
+    use std::io::Write;
+    let port = port.to_string();
+    let mut command = std::process::Command::new("mosquitto_pub");
+    command
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", topic])
+        .args(args);
+    match input {
+        Ok(_) => command.arg("-l").stdin(std::process::Stdio::piped()),
+        Err(message) => command.args(["-m", message]),
+    };
+    let mut child = command
+        .spawn()
         .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
+    if let Ok(lines) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        for line in lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
     assert!(status.success(), "mosquitto_pub failed for {topic}");
 }
 

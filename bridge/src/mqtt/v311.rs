@@ -1,0 +1,82 @@
+//! MQTT 3.1.1 through rumqttc's root (v4) API: options, acks, publishes, and events
+//! translated into the neutral ones. 3.1.1 has no properties: no receive maximum, no
+//! session expiry, no message expiry.
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event as Event4, EventLoop, MqttOptions, Outgoing, Packet, Publish};
+
+use super::client::{ClientError, Event, Message, PollError};
+use super::{QoS, Settings, KEEP_ALIVE, MAX_PACKET};
+
+/// Persistent session (clean session off), manual acks, bounded outgoing in-flight.
+pub(super) fn options(settings: &Settings) -> MqttOptions {
+    let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_inflight(settings.in_flight)
+        .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
+        .set_keep_alive(KEEP_ALIVE);
+    options
+}
+
+fn client_error(error: impl std::fmt::Display) -> ClientError {
+    ClientError(error.to_string())
+}
+
+pub(super) async fn ack(client: &AsyncClient, message: &Message) -> Result<(), ClientError> {
+    // rumqttc builds the ack from the QoS and packet id only.
+    let publish = Publish {
+        dup: false,
+        qos: message.qos,
+        retain: false,
+        topic: String::new(),
+        pkid: message.pkid,
+        payload: Bytes::new(),
+    };
+    client.ack(&publish).await.map_err(client_error)
+}
+
+pub(super) async fn publish(
+    client: &AsyncClient,
+    topic: String,
+    qos: QoS,
+    payload: Bytes,
+) -> Result<(), ClientError> {
+    client
+        .publish_bytes(topic, qos, false, payload)
+        .await
+        .map_err(client_error)
+}
+
+pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> {
+    match eventloop.poll().await {
+        Ok(event) => Ok(event_of(event)),
+        Err(error) => Err(PollError {
+            refused_version: false,
+            message: error.to_string(),
+            detail: format!("{error:?}"),
+        }),
+    }
+}
+
+fn event_of(event: Event4) -> Event {
+    match event {
+        Event4::Incoming(Packet::ConnAck(ack)) => Event::ConnAck {
+            session_present: ack.session_present,
+        },
+        Event4::Incoming(Packet::Publish(p)) => Event::Publish(Message {
+            topic: Bytes::from(p.topic),
+            payload: p.payload,
+            qos: p.qos,
+            pkid: p.pkid,
+        }),
+        Event4::Incoming(Packet::SubAck(_)) => Event::SubAck,
+        Event4::Incoming(Packet::PubAck(_)) => Event::PubAck,
+        Event4::Incoming(Packet::PubComp(_)) => Event::PubComp,
+        Event4::Incoming(Packet::Disconnect) => Event::Disconnected("DISCONNECT".into()),
+        Event4::Outgoing(Outgoing::Publish(0)) => Event::Qos0Written,
+        Event4::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
+        _ => Event::Other,
+    }
+}

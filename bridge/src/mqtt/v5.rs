@@ -1,0 +1,168 @@
+//! MQTT 5 through rumqttc's `v5` API: options, acks, publishes with properties, and
+//! events translated into the neutral ones.
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::v5::StateError;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event as Event5, EventLoop, MqttOptions};
+use rumqttc::Outgoing;
+
+use super::client::{ClientError, Event, Message, PollError};
+use super::{QoS, Settings, KEEP_ALIVE, MAX_PACKET};
+
+/// Persistent session (clean start off, session expiry), manual acks, receive maximum.
+pub(super) fn options(settings: &Settings) -> MqttOptions {
+    let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(settings.session_expiry_secs))
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(settings.in_flight))
+        .set_max_packet_size(Some(MAX_PACKET))
+        .set_keep_alive(KEEP_ALIVE);
+    options
+}
+
+fn to_v5(qos: QoS) -> QoS5 {
+    match qos {
+        QoS::AtMostOnce => QoS5::AtMostOnce,
+        QoS::AtLeastOnce => QoS5::AtLeastOnce,
+        QoS::ExactlyOnce => QoS5::ExactlyOnce,
+    }
+}
+
+fn from_v5(qos: QoS5) -> QoS {
+    match qos {
+        QoS5::AtMostOnce => QoS::AtMostOnce,
+        QoS5::AtLeastOnce => QoS::AtLeastOnce,
+        QoS5::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+fn client_error(error: impl std::fmt::Display) -> ClientError {
+    ClientError(error.to_string())
+}
+
+pub(super) async fn ack(client: &AsyncClient, message: &Message) -> Result<(), ClientError> {
+    // rumqttc builds the ack from the QoS and packet id only.
+    let publish = Publish {
+        dup: false,
+        qos: to_v5(message.qos),
+        retain: false,
+        topic: Bytes::new(),
+        pkid: message.pkid,
+        payload: Bytes::new(),
+        properties: None,
+    };
+    client.ack(&publish).await.map_err(client_error)
+}
+
+pub(super) async fn publish(
+    client: &AsyncClient,
+    topic: String,
+    qos: QoS,
+    payload: Bytes,
+    expiry_secs: Option<u32>,
+    content_type: &str,
+) -> Result<(), ClientError> {
+    let properties = PublishProperties {
+        message_expiry_interval: expiry_secs,
+        content_type: Some(content_type.to_owned()),
+        ..Default::default()
+    };
+    client
+        .publish_bytes_with_properties(topic, to_v5(qos), false, payload, properties)
+        .await
+        .map_err(client_error)
+}
+
+pub(super) fn try_subscribe(
+    client: &AsyncClient,
+    filter: &str,
+    qos: QoS,
+) -> Result<(), ClientError> {
+    client
+        .try_subscribe(filter, to_v5(qos))
+        .map_err(client_error)
+}
+
+pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> {
+    match eventloop.poll().await {
+        Ok(event) => Ok(event_of(event)),
+        Err(error) => Err(PollError {
+            refused_version: refused_version(&error),
+            message: error.to_string(),
+            detail: format!("{error:?}"),
+        }),
+    }
+}
+
+fn event_of(event: Event5) -> Event {
+    match event {
+        Event5::Incoming(Packet::ConnAck(ack)) => Event::ConnAck {
+            session_present: ack.session_present,
+        },
+        Event5::Incoming(Packet::Publish(p)) => Event::Publish(Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: from_v5(p.qos),
+            pkid: p.pkid,
+        }),
+        Event5::Incoming(Packet::SubAck(_)) => Event::SubAck,
+        Event5::Incoming(Packet::PubAck(_)) => Event::PubAck,
+        Event5::Incoming(Packet::PubComp(_)) => Event::PubComp,
+        Event5::Incoming(Packet::Disconnect(d)) => {
+            Event::Disconnected(format!("{:?}", d.reason_code))
+        }
+        Event5::Outgoing(Outgoing::Publish(0)) => Event::Qos0Written,
+        Event5::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
+        _ => Event::Other,
+    }
+}
+
+/// Whether a failed MQTT 5 connection attempt looks like a broker that only speaks
+/// MQTT 3.1.1. Such a broker answers a v5 CONNECT with a 3.1.1 CONNACK, return code 1
+/// (unacceptable protocol version), and closes the connection; rumqttc `v5` cannot
+/// parse that CONNACK (it lacks the properties), waits for more bytes and then reports
+/// the close: `MqttState(ConnectionAborted)` ("Connection closed by peer abruptly").
+/// Brokers that close without a CONNACK, or answer with an MQTT 5 refusal code for the
+/// version, are covered too. A TCP failure (broker down) or a timeout is not: those
+/// never reached the broker's MQTT layer. The poller only keeps 3.1.1 when a 3.1.1
+/// attempt then succeeds.
+pub(super) fn refused_version(error: &ConnectionError) -> bool {
+    match error {
+        ConnectionError::ConnectionRefused(code) => matches!(
+            code,
+            ConnectReturnCode::RefusedProtocolVersion
+                | ConnectReturnCode::UnsupportedProtocolVersion
+        ),
+        ConnectionError::MqttState(state) => matches!(
+            state,
+            StateError::ConnectionAborted | StateError::Deserialization(_)
+        ),
+        ConnectionError::NotConnAck(_) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mqtt_level_failures_count_as_refusing_mqtt5() {
+        let aborted = ConnectionError::MqttState(StateError::ConnectionAborted);
+        assert!(
+            refused_version(&aborted),
+            "what a 3.1.1 broker's refusal becomes"
+        );
+        let refused =
+            ConnectionError::ConnectionRefused(ConnectReturnCode::UnsupportedProtocolVersion);
+        assert!(refused_version(&refused));
+        let down = ConnectionError::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(!refused_version(&down), "broker down");
+        let auth = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        assert!(!refused_version(&auth));
+    }
+}
