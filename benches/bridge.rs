@@ -16,8 +16,15 @@ use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
 use tokio::sync::mpsc;
 
-/// Messages per throughput run.
+/// Messages per throughput run, unless `DTAAS_BENCH_MESSAGES` says otherwise.
 const COUNT: usize = 20_000;
+
+fn count() -> usize {
+    std::env::var("DTAAS_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(COUNT)
+}
 /// Steady rate and duration of the latency runs.
 const RATE: u64 = 2_000;
 const LATENCY_SECS: u64 = 5;
@@ -290,15 +297,16 @@ async fn main() {
     let mosquitto = Mosquitto::start().expect("mosquitto");
     // Warm-up, then (a).
     run_a(&mosquitto, 2_000, None).await;
-    let (a_secs, _) = run_a(&mosquitto, COUNT, None).await;
+    let count = count();
+    let (a_secs, _) = run_a(&mosquitto, count, None).await;
     let (_, mut a_lat) = run_a(&mosquitto, lat_count, Some(RATE)).await;
     eprintln!("(a) done");
 
     let nats_mqtt = NatsServer::start_with_mqtt().expect("nats-server with MQTT");
     run_b(&nats_mqtt, 2_000).await;
-    let b_secs = run_b(&nats_mqtt, COUNT).await;
+    let b_secs = run_b(&nats_mqtt, count).await;
     run_b_persisted(&nats_mqtt, 2_000).await;
-    let bp_secs = run_b_persisted(&nats_mqtt, COUNT).await;
+    let bp_secs = run_b_persisted(&nats_mqtt, count).await;
     drop(nats_mqtt);
     eprintln!("(b) done");
 
@@ -317,17 +325,17 @@ async fn main() {
     wait_bridge(&client, &bridge).await;
     run_c(&mosquitto, &js, 2_000).await;
     let cpu_before = cpu_secs(&bridge);
-    let c_secs = run_c(&mosquitto, &js, COUNT).await;
+    let c_secs = run_c(&mosquitto, &js, count).await;
     let c_cpu = cpu_secs(&bridge) - cpu_before;
     let mut c_lat = run_c_latency(&mosquitto, &client, lat_count).await;
     let rss_mib = bridge.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     eprintln!("(c) done");
 
     let (a, b, bp, c) = (
-        COUNT as f64 / a_secs,
-        COUNT as f64 / b_secs,
-        COUNT as f64 / bp_secs,
-        COUNT as f64 / c_secs,
+        count as f64 / a_secs,
+        count as f64 / b_secs,
+        count as f64 / bp_secs,
+        count as f64 / c_secs,
     );
     let (a50, a99) = (percentile(&mut a_lat, 0.5), percentile(&mut a_lat, 0.99));
     let (c50, c99) = (percentile(&mut c_lat, 0.5), percentile(&mut c_lat, 0.99));
@@ -354,7 +362,7 @@ async fn main() {
     println!("| bridge peak RSS | {rss_mib:.1} MiB | < 50 MB |");
     println!(
         "| bridge CPU during (c) | {:.1} µs/msg ({c_cpu:.2} s) | |",
-        c_cpu * 1e6 / COUNT as f64
+        c_cpu * 1e6 / count as f64
     );
-    println!("\n{COUNT} messages of 100 bytes, QoS 1, per throughput run; {lat_count} at {RATE} msg/s for latency.");
+    println!("\n{count} messages of 100 bytes, QoS 1, per throughput run; {lat_count} at {RATE} msg/s for latency.");
 }

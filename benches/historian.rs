@@ -108,6 +108,37 @@ async fn raw<S: Sink>(store: &S, records: &[TelemetryRecord]) -> anyhow::Result<
     Ok(started.elapsed())
 }
 
+/// JetStream delivery alone: a pull consumer that takes every message and neither
+/// decodes nor acknowledges it (`AckPolicy::None`) — what nats-server can deliver to one
+/// client on this machine, the ceiling of any consumer.
+async fn delivery_only(js: &jetstream::Context, n: usize) -> anyhow::Result<Duration> {
+    use futures::StreamExt;
+    let stream = js.get_stream(names::STREAM_TELEMETRY).await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("delivery-only".into()),
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let started = Instant::now();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(2 * CHUNK)
+        .messages()
+        .await?;
+    let mut bytes = 0;
+    for _ in 0..n {
+        let message = messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("delivery ended"))??;
+        bytes += message.payload.len();
+    }
+    anyhow::ensure!(bytes > 0);
+    Ok(started.elapsed())
+}
+
 /// A store that keeps nothing: the consumer's own ceiling (pull, decode, ack) here.
 #[derive(Clone)]
 struct Discard;
@@ -171,6 +202,8 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .state
         .last_sequence;
+
+    let delivery = delivery_only(&js, n).await?;
 
     // The consumer alone (pull, decode, ack) with a store that keeps nothing.
     let mut ceilings = Vec::new();
@@ -287,6 +320,10 @@ async fn main() -> anyhow::Result<()> {
             raw.as_secs_f64() / ingest.as_secs_f64()
         );
     }
+    println!(
+        "| (JetStream delivery only: pull, no decode, no ack) | none | – | {:.0} | – |",
+        rate(n, delivery)
+    );
     for (policy, took) in ceilings {
         println!(
             "| (no store: consumer pull + decode + ack only) | {} | – | {:.0} | – |",
