@@ -1,5 +1,7 @@
 //! Commands through the bridge: a device receives them and acknowledges them; a
-//! command whose TTL passes while the broker is down expires and is never delivered.
+//! command whose TTL passes while the broker is down expires and is never delivered,
+//! and so does one whose TTL passes while its publish waits, unconfirmed, for a
+//! reconnect (the bridge reaches the broker through a proxy that stalls and cuts).
 
 mod bridge_support;
 
@@ -163,4 +165,78 @@ async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
     assert_eq!(sent, Some(CommandStatus::Sent));
     let stats = setup.stats().await;
     assert_eq!(stats["commands_expired"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_expiring_before_the_broker_confirmed_it_is_not_resent() {
+    let setup = Setup::start_through_proxy(&[]).await;
+    let proxy = setup.proxy.as_ref().expect("proxy");
+    // The device talks to mosquitto directly; only the bridge's link stalls.
+    let mut dev = device(setup.broker.port(), "dev3").await;
+
+    // The link stalls: the bridge writes the publish, the broker never sees it.
+    proxy.pause();
+    let id = send(&setup, "dev3", "valve", 2_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        status(&setup, &id).await,
+        Some(CommandStatus::Accepted),
+        "published, not yet confirmed"
+    );
+    // Then it drops; the bridge reconnects and mosquitto still has its session, so
+    // rumqttc would resend the unconfirmed publish, now past its TTL.
+    proxy.cut();
+    proxy.resume();
+
+    let expired = poll_until(
+        Duration::from_secs(30),
+        || status_event(&setup, &id),
+        |e| e.as_ref().map(|e| e.status) == Some(CommandStatus::Expired),
+    )
+    .await;
+    let Some(expired) = expired
+        .clone()
+        .filter(|e| e.status == CommandStatus::Expired)
+    else {
+        panic!(
+            "not expired: {expired:?}; bridge log:\n{}",
+            setup.bridge.log_tail()
+        );
+    };
+    let reason = expired.reason.unwrap_or_default();
+    assert!(reason.contains("not resent"), "reason: {reason}");
+    setup.wait_ready().await;
+    let nothing = tokio::time::timeout(Duration::from_secs(5), dev.commands.recv()).await;
+    assert!(
+        nothing.is_err(),
+        "the expired command reached the device: {nothing:?}"
+    );
+
+    // The new connection works: a command with a long TTL goes through.
+    let marker = send(&setup, "dev3", "marker", 60_000).await;
+    let (topic, _) = within(STEP, "marker at the device", dev.commands.recv())
+        .await
+        .unwrap();
+    assert_eq!(topic, "dtaas/pt/dev3/cmd/marker", "only the marker arrives");
+    let sent = poll_until(
+        Duration::from_secs(30),
+        || status(&setup, &marker),
+        |s| *s == Some(CommandStatus::Sent),
+    )
+    .await;
+    assert_eq!(sent, Some(CommandStatus::Sent));
+    let stats = setup.stats().await;
+    assert_eq!(stats["commands_expired"], 1);
+    assert_eq!(stats["commands_sent"], 1);
+    let events = read_all(
+        &setup.js,
+        STREAM_EVENTS,
+        &format!("dtaas.v1.evt.cmd.{id}.*"),
+    )
+    .await;
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|m| m.subject.rsplit('.').next().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "expired"]);
 }

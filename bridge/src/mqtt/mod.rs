@@ -3,7 +3,9 @@
 //!
 //! The polling task never publishes, never awaits NATS and never waits for the
 //! uplink: it hands incoming publishes to a bounded channel (parking the few that do
-//! not fit, see `poll`) and signals broker acknowledgements of commands. With MQTT 5
+//! not fit, see `poll`) and signals broker acknowledgements of commands. Around a
+//! reconnect it may also drop or edit a command publish rumqttc queued for resending
+//! (`BrokerAcks::before_resend`): that only edits rumqttc's queue and fires a oneshot. With MQTT 5
 //! the broker should not have more than `in_flight` unacknowledged QoS≥1 messages out
 //! to us (receive maximum), which bounds what is parked; mosquitto 2.0 was seen to
 //! exceed it briefly when it resumes a session. MQTT 3.1.1 has no receive maximum:
@@ -43,30 +45,111 @@ pub fn qos(level: u8) -> QoS {
     }
 }
 
+/// What became of the command publish waiting in `BrokerAcks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerAck {
+    /// The broker took it (PUBACK at QoS 1, PUBCOMP at 2, written at 0).
+    Taken,
+    /// The connection dropped before the broker confirmed it, and its TTL passed
+    /// before the reconnect: the resend rumqttc had queued was dropped, unsent.
+    ExpiredUnsent,
+}
+
+/// The command publish waiting for the broker.
+struct Waiting {
+    qos: QoS,
+    /// The command's deadline (ns since the epoch), if it has a TTL.
+    expires_at: Option<i64>,
+    tx: oneshot::Sender<BrokerAck>,
+}
+
 /// Wakes the one command publish waiting for the broker's acknowledgement. Commands
 /// are published one at a time, so any PUBACK/PUBCOMP (or, at QoS 0, the write of
 /// the packet) belongs to the waiting one.
+///
+/// It also keeps the command's TTL across reconnects: when the connection dropped
+/// before the broker confirmed the publish, rumqttc queues it in its event loop
+/// (`pending`) and resends it once reconnected. Before every connection attempt and
+/// again on the CONNACK (before rumqttc sends anything queued) the poller calls
+/// `before_resend`, which drops that resend when the TTL has passed, and otherwise
+/// sets its MQTT 5 message expiry interval to what is left of the TTL.
 #[derive(Default)]
 pub struct BrokerAcks {
-    waiting: Mutex<Option<(QoS, oneshot::Sender<()>)>>,
+    waiting: Mutex<Option<Waiting>>,
 }
 
 impl BrokerAcks {
-    /// Registers the next publish; the receiver fires when the broker took it.
-    pub fn expect(&self, qos: QoS) -> oneshot::Receiver<()> {
+    /// Registers the next publish; the receiver yields what became of it.
+    /// `expires_at` is the command's deadline (ns since the epoch), if any.
+    pub fn expect(&self, qos: QoS, expires_at: Option<i64>) -> oneshot::Receiver<BrokerAck> {
         let (tx, rx) = oneshot::channel();
-        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some((qos, tx));
+        *self.lock() = Some(Waiting {
+            qos,
+            expires_at,
+            tx,
+        });
         rx
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn fire(&self, kind: QoS) {
-        let mut slot = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(&*slot, Some((qos, _)) if *qos == kind) {
-            if let Some((_, tx)) = slot.take() {
-                let _ = tx.send(());
+        let mut slot = self.lock();
+        if matches!(&*slot, Some(waiting) if waiting.qos == kind) {
+            if let Some(waiting) = slot.take() {
+                let _ = waiting.tx.send(BrokerAck::Taken);
             }
         }
     }
+
+    /// Called by the poller while not connected, before rumqttc can resend what it
+    /// queued in `eventloop` (before each connection attempt and on the CONNACK).
+    /// Only edits rumqttc's queue and fires a oneshot: never blocks, never publishes.
+    ///
+    /// If a command is waiting and a publish of it is queued for resending: when its
+    /// TTL has passed, the queued publish is dropped and the waiter completes with
+    /// `ExpiredUnsent`; otherwise the publish's MQTT 5 message expiry interval is set
+    /// to the remaining TTL (whole seconds, rounded up). The bridge publishes nothing
+    /// but commands, one at a time, so a queued publish is the waiting command.
+    ///
+    /// Nothing queued means nothing is resent: either the publish never left (it
+    /// still waits in the request channel), or the broker started a new session
+    /// (`session_present = false`), in which case rumqttc cleared its queue itself
+    /// and the waiter times out (`failed`) as before. A queued PUBREL alone (QoS 2
+    /// after the broker's PUBREC) is left as it is: the broker already has the
+    /// message.
+    pub fn before_resend(&self, eventloop: &mut EventLoop, now_ns: i64) {
+        let mut slot = self.lock();
+        let Some(waiting) = &*slot else { return };
+        if !eventloop.has_pending_publish() {
+            return;
+        }
+        let Some(expires_at) = waiting.expires_at else {
+            return;
+        };
+        if now_ns >= expires_at {
+            let dropped = eventloop.drop_pending_publishes();
+            tracing::info!(
+                dropped,
+                "A command's TTL passed while the MQTT connection was down before the \
+                 broker confirmed it; it is not resent."
+            );
+            if let Some(waiting) = slot.take() {
+                let _ = waiting.tx.send(BrokerAck::ExpiredUnsent);
+            }
+        } else {
+            eventloop.set_pending_expiry(remaining_secs(expires_at, now_ns));
+        }
+    }
+}
+
+/// The TTL left at `now_ns`, in whole seconds rounded up (at least 1), so the broker
+/// never drops a command early.
+pub fn remaining_secs(expires_at: i64, now_ns: i64) -> u32 {
+    let left = (expires_at - now_ns).max(1) as u64;
+    left.div_ceil(1_000_000_000).min(u32::MAX as u64) as u32
 }
 
 /// What the client options of either protocol are built from.
