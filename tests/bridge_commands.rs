@@ -214,9 +214,13 @@ async fn command_expiring_before_the_broker_confirmed_it_is_not_resent() {
 
     // The new connection works: a command with a long TTL goes through.
     let marker = send(&setup, "dev3", "marker", 60_000).await;
-    let (topic, _) = within(STEP, "marker at the device", dev.commands.recv())
-        .await
-        .unwrap();
+    let Ok(Some((topic, _))) = tokio::time::timeout(STEP, dev.commands.recv()).await else {
+        panic!(
+            "marker not at the device; status {:?}; bridge log:\n{}",
+            status(&setup, &marker).await,
+            setup.bridge.log_tail()
+        );
+    };
     assert_eq!(topic, "dtaas/pt/dev3/cmd/marker", "only the marker arrives");
     let sent = poll_until(
         Duration::from_secs(30),
@@ -224,7 +228,12 @@ async fn command_expiring_before_the_broker_confirmed_it_is_not_resent() {
         |s| *s == Some(CommandStatus::Sent),
     )
     .await;
-    assert_eq!(sent, Some(CommandStatus::Sent));
+    assert_eq!(
+        sent,
+        Some(CommandStatus::Sent),
+        "bridge log:\n{}",
+        setup.bridge.log_tail()
+    );
     let stats = setup.stats().await;
     assert_eq!(stats["commands_expired"], 1);
     assert_eq!(stats["commands_sent"], 1);

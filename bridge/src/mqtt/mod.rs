@@ -197,3 +197,118 @@ pub fn client(settings: &Settings) -> (Client, EventLoop) {
     let (inner, eventloop) = client::connect(settings, settings.first_protocol());
     (Client::new(inner), eventloop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    fn v5_eventloop_with_pending_publish(expiry: u32) -> EventLoop {
+        let settings = Settings {
+            client_id: "test".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            protocol: MqttProtocol::V5,
+            in_flight: 10,
+            session_expiry_secs: 60,
+        };
+        let (_, mut eventloop) = client::connect(&settings, Protocol::V5);
+        let EventLoop::V5(inner) = &mut eventloop else {
+            unreachable!()
+        };
+        let mut publish = Publish::new("dtaas/pt/p/cmd/c", QoS5::AtLeastOnce, "{}", None);
+        publish.pkid = 1;
+        publish.properties = Some(PublishProperties {
+            message_expiry_interval: Some(expiry),
+            ..Default::default()
+        });
+        inner
+            .pending
+            .push_back(rumqttc::v5::Request::Publish(publish));
+        inner.pending.push_back(rumqttc::v5::Request::PingReq);
+        eventloop
+    }
+
+    fn pending_expiry(eventloop: &EventLoop) -> Vec<Option<u32>> {
+        let EventLoop::V5(inner) = eventloop else {
+            unreachable!()
+        };
+        inner
+            .pending
+            .iter()
+            .filter_map(|r| match r {
+                rumqttc::v5::Request::Publish(p) => Some(
+                    p.properties
+                        .as_ref()
+                        .and_then(|p| p.message_expiry_interval),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn remaining_ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(remaining_secs(10 * SECOND, 0), 10);
+        assert_eq!(remaining_secs(10 * SECOND, 1), 10);
+        assert_eq!(remaining_secs(10 * SECOND + 1, 0), 11);
+        assert_eq!(remaining_secs(0, 5 * SECOND), 1, "never 0 (no expiry)");
+    }
+
+    #[test]
+    fn an_expired_resend_is_dropped_and_the_waiter_told() {
+        let acks = BrokerAcks::default();
+        let mut eventloop = v5_eventloop_with_pending_publish(2);
+        let mut rx = acks.expect(QoS::AtLeastOnce, Some(2 * SECOND));
+        acks.before_resend(&mut eventloop, 3 * SECOND);
+        assert_eq!(rx.try_recv().unwrap(), BrokerAck::ExpiredUnsent);
+        assert!(!eventloop.has_pending_publish());
+        let EventLoop::V5(inner) = &eventloop else {
+            unreachable!()
+        };
+        assert_eq!(inner.pending.len(), 1, "other requests stay");
+    }
+
+    #[test]
+    fn a_live_resend_carries_the_remaining_ttl() {
+        let acks = BrokerAcks::default();
+        let mut eventloop = v5_eventloop_with_pending_publish(60);
+        let mut rx = acks.expect(QoS::AtLeastOnce, Some(60 * SECOND));
+        acks.before_resend(&mut eventloop, 45 * SECOND + 1);
+        assert_eq!(pending_expiry(&eventloop), [Some(15)]);
+        assert!(rx.try_recv().is_err(), "still waiting");
+        acks.fire(QoS::AtLeastOnce);
+        assert_eq!(rx.try_recv().unwrap(), BrokerAck::Taken);
+    }
+
+    #[test]
+    fn nothing_queued_or_no_ttl_changes_nothing() {
+        let acks = BrokerAcks::default();
+        let mut eventloop = v5_eventloop_with_pending_publish(5);
+        let mut rx = acks.expect(QoS::AtLeastOnce, None);
+        acks.before_resend(&mut eventloop, i64::MAX);
+        assert_eq!(pending_expiry(&eventloop), [Some(5)]);
+        assert!(rx.try_recv().is_err());
+
+        let (_, mut empty) = client::connect(
+            &Settings {
+                client_id: "test".into(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                protocol: MqttProtocol::V311,
+                in_flight: 10,
+                session_expiry_secs: 60,
+            },
+            Protocol::V311,
+        );
+        let mut rx = acks.expect(QoS::AtLeastOnce, Some(SECOND));
+        acks.before_resend(&mut empty, 2 * SECOND);
+        assert!(
+            rx.try_recv().is_err(),
+            "no resend queued: the waiter times out"
+        );
+    }
+}
