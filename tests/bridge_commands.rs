@@ -169,14 +169,29 @@ async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn command_expiring_before_the_broker_confirmed_it_is_not_resent() {
-    let setup = Setup::start_through_proxy(&[]).await;
+    expiring_before_confirmed_is_not_resent(&[], "5", "dev3").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_expiring_before_the_broker_confirmed_it_is_not_resent_on_311() {
+    let extra = [("DTAAS_MQTT_PROTOCOL", "3.1.1")];
+    expiring_before_confirmed_is_not_resent(&extra, "3.1.1", "dev4").await;
+}
+
+/// The bridge reaches mosquitto through a proxy that stalls, so a 2 s TTL command is
+/// written but not confirmed, and 3 s later cuts the connection: after the reconnect
+/// (mosquitto kept the session, so rumqttc would resend it) the command is `expired`
+/// and never reaches the device; a later one does.
+async fn expiring_before_confirmed_is_not_resent(extra: &[(&str, &str)], protocol: &str, pt: &str) {
+    let setup = Setup::start_through_proxy(extra).await;
+    assert_eq!(setup.stats().await["mqtt_protocol"], protocol);
     let proxy = setup.proxy.as_ref().expect("proxy");
     // The device talks to mosquitto directly; only the bridge's link stalls.
-    let mut dev = device(setup.broker.port(), "dev3").await;
+    let mut dev = device(setup.broker.port(), pt).await;
 
     // The link stalls: the bridge writes the publish, the broker never sees it.
     proxy.pause();
-    let id = send(&setup, "dev3", "valve", 2_000).await;
+    let id = send(&setup, pt, "valve", 2_000).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         status(&setup, &id).await,
@@ -213,7 +228,7 @@ async fn command_expiring_before_the_broker_confirmed_it_is_not_resent() {
     );
 
     // The new connection works: a command with a long TTL goes through.
-    let marker = send(&setup, "dev3", "marker", 60_000).await;
+    let marker = send(&setup, pt, "marker", 60_000).await;
     let Ok(Some((topic, _))) = tokio::time::timeout(STEP, dev.commands.recv()).await else {
         panic!(
             "marker not at the device; status {:?}; bridge log:\n{}",
@@ -221,7 +236,11 @@ async fn command_expiring_before_the_broker_confirmed_it_is_not_resent() {
             setup.bridge.log_tail()
         );
     };
-    assert_eq!(topic, "dtaas/pt/dev3/cmd/marker", "only the marker arrives");
+    assert_eq!(
+        topic,
+        format!("dtaas/pt/{pt}/cmd/marker"),
+        "only the marker arrives"
+    );
     let sent = poll_until(
         Duration::from_secs(30),
         || status(&setup, &marker),
