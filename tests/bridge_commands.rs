@@ -268,3 +268,80 @@ async fn expiring_before_confirmed_is_not_resent(extra: &[(&str, &str)], protoco
         .collect();
     assert_eq!(statuses, ["accepted", "expired"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_resent_after_a_reconnect_carries_its_remaining_ttl() {
+    let setup = Setup::start_through_proxy(&[]).await;
+    assert_eq!(setup.stats().await["mqtt_protocol"], "5");
+    let proxy = setup.proxy.as_ref().expect("proxy");
+    let mut commands = device_v5(setup.broker.port(), "dev5").await;
+
+    proxy.pause();
+    let id = send(&setup, "dev5", "valve", 10_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status(&setup, &id).await, Some(CommandStatus::Accepted));
+    proxy.cut();
+    proxy.resume();
+
+    // Resent after the reconnect with what is left of the TTL (under 7 s, rounded
+    // up), not the 10 s of the first attempt.
+    let Ok(Some((topic, expiry))) = tokio::time::timeout(STEP, commands.recv()).await else {
+        panic!(
+            "command not at the device; status {:?}; bridge log:\n{}",
+            status(&setup, &id).await,
+            setup.bridge.log_tail()
+        );
+    };
+    assert_eq!(topic, "dtaas/pt/dev5/cmd/valve");
+    let expiry = expiry.expect("a message expiry interval");
+    assert!((1..=7).contains(&expiry), "expiry interval {expiry} s");
+    let sent = poll_until(
+        Duration::from_secs(30),
+        || status(&setup, &id),
+        |s| *s == Some(CommandStatus::Sent),
+    )
+    .await;
+    assert_eq!(sent, Some(CommandStatus::Sent));
+}
+
+/// An MQTT 5 device: subscribes to its commands and forwards each with its message
+/// expiry interval.
+async fn device_v5(port: u16, pt: &str) -> tokio::sync::mpsc::Receiver<(String, Option<u32>)> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let options = MqttOptions::new(format!("device5-{pt}"), "127.0.0.1", port);
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
+    let filter = format!("dtaas/pt/{pt}/cmd/+");
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let expiry = p.properties.and_then(|p| p.message_expiry_interval);
+                    if tx.send((topic, expiry)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(filter.clone(), QoS5::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(true);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    within(
+        STEP,
+        "MQTT 5 device subscribed",
+        subscribed.wait_for(|s| *s),
+    )
+    .await
+    .unwrap();
+    rx
+}
