@@ -5,10 +5,10 @@
 //! uplink: it hands incoming publishes to a bounded channel (parking the few that do
 //! not fit, see `poll`) and signals broker acknowledgements of commands. Around a
 //! reconnect it may also drop or edit a command publish rumqttc queued for resending
-//! (`BrokerAcks::before_resend`): that only edits rumqttc's queue and fires a oneshot. With MQTT 5
-//! the broker should not have more than `in_flight` unacknowledged QoS≥1 messages out
-//! to us (receive maximum), which bounds what is parked; mosquitto 2.0 was seen to
-//! exceed it briefly when it resumes a session. MQTT 3.1.1 has no receive maximum:
+//! (`BrokerAcks::before_resend`): that only edits rumqttc's queue and fires a
+//! oneshot. With MQTT 5 the broker should not have more than `in_flight`
+//! unacknowledged QoS≥1 messages out to us (receive maximum), which bounds what is
+//! parked; mosquitto 2.0 was seen to exceed it briefly when it resumes a session. MQTT 3.1.1 has no receive maximum:
 //! there the broker's own per-client in-flight limit bounds it.
 //!
 //! Files: `client` (the neutral client, message and events), `v5` and `v311` (the
