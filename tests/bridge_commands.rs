@@ -1,5 +1,7 @@
 //! Commands through the bridge: a device receives them and acknowledges them; a
-//! command whose TTL passes while the broker is down expires and is never delivered.
+//! command whose TTL passes while the broker is down expires and is never delivered,
+//! and so does one whose TTL passes while its publish waits, unconfirmed, for a
+//! reconnect (the bridge reaches the broker through a proxy that stalls and cuts).
 
 mod bridge_support;
 
@@ -163,4 +165,183 @@ async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
     assert_eq!(sent, Some(CommandStatus::Sent));
     let stats = setup.stats().await;
     assert_eq!(stats["commands_expired"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_expiring_before_the_broker_confirmed_it_is_not_resent() {
+    expiring_before_confirmed_is_not_resent(&[], "5", "dev3").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_expiring_before_the_broker_confirmed_it_is_not_resent_on_311() {
+    let extra = [("DTAAS_MQTT_PROTOCOL", "3.1.1")];
+    expiring_before_confirmed_is_not_resent(&extra, "3.1.1", "dev4").await;
+}
+
+/// The bridge reaches mosquitto through a proxy that stalls, so a 2 s TTL command is
+/// written but not confirmed, and 3 s later cuts the connection: after the reconnect
+/// (mosquitto kept the session, so rumqttc would resend it) the command is `expired`
+/// and never reaches the device; a later one does.
+async fn expiring_before_confirmed_is_not_resent(extra: &[(&str, &str)], protocol: &str, pt: &str) {
+    let setup = Setup::start_through_proxy(extra).await;
+    assert_eq!(setup.stats().await["mqtt_protocol"], protocol);
+    let proxy = setup.proxy.as_ref().expect("proxy");
+    // The device talks to mosquitto directly; only the bridge's link stalls.
+    let mut dev = device(setup.broker.port(), pt).await;
+
+    // The link stalls: the bridge writes the publish, the broker never sees it.
+    proxy.pause();
+    let id = send(&setup, pt, "valve", 2_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        status(&setup, &id).await,
+        Some(CommandStatus::Accepted),
+        "published, not yet confirmed"
+    );
+    // Then it drops; the bridge reconnects and mosquitto still has its session, so
+    // rumqttc would resend the unconfirmed publish, now past its TTL.
+    proxy.cut();
+    proxy.resume();
+
+    let expired = poll_until(
+        Duration::from_secs(30),
+        || status_event(&setup, &id),
+        |e| e.as_ref().map(|e| e.status) == Some(CommandStatus::Expired),
+    )
+    .await;
+    let Some(expired) = expired
+        .clone()
+        .filter(|e| e.status == CommandStatus::Expired)
+    else {
+        panic!(
+            "not expired: {expired:?}; bridge log:\n{}",
+            setup.bridge.log_tail()
+        );
+    };
+    let reason = expired.reason.unwrap_or_default();
+    assert!(reason.contains("not resent"), "reason: {reason}");
+    setup.wait_ready().await;
+    let nothing = tokio::time::timeout(Duration::from_secs(5), dev.commands.recv()).await;
+    assert!(
+        nothing.is_err(),
+        "the expired command reached the device: {nothing:?}"
+    );
+
+    // The new connection works: a command with a long TTL goes through.
+    let marker = send(&setup, pt, "marker", 60_000).await;
+    let Ok(Some((topic, _))) = tokio::time::timeout(STEP, dev.commands.recv()).await else {
+        panic!(
+            "marker not at the device; status {:?}; bridge log:\n{}",
+            status(&setup, &marker).await,
+            setup.bridge.log_tail()
+        );
+    };
+    assert_eq!(
+        topic,
+        format!("dtaas/pt/{pt}/cmd/marker"),
+        "only the marker arrives"
+    );
+    let sent = poll_until(
+        Duration::from_secs(30),
+        || status(&setup, &marker),
+        |s| *s == Some(CommandStatus::Sent),
+    )
+    .await;
+    assert_eq!(
+        sent,
+        Some(CommandStatus::Sent),
+        "bridge log:\n{}",
+        setup.bridge.log_tail()
+    );
+    let stats = setup.stats().await;
+    assert_eq!(stats["commands_expired"], 1);
+    assert_eq!(stats["commands_sent"], 1);
+    let events = read_all(
+        &setup.js,
+        STREAM_EVENTS,
+        &format!("dtaas.v1.evt.cmd.{id}.*"),
+    )
+    .await;
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|m| m.subject.rsplit('.').next().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "expired"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_resent_after_a_reconnect_carries_its_remaining_ttl() {
+    let setup = Setup::start_through_proxy(&[]).await;
+    assert_eq!(setup.stats().await["mqtt_protocol"], "5");
+    let proxy = setup.proxy.as_ref().expect("proxy");
+    let mut commands = device_v5(setup.broker.port(), "dev5").await;
+
+    proxy.pause();
+    let id = send(&setup, "dev5", "valve", 10_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status(&setup, &id).await, Some(CommandStatus::Accepted));
+    proxy.cut();
+    proxy.resume();
+
+    // Resent after the reconnect with what is left of the TTL (under 7 s, rounded
+    // up), not the 10 s of the first attempt.
+    let Ok(Some((topic, expiry))) = tokio::time::timeout(STEP, commands.recv()).await else {
+        panic!(
+            "command not at the device; status {:?}; bridge log:\n{}",
+            status(&setup, &id).await,
+            setup.bridge.log_tail()
+        );
+    };
+    assert_eq!(topic, "dtaas/pt/dev5/cmd/valve");
+    let expiry = expiry.expect("a message expiry interval");
+    assert!((1..=7).contains(&expiry), "expiry interval {expiry} s");
+    let sent = poll_until(
+        Duration::from_secs(30),
+        || status(&setup, &id),
+        |s| *s == Some(CommandStatus::Sent),
+    )
+    .await;
+    assert_eq!(sent, Some(CommandStatus::Sent));
+}
+
+/// An MQTT 5 device: subscribes to its commands and forwards each with its message
+/// expiry interval.
+async fn device_v5(port: u16, pt: &str) -> tokio::sync::mpsc::Receiver<(String, Option<u32>)> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let options = MqttOptions::new(format!("device5-{pt}"), "127.0.0.1", port);
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
+    let filter = format!("dtaas/pt/{pt}/cmd/+");
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let expiry = p.properties.and_then(|p| p.message_expiry_interval);
+                    if tx.send((topic, expiry)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(filter.clone(), QoS5::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(true);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    within(
+        STEP,
+        "MQTT 5 device subscribed",
+        subscribed.wait_for(|s| *s),
+    )
+    .await
+    .unwrap();
+    rx
 }

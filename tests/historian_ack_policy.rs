@@ -4,8 +4,6 @@
 
 mod historian_common;
 
-use std::time::Duration;
-
 use dtaas_schemas::names;
 use dtaas_test_harness::NatsServer;
 use historian_common::*;

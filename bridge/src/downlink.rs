@@ -6,7 +6,10 @@
 //! (`expired`). While the broker is unreachable a command waits, unacknowledged in
 //! JetStream, until the broker is back or its TTL passes; an expired command is never
 //! published. With MQTT 5 the remaining TTL travels as the message expiry interval;
-//! MQTT 3.1.1 has none, so there the TTL is only enforced before the publish.
+//! MQTT 3.1.1 has none, so there the TTL is only enforced by the bridge. If the
+//! connection drops before the broker confirmed a publish, rumqttc resends it after
+//! the reconnect; the poller drops that resend when the TTL passed meanwhile (the
+//! command becomes `expired`) and otherwise updates its expiry interval (MQTT 5).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::Ledger;
-use crate::mqtt::{BrokerAcks, Client, QoS};
+use crate::mqtt::{remaining_secs, BrokerAck, BrokerAcks, Client, QoS};
 use crate::stats::Stats;
 use crate::topic_map::command_topic;
 use crate::WORKER;
@@ -181,9 +184,9 @@ impl Downlink {
             tokio::time::sleep(WAIT_STEP).await;
         }
         // Whole seconds, rounded up, so the broker never drops it early. Only MQTT 5
-        // carries it; with 3.1.1 the TTL check above is all there is.
-        let expiry_secs =
-            expires_at.map(|at| ((at - now_ns()).max(1) as u64).div_ceil(1_000_000_000) as u32);
+        // carries it; with 3.1.1 the TTL check above is all there is (and the check
+        // before a resend, see `BrokerAcks::before_resend`).
+        let expiry_secs = expires_at.map(|at| remaining_secs(at, now_ns()));
         let content_type = if command.payload.is_string() {
             "text/plain"
         } else {
@@ -193,7 +196,7 @@ impl Downlink {
             serde_json::Value::String(s) => Bytes::from(s.clone().into_bytes()),
             other => Bytes::from(serde_json::to_vec(other)?),
         };
-        let broker_ack = self.acks.expect(self.qos);
+        let broker_ack = self.acks.expect(self.qos, expires_at);
         self.client
             .publish(
                 command_topic(pt, name),
@@ -204,11 +207,20 @@ impl Downlink {
             )
             .await?;
         match tokio::time::timeout(BROKER_ACK_TIMEOUT, broker_ack).await {
-            Ok(Ok(())) => {
+            Ok(Ok(BrokerAck::Taken)) => {
                 self.ledger
                     .record(id, pt, name, CommandStatus::Sent, None)
                     .await?;
                 self.stats.commands_sent.fetch_add(1, Relaxed);
+            }
+            Ok(Ok(BrokerAck::ExpiredUnsent)) => {
+                let reason = "the MQTT connection dropped before the broker confirmed it and \
+                              its TTL passed before the reconnect; it was not resent"
+                    .to_owned();
+                self.ledger
+                    .record(id, pt, name, CommandStatus::Expired, Some(reason))
+                    .await?;
+                self.stats.commands_expired.fetch_add(1, Relaxed);
             }
             _ => {
                 let reason =

@@ -69,10 +69,13 @@ pub async fn request(setup: &Setup, verb: &str, body: serde_json::Value) -> asyn
 }
 
 pub async fn status(setup: &Setup, id: &str) -> Option<CommandStatus> {
+    status_event(setup, id).await.map(|e| e.status)
+}
+
+/// The ledger entry of a command (`cmd.status`), with its reason.
+pub async fn status_event(setup: &Setup, id: &str) -> Option<CommandStatusEvent> {
     let reply = request(setup, "status", serde_json::json!({ "id": id })).await;
-    serde_json::from_slice::<CommandStatusEvent>(&reply.payload)
-        .ok()
-        .map(|e| e.status)
+    serde_json::from_slice::<CommandStatusEvent>(&reply.payload).ok()
 }
 
 pub async fn send(setup: &Setup, pt: &str, command: &str, ttl_ms: u64) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use dtaas_schemas::subject;
 use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
-use dtaas_test_harness::{Mosquitto, NatsServer, Process};
+use dtaas_test_harness::{Mosquitto, NatsServer, Process, TcpProxy};
 use futures::StreamExt;
 
 mod device;
@@ -79,6 +79,8 @@ pub struct Setup {
     pub nats: NatsServer,
     pub broker: Broker,
     pub bridge: Process,
+    /// The proxy the bridge reaches the broker through, if any (`start_through_proxy`).
+    pub proxy: Option<TcpProxy>,
     pub env: WorkerEnv,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
@@ -99,8 +101,29 @@ impl Setup {
         setup
     }
 
+    /// nats-server, mosquitto and `dtaas bridge` reaching mosquitto through a
+    /// `TcpProxy` (`setup.proxy`), ready (subscribed). Other clients (devices) use
+    /// mosquitto directly.
+    pub async fn start_through_proxy(extra: &[(&str, &str)]) -> Setup {
+        let broker = Broker::mosquitto();
+        let proxy = TcpProxy::start(broker.port()).expect("TCP proxy");
+        let setup = Self::spawn_at(broker, Some(proxy), extra, None).await;
+        setup.wait_ready().await;
+        setup
+    }
+
     /// Like `start_with`, without waiting for the bridge to be ready.
     pub async fn spawn(broker: Broker, extra: &[(&str, &str)], config: Option<&str>) -> Setup {
+        Self::spawn_at(broker, None, extra, config).await
+    }
+
+    /// Spawns the bridge against `broker`, through `proxy` if there is one.
+    async fn spawn_at(
+        broker: Broker,
+        proxy: Option<TcpProxy>,
+        extra: &[(&str, &str)],
+        config: Option<&str>,
+    ) -> Setup {
         let nats = NatsServer::start().expect("nats-server");
         let dir = tempfile::tempdir().unwrap();
         let mut extra: Vec<(String, String)> = extra
@@ -114,7 +137,9 @@ impl Setup {
         }
         let env = WorkerEnv {
             nats_url: nats.url(),
-            mqtt_url: broker.url(),
+            mqtt_url: proxy
+                .as_ref()
+                .map_or_else(|| broker.url(), TcpProxy::mqtt_url),
             data_dir: dir.path().join("data"),
             extra,
         };
@@ -128,6 +153,7 @@ impl Setup {
             nats,
             broker,
             bridge,
+            proxy,
             env,
             client,
             js,

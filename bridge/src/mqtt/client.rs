@@ -180,6 +180,60 @@ impl EventLoop {
         }
     }
 
+    /// Whether a publish waits in rumqttc's `pending` queue: one written to a
+    /// connection that dropped before the broker confirmed it (or still in the request
+    /// channel then), which rumqttc resends once reconnected.
+    pub(super) fn has_pending_publish(&self) -> bool {
+        match self {
+            Self::V5(e) => e
+                .pending
+                .iter()
+                .any(|r| matches!(r, rumqttc::v5::Request::Publish(_))),
+            Self::V311(e) => e
+                .pending
+                .iter()
+                .any(|r| matches!(r, rumqttc::Request::Publish(_))),
+        }
+    }
+
+    /// Drops the publishes queued in `pending`, keeping every other request (acks,
+    /// PUBRELs, subscribes); returns how many were dropped. The bridge publishes
+    /// nothing but commands, and at most one at a time.
+    pub(super) fn drop_pending_publishes(&mut self) -> usize {
+        let before = self.pending_len();
+        match self {
+            Self::V5(e) => e
+                .pending
+                .retain(|r| !matches!(r, rumqttc::v5::Request::Publish(_))),
+            Self::V311(e) => e
+                .pending
+                .retain(|r| !matches!(r, rumqttc::Request::Publish(_))),
+        }
+        before - self.pending_len()
+    }
+
+    fn pending_len(&self) -> usize {
+        match self {
+            Self::V5(e) => e.pending.len(),
+            Self::V311(e) => e.pending.len(),
+        }
+    }
+
+    /// Sets the MQTT 5 message expiry interval of the publishes queued in `pending`
+    /// to `secs`. MQTT 3.1.1 has no message expiry: nothing to do there.
+    pub(super) fn set_pending_expiry(&mut self, secs: u32) {
+        if let Self::V5(e) = self {
+            for request in e.pending.iter_mut() {
+                if let rumqttc::v5::Request::Publish(publish) = request {
+                    publish
+                        .properties
+                        .get_or_insert_with(Default::default)
+                        .message_expiry_interval = Some(secs);
+                }
+            }
+        }
+    }
+
     /// The next event; reconnects after an error when polled again.
     pub(super) async fn poll(&mut self) -> Result<Event, PollError> {
         match self {

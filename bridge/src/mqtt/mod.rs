@@ -3,10 +3,12 @@
 //!
 //! The polling task never publishes, never awaits NATS and never waits for the
 //! uplink: it hands incoming publishes to a bounded channel (parking the few that do
-//! not fit, see `poll`) and signals broker acknowledgements of commands. With MQTT 5
-//! the broker should not have more than `in_flight` unacknowledged QoS≥1 messages out
-//! to us (receive maximum), which bounds what is parked; mosquitto 2.0 was seen to
-//! exceed it briefly when it resumes a session. MQTT 3.1.1 has no receive maximum:
+//! not fit, see `poll`) and signals broker acknowledgements of commands. Around a
+//! reconnect it may also drop or edit a command publish rumqttc queued for resending
+//! (`BrokerAcks::before_resend`): that only edits rumqttc's queue and fires a
+//! oneshot. With MQTT 5 the broker should not have more than `in_flight`
+//! unacknowledged QoS≥1 messages out to us (receive maximum), which bounds what is
+//! parked; mosquitto 2.0 was seen to exceed it briefly when it resumes a session. MQTT 3.1.1 has no receive maximum:
 //! there the broker's own per-client in-flight limit bounds it.
 //!
 //! Files: `client` (the neutral client, message and events), `v5` and `v311` (the
@@ -43,30 +45,111 @@ pub fn qos(level: u8) -> QoS {
     }
 }
 
+/// What became of the command publish waiting in `BrokerAcks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerAck {
+    /// The broker took it (PUBACK at QoS 1, PUBCOMP at 2, written at 0).
+    Taken,
+    /// The connection dropped before the broker confirmed it, and its TTL passed
+    /// before the reconnect: the resend rumqttc had queued was dropped, unsent.
+    ExpiredUnsent,
+}
+
+/// The command publish waiting for the broker.
+struct Waiting {
+    qos: QoS,
+    /// The command's deadline (ns since the epoch), if it has a TTL.
+    expires_at: Option<i64>,
+    tx: oneshot::Sender<BrokerAck>,
+}
+
 /// Wakes the one command publish waiting for the broker's acknowledgement. Commands
 /// are published one at a time, so any PUBACK/PUBCOMP (or, at QoS 0, the write of
 /// the packet) belongs to the waiting one.
+///
+/// It also keeps the command's TTL across reconnects: when the connection dropped
+/// before the broker confirmed the publish, rumqttc queues it in its event loop
+/// (`pending`) and resends it once reconnected. Before every connection attempt and
+/// again on the CONNACK (before rumqttc sends anything queued) the poller calls
+/// `before_resend`, which drops that resend when the TTL has passed, and otherwise
+/// sets its MQTT 5 message expiry interval to what is left of the TTL.
 #[derive(Default)]
 pub struct BrokerAcks {
-    waiting: Mutex<Option<(QoS, oneshot::Sender<()>)>>,
+    waiting: Mutex<Option<Waiting>>,
 }
 
 impl BrokerAcks {
-    /// Registers the next publish; the receiver fires when the broker took it.
-    pub fn expect(&self, qos: QoS) -> oneshot::Receiver<()> {
+    /// Registers the next publish; the receiver yields what became of it.
+    /// `expires_at` is the command's deadline (ns since the epoch), if any.
+    pub fn expect(&self, qos: QoS, expires_at: Option<i64>) -> oneshot::Receiver<BrokerAck> {
         let (tx, rx) = oneshot::channel();
-        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some((qos, tx));
+        *self.lock() = Some(Waiting {
+            qos,
+            expires_at,
+            tx,
+        });
         rx
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn fire(&self, kind: QoS) {
-        let mut slot = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(&*slot, Some((qos, _)) if *qos == kind) {
-            if let Some((_, tx)) = slot.take() {
-                let _ = tx.send(());
+        let mut slot = self.lock();
+        if matches!(&*slot, Some(waiting) if waiting.qos == kind) {
+            if let Some(waiting) = slot.take() {
+                let _ = waiting.tx.send(BrokerAck::Taken);
             }
         }
     }
+
+    /// Called by the poller while not connected, before rumqttc can resend what it
+    /// queued in `eventloop` (before each connection attempt and on the CONNACK).
+    /// Only edits rumqttc's queue and fires a oneshot: never blocks, never publishes.
+    ///
+    /// If a command is waiting and a publish of it is queued for resending: when its
+    /// TTL has passed, the queued publish is dropped and the waiter completes with
+    /// `ExpiredUnsent`; otherwise the publish's MQTT 5 message expiry interval is set
+    /// to the remaining TTL (whole seconds, rounded up). The bridge publishes nothing
+    /// but commands, one at a time, so a queued publish is the waiting command.
+    ///
+    /// Nothing queued means nothing is resent: either the publish never left (it
+    /// still waits in the request channel), or the broker started a new session
+    /// (`session_present = false`), in which case rumqttc cleared its queue itself
+    /// and the waiter times out (`failed`) as before. A queued PUBREL alone (QoS 2
+    /// after the broker's PUBREC) is left as it is: the broker already has the
+    /// message.
+    pub fn before_resend(&self, eventloop: &mut EventLoop, now_ns: i64) {
+        let mut slot = self.lock();
+        let Some(waiting) = &*slot else { return };
+        if !eventloop.has_pending_publish() {
+            return;
+        }
+        let Some(expires_at) = waiting.expires_at else {
+            return;
+        };
+        if now_ns >= expires_at {
+            let dropped = eventloop.drop_pending_publishes();
+            tracing::info!(
+                dropped,
+                "A command's TTL passed while the MQTT connection was down before the \
+                 broker confirmed it; it is not resent."
+            );
+            if let Some(waiting) = slot.take() {
+                let _ = waiting.tx.send(BrokerAck::ExpiredUnsent);
+            }
+        } else {
+            eventloop.set_pending_expiry(remaining_secs(expires_at, now_ns));
+        }
+    }
+}
+
+/// The TTL left at `now_ns`, in whole seconds rounded up (at least 1), so the broker
+/// never drops a command early.
+pub fn remaining_secs(expires_at: i64, now_ns: i64) -> u32 {
+    let left = (expires_at - now_ns).max(1) as u64;
+    left.div_ceil(1_000_000_000).min(u32::MAX as u64) as u32
 }
 
 /// What the client options of either protocol are built from.
@@ -113,4 +196,119 @@ impl Settings {
 pub fn client(settings: &Settings) -> (Client, EventLoop) {
     let (inner, eventloop) = client::connect(settings, settings.first_protocol());
     (Client::new(inner), eventloop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    fn v5_eventloop_with_pending_publish(expiry: u32) -> EventLoop {
+        let settings = Settings {
+            client_id: "test".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            protocol: MqttProtocol::V5,
+            in_flight: 10,
+            session_expiry_secs: 60,
+        };
+        let (_, mut eventloop) = client::connect(&settings, Protocol::V5);
+        let EventLoop::V5(inner) = &mut eventloop else {
+            unreachable!()
+        };
+        let mut publish = Publish::new("dtaas/pt/p/cmd/c", QoS5::AtLeastOnce, "{}", None);
+        publish.pkid = 1;
+        publish.properties = Some(PublishProperties {
+            message_expiry_interval: Some(expiry),
+            ..Default::default()
+        });
+        inner
+            .pending
+            .push_back(rumqttc::v5::Request::Publish(publish));
+        inner.pending.push_back(rumqttc::v5::Request::PingReq);
+        eventloop
+    }
+
+    fn pending_expiry(eventloop: &EventLoop) -> Vec<Option<u32>> {
+        let EventLoop::V5(inner) = eventloop else {
+            unreachable!()
+        };
+        inner
+            .pending
+            .iter()
+            .filter_map(|r| match r {
+                rumqttc::v5::Request::Publish(p) => Some(
+                    p.properties
+                        .as_ref()
+                        .and_then(|p| p.message_expiry_interval),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn remaining_ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(remaining_secs(10 * SECOND, 0), 10);
+        assert_eq!(remaining_secs(10 * SECOND, 1), 10);
+        assert_eq!(remaining_secs(10 * SECOND + 1, 0), 11);
+        assert_eq!(remaining_secs(0, 5 * SECOND), 1, "never 0 (no expiry)");
+    }
+
+    #[test]
+    fn an_expired_resend_is_dropped_and_the_waiter_told() {
+        let acks = BrokerAcks::default();
+        let mut eventloop = v5_eventloop_with_pending_publish(2);
+        let mut rx = acks.expect(QoS::AtLeastOnce, Some(2 * SECOND));
+        acks.before_resend(&mut eventloop, 3 * SECOND);
+        assert_eq!(rx.try_recv().unwrap(), BrokerAck::ExpiredUnsent);
+        assert!(!eventloop.has_pending_publish());
+        let EventLoop::V5(inner) = &eventloop else {
+            unreachable!()
+        };
+        assert_eq!(inner.pending.len(), 1, "other requests stay");
+    }
+
+    #[test]
+    fn a_live_resend_carries_the_remaining_ttl() {
+        let acks = BrokerAcks::default();
+        let mut eventloop = v5_eventloop_with_pending_publish(60);
+        let mut rx = acks.expect(QoS::AtLeastOnce, Some(60 * SECOND));
+        acks.before_resend(&mut eventloop, 45 * SECOND + 1);
+        assert_eq!(pending_expiry(&eventloop), [Some(15)]);
+        assert!(rx.try_recv().is_err(), "still waiting");
+        acks.fire(QoS::AtLeastOnce);
+        assert_eq!(rx.try_recv().unwrap(), BrokerAck::Taken);
+    }
+
+    #[test]
+    fn nothing_queued_or_no_ttl_changes_nothing() {
+        let acks = BrokerAcks::default();
+        let mut eventloop = v5_eventloop_with_pending_publish(5);
+        let mut rx = acks.expect(QoS::AtLeastOnce, None);
+        acks.before_resend(&mut eventloop, i64::MAX);
+        assert_eq!(pending_expiry(&eventloop), [Some(5)]);
+        assert!(rx.try_recv().is_err());
+
+        let (_, mut empty) = client::connect(
+            &Settings {
+                client_id: "test".into(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                protocol: MqttProtocol::V311,
+                in_flight: 10,
+                session_expiry_secs: 60,
+            },
+            Protocol::V311,
+        );
+        let mut rx = acks.expect(QoS::AtLeastOnce, Some(SECOND));
+        acks.before_resend(&mut empty, 2 * SECOND);
+        assert!(
+            rx.try_recv().is_err(),
+            "no resend queued: the waiter times out"
+        );
+    }
 }

@@ -1,11 +1,14 @@
 //! The task that polls the MQTT event loop: connects (choosing the protocol when
-//! `auto`), subscribes, hands publishes to the uplink and wakes waiting commands.
+//! `auto`), subscribes, hands publishes to the uplink and wakes waiting commands;
+//! around a reconnect it drops or updates the resend of a command whose broker
+//! acknowledgement the dropped connection took with it (`BrokerAcks::before_resend`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use dtaas_runtime::nats::backoff;
+use dtaas_schemas::time::now_ns;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +64,10 @@ pub async fn poll(
                 }
             }
         }
+        if !connected {
+            // The next poll connects; once connected rumqttc resends what it queued.
+            acks.before_resend(&mut eventloop, now_ns());
+        }
         let event = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -70,6 +77,10 @@ pub async fn poll(
             Ok(Event::ConnAck { session_present }) => {
                 attempt = 0;
                 connected = true;
+                // rumqttc hands out the CONNACK before it sends anything it queued
+                // (and has cleared its queue if the broker has no session for us):
+                // the last moment to drop or update a command's resend.
+                acks.before_resend(&mut eventloop, now_ns());
                 settled = true;
                 let protocol = eventloop.protocol();
                 stats.set_protocol(Some(protocol));

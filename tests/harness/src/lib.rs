@@ -1,4 +1,5 @@
-//! Real servers for dtaas tests: nats-server, mosquitto, victoria-metrics, FalkorDB.
+//! Real servers for dtaas tests: nats-server, mosquitto, victoria-metrics, FalkorDB,
+//! and a TCP proxy that stalls and cuts connections.
 //!
 //! Each server gets a free port and its own temporary directory, is waited for until
 //! it answers, and is killed and removed on drop. No test uses a standard port.
@@ -9,6 +10,7 @@ pub mod mosquitto;
 pub mod nats;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod resp;
 pub mod victoria;
 pub mod worker;
@@ -17,5 +19,6 @@ pub use falkordb::FalkorDb;
 pub use mosquitto::Mosquitto;
 pub use nats::NatsServer;
 pub use process::Process;
+pub use proxy::TcpProxy;
 pub use resp::{Resp, RespClient};
 pub use victoria::VictoriaMetrics;
