@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bridge_support::*;
 use dtaas_schemas::command::CommandStatus;
-use dtaas_schemas::names::{header, STREAM_EVENTS};
+use dtaas_schemas::names::header;
 use dtaas_schemas::subject;
 use rumqttc::QoS;
 
@@ -48,17 +48,10 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
     )
     .await;
     assert_eq!(acked, Some(CommandStatus::Acknowledged));
-    let events = read_all(
-        &setup.js,
-        STREAM_EVENTS,
-        &format!("dtaas.v1.evt.cmd.{id}.*"),
-    )
-    .await;
-    let statuses: Vec<&str> = events
-        .iter()
-        .map(|m| m.subject.rsplit('.').next().unwrap())
-        .collect();
-    assert_eq!(statuses, ["accepted", "sent", "acknowledged"]);
+    assert_eq!(
+        ledger_statuses(&setup, &id).await,
+        ["accepted", "sent", "acknowledged"]
+    );
 
     // A plain publish by hand, without an id: the bridge fills it in and delivers it.
     within(
@@ -256,17 +249,7 @@ async fn expiring_before_confirmed_is_not_resent(extra: &[(&str, &str)], protoco
     let stats = setup.stats().await;
     assert_eq!(stats["commands_expired"], 1);
     assert_eq!(stats["commands_sent"], 1);
-    let events = read_all(
-        &setup.js,
-        STREAM_EVENTS,
-        &format!("dtaas.v1.evt.cmd.{id}.*"),
-    )
-    .await;
-    let statuses: Vec<&str> = events
-        .iter()
-        .map(|m| m.subject.rsplit('.').next().unwrap())
-        .collect();
-    assert_eq!(statuses, ["accepted", "expired"]);
+    assert_eq!(ledger_statuses(&setup, &id).await, ["accepted", "expired"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

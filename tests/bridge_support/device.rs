@@ -78,6 +78,16 @@ pub async fn status_event(setup: &Setup, id: &str) -> Option<CommandStatusEvent>
     serde_json::from_slice::<CommandStatusEvent>(&reply.payload).ok()
 }
 
+/// The statuses of a command's ledger events in `DTAAS_EVT`, in order.
+pub async fn ledger_statuses(setup: &Setup, id: &str) -> Vec<String> {
+    let filter = subject::event_id_all("cmd", id).expect("event filter");
+    super::read_all(&setup.js, dtaas_schemas::names::STREAM_EVENTS, &filter)
+        .await
+        .iter()
+        .map(|m| m.subject.rsplit('.').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
 pub async fn send(setup: &Setup, pt: &str, command: &str, ttl_ms: u64) -> String {
     let body = serde_json::json!({"pt": pt, "command": command, "payload": {"on": true}, "ttl_ms": ttl_ms});
     let reply = request(setup, "send", body).await;
