@@ -5,12 +5,6 @@ mod workers;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: the hot paths allocate per message (MQTT
-/// and NATS frames, decoded records), and it raised the historian's ingest rate by
-/// about 30 % in `benches/historian.rs`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     dtaas_runtime::logging::init();
