@@ -19,6 +19,10 @@ use dtaas_schemas::{subject, FieldValue, TelemetryRecord};
 use dtaas_test_harness::{NatsServer, VictoriaMetrics};
 use tokio_util::sync::CancellationToken;
 
+/// The allocator of the `dtaas` binary, so the in-process historian runs as it does there.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// 2026-01-01T00:00:00Z in ns.
 const BASE_NS: i64 = 1_767_225_600_000_000_000;
 const CHUNK: usize = 5_000;
