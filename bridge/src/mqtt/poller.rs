@@ -77,6 +77,10 @@ pub async fn poll(
             Ok(Event::ConnAck { session_present }) => {
                 attempt = 0;
                 connected = true;
+                if !session_present {
+                    // rumqttc dropped what it kept: nothing of before is resent.
+                    acks.session_lost();
+                }
                 // rumqttc hands out the CONNACK before it sends anything it queued
                 // (and has cleared its queue if the broker has no session for us):
                 // the last moment to drop or update a command's resend.
@@ -104,9 +108,10 @@ pub async fn poll(
                 overflow.push_back(message);
             }
             Ok(Event::SubAck) => stats.mqtt_subscribed.store(true, Relaxed),
-            Ok(Event::PubAck) => acks.fire(QoS::AtLeastOnce),
-            Ok(Event::PubComp) => acks.fire(QoS::ExactlyOnce),
-            Ok(Event::Qos0Written) => acks.fire(QoS::AtMostOnce),
+            Ok(Event::PubAck { pkid }) => acks.acked(QoS::AtLeastOnce, pkid),
+            Ok(Event::PubComp { pkid }) => acks.acked(QoS::ExactlyOnce, pkid),
+            Ok(Event::Qos0Written) => acks.written(0),
+            Ok(Event::PublishWritten { pkid }) => acks.written(pkid),
             Ok(Event::DisconnectSent) => break,
             Ok(Event::Disconnected(reason)) => {
                 stats.mqtt_connected.store(false, Relaxed);

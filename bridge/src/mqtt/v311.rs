@@ -72,10 +72,11 @@ fn event_of(event: Event4) -> Event {
             pkid: p.pkid,
         }),
         Event4::Incoming(Packet::SubAck(_)) => Event::SubAck,
-        Event4::Incoming(Packet::PubAck(_)) => Event::PubAck,
-        Event4::Incoming(Packet::PubComp(_)) => Event::PubComp,
+        Event4::Incoming(Packet::PubAck(ack)) => Event::PubAck { pkid: ack.pkid },
+        Event4::Incoming(Packet::PubComp(comp)) => Event::PubComp { pkid: comp.pkid },
         Event4::Incoming(Packet::Disconnect) => Event::Disconnected("DISCONNECT".into()),
         Event4::Outgoing(Outgoing::Publish(0)) => Event::Qos0Written,
+        Event4::Outgoing(Outgoing::Publish(pkid)) => Event::PublishWritten { pkid },
         Event4::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
         _ => Event::Other,
     }

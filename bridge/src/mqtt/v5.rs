@@ -110,12 +110,13 @@ fn event_of(event: Event5) -> Event {
             pkid: p.pkid,
         }),
         Event5::Incoming(Packet::SubAck(_)) => Event::SubAck,
-        Event5::Incoming(Packet::PubAck(_)) => Event::PubAck,
-        Event5::Incoming(Packet::PubComp(_)) => Event::PubComp,
+        Event5::Incoming(Packet::PubAck(ack)) => Event::PubAck { pkid: ack.pkid },
+        Event5::Incoming(Packet::PubComp(comp)) => Event::PubComp { pkid: comp.pkid },
         Event5::Incoming(Packet::Disconnect(d)) => {
             Event::Disconnected(format!("{:?}", d.reason_code))
         }
         Event5::Outgoing(Outgoing::Publish(0)) => Event::Qos0Written,
+        Event5::Outgoing(Outgoing::Publish(pkid)) => Event::PublishWritten { pkid },
         Event5::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
         _ => Event::Other,
     }
