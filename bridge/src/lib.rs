@@ -61,6 +61,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         client_id = bridge.client_id(),
         broker = %ctx.config.mqtt_url,
         mqtt_protocol = bridge.mqtt_protocol.name(),
+        mqtt_username = bridge.mqtt_username.as_deref().unwrap_or("(none)"),
         "Bridge starting."
     );
 

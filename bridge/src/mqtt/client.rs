@@ -167,6 +167,9 @@ pub(super) struct PollError {
     /// 3.1.1-only broker answers an MQTT 5 CONNECT (see `v5::refused_version`). Only
     /// meaningful while connecting.
     pub refused_version: bool,
+    /// The broker refused the login: CONNACK "bad user name or password" or "not
+    /// authorized".
+    pub refused_credentials: bool,
 }
 
 impl fmt::Display for PollError {

@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use dtaas_runtime::secret::Secret;
 use tokio::sync::oneshot;
 
 use crate::config::{BridgeConfig, MqttProtocol};
@@ -252,6 +253,10 @@ pub struct Settings {
     pub in_flight: u16,
     /// MQTT 5 session expiry interval, seconds.
     pub session_expiry_secs: u32,
+    /// The user name the bridge logs in with, if any.
+    pub username: Option<String>,
+    /// Its password (empty: none).
+    pub password: Secret,
 }
 
 impl Settings {
@@ -263,6 +268,8 @@ impl Settings {
             protocol: bridge.mqtt_protocol,
             in_flight: bridge.in_flight,
             session_expiry_secs: bridge.session_expiry_secs,
+            username: bridge.mqtt_username.clone(),
+            password: bridge.mqtt_password.clone().unwrap_or_default(),
         }
     }
 
@@ -302,6 +309,8 @@ mod tests {
             protocol: MqttProtocol::V5,
             in_flight: 10,
             session_expiry_secs: 60,
+            username: None,
+            password: Secret::default(),
         };
         let (_, mut eventloop) = client::connect(&settings, Protocol::V5);
         let EventLoop::V5(inner) = &mut eventloop else {
@@ -478,6 +487,8 @@ mod tests {
                 protocol: MqttProtocol::V311,
                 in_flight: 10,
                 session_expiry_secs: 60,
+                username: None,
+                password: Secret::default(),
             },
             Protocol::V311,
         );

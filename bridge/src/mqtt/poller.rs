@@ -144,7 +144,25 @@ pub async fn poll(
                 }
                 let delay = backoff(attempt);
                 attempt += 1;
-                tracing::warn!(%error, retry_in = ?delay, "MQTT connection failed; reconnecting.");
+                if error.refused_credentials {
+                    // Never the password: only the user name and the broker's answer.
+                    match &settings.username {
+                        Some(user) => tracing::error!(
+                            %error,
+                            retry_in = ?delay,
+                            "The MQTT broker refused the credentials for user {user:?} \
+                             (mqtt_username / mqtt_password); retrying."
+                        ),
+                        None => tracing::error!(
+                            %error,
+                            retry_in = ?delay,
+                            "The MQTT broker refused the connection without credentials; \
+                             set mqtt_username / mqtt_password. Retrying."
+                        ),
+                    }
+                } else {
+                    tracing::warn!(%error, retry_in = ?delay, "MQTT connection failed; reconnecting.");
+                }
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}

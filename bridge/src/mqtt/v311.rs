@@ -3,7 +3,10 @@
 //! session expiry, no message expiry.
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event as Event4, EventLoop, MqttOptions, Outgoing, Packet, Publish};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as Event4, EventLoop, MqttOptions,
+    Outgoing, Packet, Publish,
+};
 
 use super::client::{ClientError, Event, Message, PollError};
 use super::{QoS, Settings, KEEP_ALIVE, MAX_PACKET};
@@ -17,6 +20,9 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
         .set_inflight(settings.in_flight)
         .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
         .set_keep_alive(KEEP_ALIVE);
+    if let Some(username) = &settings.username {
+        options.set_credentials(username, settings.password.expose());
+    }
     options
 }
 
@@ -54,6 +60,12 @@ pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> 
         Ok(event) => Ok(event_of(event)),
         Err(error) => Err(PollError {
             refused_version: false,
+            refused_credentials: matches!(
+                error,
+                ConnectionError::ConnectionRefused(
+                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+                )
+            ),
             message: error.to_string(),
             detail: format!("{error:?}"),
         }),

@@ -21,6 +21,9 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
         .set_receive_maximum(Some(settings.in_flight))
         .set_max_packet_size(Some(MAX_PACKET))
         .set_keep_alive(KEEP_ALIVE);
+    if let Some(username) = &settings.username {
+        options.set_credentials(username, settings.password.expose());
+    }
     options
 }
 
@@ -92,6 +95,12 @@ pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> 
         Ok(event) => Ok(event_of(event)),
         Err(error) => Err(PollError {
             refused_version: refused_version(&error),
+            refused_credentials: matches!(
+                error,
+                ConnectionError::ConnectionRefused(
+                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+                )
+            ),
             message: error.to_string(),
             detail: format!("{error:?}"),
         }),

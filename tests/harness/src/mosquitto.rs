@@ -18,14 +18,46 @@ impl Mosquitto {
     /// mosquitto on a free port, anonymous access, persistent sessions, no limit on
     /// queued messages (so a stopped subscriber loses nothing).
     pub fn start() -> anyhow::Result<Self> {
+        Self::launch(None)
+    }
+
+    /// Like `start`, but without anonymous access: only the `(user, password)` pairs
+    /// log in (`allow_anonymous false`, a `password_file` made with
+    /// `mosquitto_passwd -b`).
+    pub fn start_with_users(users: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::launch(Some(users))
+    }
+
+    fn launch(users: Option<&[(&str, &str)]>) -> anyhow::Result<Self> {
         let binary = require_binary("mosquitto", "mosquitto")?;
         let dir = tempfile::Builder::new()
             .prefix("dtaas-mosquitto-")
             .tempdir()?;
         let port = free_port();
+        let access = match users {
+            None => "allow_anonymous true\n".to_owned(),
+            Some(users) => {
+                let passwd = require_binary("mosquitto_passwd", "mosquitto")?;
+                let file = dir.path().join("passwords");
+                for (i, (user, password)) in users.iter().enumerate() {
+                    let mut command = std::process::Command::new(&passwd);
+                    command.arg("-b");
+                    if i == 0 {
+                        command.arg("-c");
+                    }
+                    let status = command
+                        .arg(&file)
+                        .args([user, password])
+                        .stdout(std::process::Stdio::null())
+                        .status()?;
+                    anyhow::ensure!(status.success(), "mosquitto_passwd failed for {user}");
+                }
+                format!("allow_anonymous false\npassword_file {}\n", file.display())
+            }
+        };
         let config = format!(
             "listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+             {access}\
              persistence true\n\
              persistence_location {}/\n\
              autosave_interval 1\n\
