@@ -3,6 +3,7 @@
 use dtaas_runtime::secret::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Settings of the bridge worker (`[bridge]` in the configuration file).
@@ -45,6 +46,9 @@ pub struct BridgeConfig {
     /// MQTT password (`DTAAS_MQTT_PASSWORD`); else the password of `mqtt_url`, if
     /// any. Never logged.
     pub mqtt_password: Option<Secret>,
+    /// CA certificates (PEM) the broker's certificate is checked against with
+    /// `mqtts://` (`DTAAS_MQTT_CA_FILE`); default: the system's.
+    pub mqtt_ca_file: Option<PathBuf>,
 }
 
 impl Default for BridgeConfig {
@@ -65,6 +69,7 @@ impl Default for BridgeConfig {
             default_map: true,
             mqtt_username: None,
             mqtt_password: None,
+            mqtt_ca_file: None,
         }
     }
 }
@@ -208,6 +213,9 @@ impl BridgeConfig {
         dtaas_runtime::config::env_override(&mut bridge.mqtt_protocol, "DTAAS_MQTT_PROTOCOL")?;
         dtaas_runtime::config::env_override(&mut bridge.in_flight, "DTAAS_BRIDGE_IN_FLIGHT")?;
         bridge.resolve_credentials(&config.mqtt_url, &|name| std::env::var(name).ok())?;
+        if let Ok(path) = std::env::var("DTAAS_MQTT_CA_FILE") {
+            bridge.mqtt_ca_file = Some(path.into());
+        }
         anyhow::ensure!(
             bridge.in_flight > 0,
             "[bridge] in_flight must be at least 1"
@@ -265,6 +273,7 @@ Bridge environment (overrides [bridge] in the config file):
   DTAAS_MQTT_PROTOCOL         MQTT version: auto (5, else 3.1.1), 5 or 3.1.1 [default: auto]
   DTAAS_MQTT_USERNAME         MQTT user name [default: the user of DTAAS_MQTT_URL, if any]
   DTAAS_MQTT_PASSWORD         MQTT password, never logged [default: the password of DTAAS_MQTT_URL, if any]
+  DTAAS_MQTT_CA_FILE          CA certificates (PEM) for mqtts:// [default: the system's]
 ";
 
 #[cfg(test)]

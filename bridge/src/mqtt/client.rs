@@ -170,6 +170,8 @@ pub(super) struct PollError {
     /// The broker refused the login: CONNACK "bad user name or password" or "not
     /// authorized".
     pub refused_credentials: bool,
+    /// The TLS handshake failed (certificate not trusted, wrong host name, no TLS).
+    pub tls: bool,
 }
 
 impl fmt::Display for PollError {

@@ -16,11 +16,12 @@
 
 mod client;
 mod poller;
+pub mod tls;
 mod v311;
 mod v5;
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dtaas_runtime::secret::Secret;
@@ -257,11 +258,25 @@ pub struct Settings {
     pub username: Option<String>,
     /// Its password (empty: none).
     pub password: Secret,
+    /// TLS (`mqtts://`): the rustls client configuration.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Settings {
-    pub fn new(config: &dtaas_runtime::Config, bridge: &BridgeConfig) -> Self {
-        Self {
+    /// Fails when TLS is asked for and its CA file cannot be used.
+    pub fn new(config: &dtaas_runtime::Config, bridge: &BridgeConfig) -> anyhow::Result<Self> {
+        let tls = if config.mqtt_url.tls {
+            Some(tls::client_config(bridge.mqtt_ca_file.as_deref())?)
+        } else {
+            anyhow::ensure!(
+                bridge.mqtt_ca_file.is_none(),
+                "an MQTT CA file is set ([bridge] mqtt_ca_file, DTAAS_MQTT_CA_FILE) but the \
+                 MQTT URL {} is not mqtts://",
+                config.mqtt_url
+            );
+            None
+        };
+        Ok(Self {
             client_id: bridge.client_id().to_owned(),
             host: config.mqtt_url.host.clone(),
             port: config.mqtt_url.port,
@@ -270,7 +285,8 @@ impl Settings {
             session_expiry_secs: bridge.session_expiry_secs,
             username: bridge.mqtt_username.clone(),
             password: bridge.mqtt_password.clone().unwrap_or_default(),
-        }
+            tls,
+        })
     }
 
     /// The protocol the first connection attempt uses (`auto` starts with MQTT 5).
@@ -311,6 +327,7 @@ mod tests {
             session_expiry_secs: 60,
             username: None,
             password: Secret::default(),
+            tls: None,
         };
         let (_, mut eventloop) = client::connect(&settings, Protocol::V5);
         let EventLoop::V5(inner) = &mut eventloop else {
@@ -489,6 +506,7 @@ mod tests {
                 session_expiry_secs: 60,
                 username: None,
                 password: Secret::default(),
+                tls: None,
             },
             Protocol::V311,
         );

@@ -160,6 +160,13 @@ pub async fn poll(
                              set mqtt_username / mqtt_password. Retrying."
                         ),
                     }
+                } else if error.tls {
+                    tracing::error!(
+                        %error,
+                        retry_in = ?delay,
+                        "TLS with the MQTT broker failed (is its certificate signed by a CA \
+                         of mqtt_ca_file, for this host name?); retrying."
+                    );
                 } else {
                     tracing::warn!(%error, retry_in = ?delay, "MQTT connection failed; reconnecting.");
                 }

@@ -24,6 +24,11 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
     if let Some(username) = &settings.username {
         options.set_credentials(username, settings.password.expose());
     }
+    if let Some(tls) = &settings.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     options
 }
 
@@ -95,6 +100,7 @@ pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> 
         Ok(event) => Ok(event_of(event)),
         Err(error) => Err(PollError {
             refused_version: refused_version(&error),
+            tls: matches!(error, ConnectionError::Tls(_)),
             refused_credentials: matches!(
                 error,
                 ConnectionError::ConnectionRefused(

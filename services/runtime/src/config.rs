@@ -32,7 +32,8 @@ pub struct Config {
     /// `DTAAS_NATS_CONNECT_TIMEOUT`, key `nats_connect_timeout` (`10s`): how long to
     /// retry the first connection before giving up with an error.
     pub nats_connect_timeout: Duration,
-    /// `DTAAS_MQTT_URL`, key `mqtt_url`: `mqtt://host:port`.
+    /// `DTAAS_MQTT_URL`, key `mqtt_url`: `mqtt://[user[:password]@]host:port` or
+    /// `mqtts://…`.
     pub mqtt_url: MqttUrl,
     /// `DTAAS_DATA_DIR`, key `data_dir`: where embedded stores keep their files.
     pub data_dir: PathBuf,
@@ -64,11 +65,14 @@ fn invalid(origin: impl Into<String>, message: impl Into<String>) -> ConfigError
     }
 }
 
-/// The MQTT broker address, from `mqtt://[user[:password]@]host[:port]`. User and
+/// The MQTT broker address, from `mqtt://[user[:password]@]host[:port]` (port 1883),
+/// or `mqtts://…` for TLS (port 8883); `tcp://` and `ssl://` are aliases. User and
 /// password may be percent-encoded (`%40` for `@`, `%3A` for `:`); the password is a
 /// `Secret`, and neither `Display` nor a parse error shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttUrl {
+    /// `mqtts://` (or `ssl://`): TLS.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// The user name of the URL's userinfo, if any.
@@ -81,6 +85,7 @@ impl MqttUrl {
     /// `host:port` without credentials.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
+            tls: false,
             host: host.into(),
             port,
             username: None,
@@ -132,10 +137,21 @@ impl FromStr for MqttUrl {
 
     fn from_str(url: &str) -> Result<Self, String> {
         let shown = redact_url(url);
-        let rest = url
+        let (tls, rest) = if let Some(rest) = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| format!("MQTT URL {shown:?} must look like mqtt://host:port"))?;
+        {
+            (false, rest)
+        } else if let Some(rest) = url
+            .strip_prefix("mqtts://")
+            .or_else(|| url.strip_prefix("ssl://"))
+        {
+            (true, rest)
+        } else {
+            return Err(format!(
+                "MQTT URL {shown:?} must look like mqtt://host:port or mqtts://host:port"
+            ));
+        };
         let rest = rest.trim_end_matches('/');
         let (userinfo, rest) = match rest.rsplit_once('@') {
             Some((userinfo, rest)) => (Some(userinfo), rest),
@@ -148,12 +164,13 @@ impl FromStr for MqttUrl {
                     .map_err(|_| format!("MQTT URL {shown:?} has an invalid port {port:?}"))?;
                 (host, port)
             }
-            None => (rest, 1883),
+            None => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(format!("MQTT URL {shown:?} has no host"));
         }
         let mut parsed = Self::new(host, port);
+        parsed.tls = tls;
         if let Some(userinfo) = userinfo {
             let (user, password) = match userinfo.split_once(':') {
                 Some((user, password)) => (user, Some(password)),
@@ -175,9 +192,10 @@ impl FromStr for MqttUrl {
 }
 
 impl std::fmt::Display for MqttUrl {
-    /// `mqtt://host:port`: never the credentials.
+    /// `mqtt://host:port` or `mqtts://host:port`: never the credentials.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
 }
 
@@ -439,6 +457,17 @@ mod tests {
             .parse::<MqttUrl>()
             .unwrap_err()
             .contains("no host"));
+    }
+
+    #[test]
+    fn mqtt_url_tls() {
+        let url: MqttUrl = "mqtts://broker".parse().unwrap();
+        assert!(url.tls);
+        assert_eq!((url.host.as_str(), url.port), ("broker", 8883));
+        assert_eq!(url.to_string(), "mqtts://broker:8883");
+        let url: MqttUrl = "ssl://u:p@broker:1884".parse().unwrap();
+        assert!(url.tls && url.port == 1884);
+        assert!(!"mqtt://broker".parse::<MqttUrl>().unwrap().tls);
     }
 
     #[test]
