@@ -1,7 +1,9 @@
 //! The `[bridge]` configuration table and its environment overrides.
 
+use dtaas_runtime::secret::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Settings of the bridge worker (`[bridge]` in the configuration file).
@@ -39,6 +41,14 @@ pub struct BridgeConfig {
     pub maps: Vec<TopicMapConfig>,
     /// Keep the default map `dtaas/pt/<pt>/tel/<measurement>` next to custom maps.
     pub default_map: bool,
+    /// MQTT user name (`DTAAS_MQTT_USERNAME`); else the user of `mqtt_url`, if any.
+    pub mqtt_username: Option<String>,
+    /// MQTT password (`DTAAS_MQTT_PASSWORD`); else the password of `mqtt_url`, if
+    /// any. Never logged.
+    pub mqtt_password: Option<Secret>,
+    /// CA certificates (PEM) the broker's certificate is checked against with
+    /// `mqtts://` (`DTAAS_MQTT_CA_FILE`); default: the system's.
+    pub mqtt_ca_file: Option<PathBuf>,
 }
 
 impl Default for BridgeConfig {
@@ -57,6 +67,9 @@ impl Default for BridgeConfig {
             known_pts: Vec::new(),
             maps: Vec::new(),
             default_map: true,
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_ca_file: None,
         }
     }
 }
@@ -199,6 +212,10 @@ impl BridgeConfig {
         bridge.client_id = Some(client_id);
         dtaas_runtime::config::env_override(&mut bridge.mqtt_protocol, "DTAAS_MQTT_PROTOCOL")?;
         dtaas_runtime::config::env_override(&mut bridge.in_flight, "DTAAS_BRIDGE_IN_FLIGHT")?;
+        bridge.resolve_credentials(&config.mqtt_url, &|name| std::env::var(name).ok())?;
+        if let Ok(path) = std::env::var("DTAAS_MQTT_CA_FILE") {
+            bridge.mqtt_ca_file = Some(path.into());
+        }
         anyhow::ensure!(
             bridge.in_flight > 0,
             "[bridge] in_flight must be at least 1"
@@ -209,6 +226,37 @@ impl BridgeConfig {
             "[bridge] command_qos must be 0, 1 or 2"
         );
         Ok(bridge)
+    }
+
+    /// Credentials: `DTAAS_MQTT_USERNAME` / `DTAAS_MQTT_PASSWORD`, else the `[bridge]`
+    /// keys, else the userinfo of `mqtt_url`, each part on its own. A password needs
+    /// a user name (MQTT 3.1.1 has no password without one).
+    fn resolve_credentials(
+        &mut self,
+        url: &dtaas_runtime::MqttUrl,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<()> {
+        if let Some(user) = env("DTAAS_MQTT_USERNAME") {
+            self.mqtt_username = Some(user);
+        }
+        if let Some(password) = env("DTAAS_MQTT_PASSWORD") {
+            self.mqtt_password = Some(Secret::new(password));
+        }
+        if self.mqtt_username.is_none() {
+            self.mqtt_username = url.username.clone();
+        }
+        if self.mqtt_password.is_none() {
+            self.mqtt_password = url.password.clone();
+        }
+        if self.mqtt_username.as_deref() == Some("") {
+            self.mqtt_username = None;
+        }
+        anyhow::ensure!(
+            self.mqtt_username.is_some() || self.mqtt_password.is_none(),
+            "an MQTT password is set ([bridge] mqtt_password, DTAAS_MQTT_PASSWORD or \
+             mqtt_url) but no user name (mqtt_username, DTAAS_MQTT_USERNAME)"
+        );
+        Ok(())
     }
 
     /// The MQTT client id (set by `load`).
@@ -223,6 +271,9 @@ Bridge environment (overrides [bridge] in the config file):
   DTAAS_BRIDGE_CLIENT_ID      MQTT client id, stable across restarts [default: dtaas-bridge-<user>]
   DTAAS_BRIDGE_IN_FLIGHT      MQTT messages received but not yet acknowledged [default: 1000]
   DTAAS_MQTT_PROTOCOL         MQTT version: auto (5, else 3.1.1), 5 or 3.1.1 [default: auto]
+  DTAAS_MQTT_USERNAME         MQTT user name [default: the user of DTAAS_MQTT_URL, if any]
+  DTAAS_MQTT_PASSWORD         MQTT password, never logged [default: the password of DTAAS_MQTT_URL, if any]
+  DTAAS_MQTT_CA_FILE          CA certificates (PEM) for mqtts:// [default: the system's]
 ";
 
 #[cfg(test)]
@@ -254,6 +305,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("in_flihgt"));
+    }
+
+    #[test]
+    fn credentials_from_keys_environment_and_url() {
+        let url: dtaas_runtime::MqttUrl = "mqtt://urluser:urlpass@h:1".parse().unwrap();
+        let no_env = |_: &str| None;
+        let mut config: BridgeConfig = toml::from_str(r#"mqtt_username = "bridge""#).unwrap();
+        config.resolve_credentials(&url, &no_env).unwrap();
+        assert_eq!(config.mqtt_username.as_deref(), Some("bridge"));
+        assert_eq!(config.mqtt_password.as_ref().unwrap().expose(), "urlpass");
+
+        let mut config: BridgeConfig = toml::from_str(r#"mqtt_password = "hunter2""#).unwrap();
+        let env = |name: &str| (name == "DTAAS_MQTT_USERNAME").then(|| "envuser".to_owned());
+        config
+            .resolve_credentials(&dtaas_runtime::MqttUrl::new("h", 1), &env)
+            .unwrap();
+        assert_eq!(config.mqtt_username.as_deref(), Some("envuser"));
+        assert_eq!(config.mqtt_password.as_ref().unwrap().expose(), "hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let mut config: BridgeConfig = toml::from_str(r#"mqtt_password = "hunter2""#).unwrap();
+        let err = config
+            .resolve_credentials(&dtaas_runtime::MqttUrl::new("h", 1), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no user name") && !err.contains("hunter2"),
+            "{err}"
+        );
+
+        let mut config = BridgeConfig::default();
+        config
+            .resolve_credentials(&dtaas_runtime::MqttUrl::new("h", 1), &no_env)
+            .unwrap();
+        assert!(config.mqtt_username.is_none() && config.mqtt_password.is_none());
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .filters()
         .map(|f| (f.to_owned(), mqtt::qos(bridge.qos)))
         .collect();
-    let settings = mqtt::Settings::new(&ctx.config, &bridge);
+    let settings = mqtt::Settings::new(&ctx.config, &bridge)?;
     let (client, eventloop) = mqtt::client(&settings);
     let acks = Arc::new(mqtt::BrokerAcks::default());
     // Room for the whole receive window plus QoS 0 messages: see `mqtt`.
@@ -61,6 +61,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         client_id = bridge.client_id(),
         broker = %ctx.config.mqtt_url,
         mqtt_protocol = bridge.mqtt_protocol.name(),
+        mqtt_username = bridge.mqtt_username.as_deref().unwrap_or("(none)"),
         "Bridge starting."
     );
 

@@ -135,12 +135,21 @@ pub(super) enum Event {
     },
     Publish(Message),
     SubAck,
-    /// The broker acknowledged a QoS 1 publish.
-    PubAck,
-    /// The broker completed a QoS 2 publish.
-    PubComp,
+    /// The broker acknowledged the QoS 1 publish with this packet id.
+    PubAck {
+        pkid: u16,
+    },
+    /// The broker completed the QoS 2 publish with this packet id.
+    PubComp {
+        pkid: u16,
+    },
     /// A QoS 0 publish was written.
     Qos0Written,
+    /// A QoS≥1 publish was written (or written again, after a reconnect) with the
+    /// packet id rumqttc gave it.
+    PublishWritten {
+        pkid: u16,
+    },
     /// Our DISCONNECT was written.
     DisconnectSent,
     /// The broker sent DISCONNECT (MQTT 5 only; the reason).
@@ -158,6 +167,11 @@ pub(super) struct PollError {
     /// 3.1.1-only broker answers an MQTT 5 CONNECT (see `v5::refused_version`). Only
     /// meaningful while connecting.
     pub refused_version: bool,
+    /// The broker refused the login: CONNACK "bad user name or password" or "not
+    /// authorized".
+    pub refused_credentials: bool,
+    /// The TLS handshake failed (certificate not trusted, wrong host name, no TLS).
+    pub tls: bool,
 }
 
 impl fmt::Display for PollError {
@@ -183,31 +197,32 @@ impl EventLoop {
     /// Whether a publish waits in rumqttc's `pending` queue: one written to a
     /// connection that dropped before the broker confirmed it (or still in the request
     /// channel then), which rumqttc resends once reconnected.
-    pub(super) fn has_pending_publish(&self) -> bool {
+    /// Only publishes whose packet id `select` accepts count.
+    pub(super) fn has_pending_publish(&self, select: &dyn Fn(u16) -> bool) -> bool {
         match self {
             Self::V5(e) => e
                 .pending
                 .iter()
-                .any(|r| matches!(r, rumqttc::v5::Request::Publish(_))),
+                .any(|r| matches!(r, rumqttc::v5::Request::Publish(p) if select(p.pkid))),
             Self::V311(e) => e
                 .pending
                 .iter()
-                .any(|r| matches!(r, rumqttc::Request::Publish(_))),
+                .any(|r| matches!(r, rumqttc::Request::Publish(p) if select(p.pkid))),
         }
     }
 
-    /// Drops the publishes queued in `pending`, keeping every other request (acks,
-    /// PUBRELs, subscribes); returns how many were dropped. The bridge publishes
-    /// nothing but commands, and at most one at a time.
-    pub(super) fn drop_pending_publishes(&mut self) -> usize {
+    /// Drops the publishes queued in `pending` whose packet id `select` accepts,
+    /// keeping every other request (acks, PUBRELs, subscribes); returns how many were
+    /// dropped.
+    pub(super) fn drop_pending_publishes(&mut self, select: &dyn Fn(u16) -> bool) -> usize {
         let before = self.pending_len();
         match self {
             Self::V5(e) => e
                 .pending
-                .retain(|r| !matches!(r, rumqttc::v5::Request::Publish(_))),
+                .retain(|r| !matches!(r, rumqttc::v5::Request::Publish(p) if select(p.pkid))),
             Self::V311(e) => e
                 .pending
-                .retain(|r| !matches!(r, rumqttc::Request::Publish(_))),
+                .retain(|r| !matches!(r, rumqttc::Request::Publish(p) if select(p.pkid))),
         }
         before - self.pending_len()
     }
@@ -220,11 +235,15 @@ impl EventLoop {
     }
 
     /// Sets the MQTT 5 message expiry interval of the publishes queued in `pending`
-    /// to `secs`. MQTT 3.1.1 has no message expiry: nothing to do there.
-    pub(super) fn set_pending_expiry(&mut self, secs: u32) {
+    /// whose packet id `select` accepts to `secs`. MQTT 3.1.1 has no message expiry:
+    /// nothing to do there.
+    pub(super) fn set_pending_expiry(&mut self, secs: u32, select: &dyn Fn(u16) -> bool) {
         if let Self::V5(e) = self {
             for request in e.pending.iter_mut() {
                 if let rumqttc::v5::Request::Publish(publish) = request {
+                    if !select(publish.pkid) {
+                        continue;
+                    }
                     publish
                         .properties
                         .get_or_insert_with(Default::default)

@@ -77,6 +77,10 @@ pub async fn poll(
             Ok(Event::ConnAck { session_present }) => {
                 attempt = 0;
                 connected = true;
+                if !session_present {
+                    // rumqttc dropped what it kept: nothing of before is resent.
+                    acks.session_lost();
+                }
                 // rumqttc hands out the CONNACK before it sends anything it queued
                 // (and has cleared its queue if the broker has no session for us):
                 // the last moment to drop or update a command's resend.
@@ -104,9 +108,10 @@ pub async fn poll(
                 overflow.push_back(message);
             }
             Ok(Event::SubAck) => stats.mqtt_subscribed.store(true, Relaxed),
-            Ok(Event::PubAck) => acks.fire(QoS::AtLeastOnce),
-            Ok(Event::PubComp) => acks.fire(QoS::ExactlyOnce),
-            Ok(Event::Qos0Written) => acks.fire(QoS::AtMostOnce),
+            Ok(Event::PubAck { pkid }) => acks.acked(QoS::AtLeastOnce, pkid),
+            Ok(Event::PubComp { pkid }) => acks.acked(QoS::ExactlyOnce, pkid),
+            Ok(Event::Qos0Written) => acks.written(0),
+            Ok(Event::PublishWritten { pkid }) => acks.written(pkid),
             Ok(Event::DisconnectSent) => break,
             Ok(Event::Disconnected(reason)) => {
                 stats.mqtt_connected.store(false, Relaxed);
@@ -139,7 +144,32 @@ pub async fn poll(
                 }
                 let delay = backoff(attempt);
                 attempt += 1;
-                tracing::warn!(%error, retry_in = ?delay, "MQTT connection failed; reconnecting.");
+                if error.refused_credentials {
+                    // Never the password: only the user name and the broker's answer.
+                    match &settings.username {
+                        Some(user) => tracing::error!(
+                            %error,
+                            retry_in = ?delay,
+                            "The MQTT broker refused the credentials for user {user:?} \
+                             (mqtt_username / mqtt_password); retrying."
+                        ),
+                        None => tracing::error!(
+                            %error,
+                            retry_in = ?delay,
+                            "The MQTT broker refused the connection without credentials; \
+                             set mqtt_username / mqtt_password. Retrying."
+                        ),
+                    }
+                } else if error.tls {
+                    tracing::error!(
+                        %error,
+                        retry_in = ?delay,
+                        "TLS with the MQTT broker failed (is its certificate signed by a CA \
+                         of mqtt_ca_file, for this host name?); retrying."
+                    );
+                } else {
+                    tracing::warn!(%error, retry_in = ?delay, "MQTT connection failed; reconnecting.");
+                }
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}

@@ -3,7 +3,10 @@
 //! session expiry, no message expiry.
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event as Event4, EventLoop, MqttOptions, Outgoing, Packet, Publish};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as Event4, EventLoop, MqttOptions,
+    Outgoing, Packet, Publish,
+};
 
 use super::client::{ClientError, Event, Message, PollError};
 use super::{QoS, Settings, KEEP_ALIVE, MAX_PACKET};
@@ -17,6 +20,14 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
         .set_inflight(settings.in_flight)
         .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
         .set_keep_alive(KEEP_ALIVE);
+    if let Some(username) = &settings.username {
+        options.set_credentials(username, settings.password.expose());
+    }
+    if let Some(tls) = &settings.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     options
 }
 
@@ -54,6 +65,13 @@ pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> 
         Ok(event) => Ok(event_of(event)),
         Err(error) => Err(PollError {
             refused_version: false,
+            tls: matches!(error, ConnectionError::Tls(_)),
+            refused_credentials: matches!(
+                error,
+                ConnectionError::ConnectionRefused(
+                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+                )
+            ),
             message: error.to_string(),
             detail: format!("{error:?}"),
         }),
@@ -72,10 +90,11 @@ fn event_of(event: Event4) -> Event {
             pkid: p.pkid,
         }),
         Event4::Incoming(Packet::SubAck(_)) => Event::SubAck,
-        Event4::Incoming(Packet::PubAck(_)) => Event::PubAck,
-        Event4::Incoming(Packet::PubComp(_)) => Event::PubComp,
+        Event4::Incoming(Packet::PubAck(ack)) => Event::PubAck { pkid: ack.pkid },
+        Event4::Incoming(Packet::PubComp(comp)) => Event::PubComp { pkid: comp.pkid },
         Event4::Incoming(Packet::Disconnect) => Event::Disconnected("DISCONNECT".into()),
         Event4::Outgoing(Outgoing::Publish(0)) => Event::Qos0Written,
+        Event4::Outgoing(Outgoing::Publish(pkid)) => Event::PublishWritten { pkid },
         Event4::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
         _ => Event::Other,
     }

@@ -21,6 +21,14 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
         .set_receive_maximum(Some(settings.in_flight))
         .set_max_packet_size(Some(MAX_PACKET))
         .set_keep_alive(KEEP_ALIVE);
+    if let Some(username) = &settings.username {
+        options.set_credentials(username, settings.password.expose());
+    }
+    if let Some(tls) = &settings.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     options
 }
 
@@ -92,6 +100,13 @@ pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> 
         Ok(event) => Ok(event_of(event)),
         Err(error) => Err(PollError {
             refused_version: refused_version(&error),
+            tls: matches!(error, ConnectionError::Tls(_)),
+            refused_credentials: matches!(
+                error,
+                ConnectionError::ConnectionRefused(
+                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+                )
+            ),
             message: error.to_string(),
             detail: format!("{error:?}"),
         }),
@@ -110,12 +125,13 @@ fn event_of(event: Event5) -> Event {
             pkid: p.pkid,
         }),
         Event5::Incoming(Packet::SubAck(_)) => Event::SubAck,
-        Event5::Incoming(Packet::PubAck(_)) => Event::PubAck,
-        Event5::Incoming(Packet::PubComp(_)) => Event::PubComp,
+        Event5::Incoming(Packet::PubAck(ack)) => Event::PubAck { pkid: ack.pkid },
+        Event5::Incoming(Packet::PubComp(comp)) => Event::PubComp { pkid: comp.pkid },
         Event5::Incoming(Packet::Disconnect(d)) => {
             Event::Disconnected(format!("{:?}", d.reason_code))
         }
         Event5::Outgoing(Outgoing::Publish(0)) => Event::Qos0Written,
+        Event5::Outgoing(Outgoing::Publish(pkid)) => Event::PublishWritten { pkid },
         Event5::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
         _ => Event::Other,
     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::secret::Secret;
+
 /// Tables a configuration file may contain, one per worker.
 pub const SECTIONS: [&str; 7] = [
     "bridge",
@@ -30,7 +32,8 @@ pub struct Config {
     /// `DTAAS_NATS_CONNECT_TIMEOUT`, key `nats_connect_timeout` (`10s`): how long to
     /// retry the first connection before giving up with an error.
     pub nats_connect_timeout: Duration,
-    /// `DTAAS_MQTT_URL`, key `mqtt_url`: `mqtt://host:port`.
+    /// `DTAAS_MQTT_URL`, key `mqtt_url`: `mqtt://[user[:password]@]host:port` or
+    /// `mqtts://…`.
     pub mqtt_url: MqttUrl,
     /// `DTAAS_DATA_DIR`, key `data_dir`: where embedded stores keep their files.
     pub data_dir: PathBuf,
@@ -62,44 +65,137 @@ fn invalid(origin: impl Into<String>, message: impl Into<String>) -> ConfigError
     }
 }
 
-/// The MQTT broker address, from `mqtt://host:port`.
+/// The MQTT broker address, from `mqtt://[user[:password]@]host[:port]` (port 1883),
+/// or `mqtts://…` for TLS (port 8883); `tcp://` and `ssl://` are aliases. User and
+/// password may be percent-encoded (`%40` for `@`, `%3A` for `:`); the password is a
+/// `Secret`, and neither `Display` nor a parse error shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttUrl {
+    /// `mqtts://` (or `ssl://`): TLS.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
+    /// The user name of the URL's userinfo, if any.
+    pub username: Option<String>,
+    /// The password of the URL's userinfo, if any.
+    pub password: Option<Secret>,
+}
+
+impl MqttUrl {
+    /// `host:port` without credentials.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            tls: false,
+            host: host.into(),
+            port,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+/// `url` with the password of its userinfo replaced by `***`, for error messages.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Decodes `%XX` escapes; `what` names the part in errors (never its value).
+fn percent_decode(text: &str, what: &str, shown: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let byte = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| {
+                    format!("MQTT URL {shown:?} has an invalid %-escape in the {what}")
+                })?;
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| format!("MQTT URL {shown:?} has a {what} that is not UTF-8 once decoded"))
 }
 
 impl FromStr for MqttUrl {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Self, String> {
-        let rest = url
+        let shown = redact_url(url);
+        let (tls, rest) = if let Some(rest) = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| format!("MQTT URL {url:?} must look like mqtt://host:port"))?;
+        {
+            (false, rest)
+        } else if let Some(rest) = url
+            .strip_prefix("mqtts://")
+            .or_else(|| url.strip_prefix("ssl://"))
+        {
+            (true, rest)
+        } else {
+            return Err(format!(
+                "MQTT URL {shown:?} must look like mqtt://host:port or mqtts://host:port"
+            ));
+        };
         let rest = rest.trim_end_matches('/');
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, rest),
+        };
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => {
                 let port = port
                     .parse()
-                    .map_err(|_| format!("MQTT URL {url:?} has an invalid port {port:?}"))?;
+                    .map_err(|_| format!("MQTT URL {shown:?} has an invalid port {port:?}"))?;
                 (host, port)
             }
-            None => (rest, 1883),
+            None => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
-            return Err(format!("MQTT URL {url:?} has no host"));
+            return Err(format!("MQTT URL {shown:?} has no host"));
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
+        let mut parsed = Self::new(host, port);
+        parsed.tls = tls;
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            let user = percent_decode(user, "user name", &shown)?;
+            if user.is_empty() {
+                return Err(format!(
+                    "MQTT URL {shown:?} has credentials without a user name"
+                ));
+            }
+            parsed.username = Some(user);
+            parsed.password = password
+                .map(|p| percent_decode(p, "password", &shown).map(Secret::new))
+                .transpose()?;
+        }
+        Ok(parsed)
     }
 }
 
 impl std::fmt::Display for MqttUrl {
+    /// `mqtt://host:port` or `mqtts://host:port`: never the credentials.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
 }
 
@@ -109,10 +205,7 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_creds: None,
             nats_connect_timeout: Duration::from_secs(10),
-            mqtt_url: MqttUrl {
-                host: "127.0.0.1".into(),
-                port: 1883,
-            },
+            mqtt_url: MqttUrl::new("127.0.0.1", 1883),
             data_dir: PathBuf::from("data"),
             user: "dtaas".into(),
             replicas: 1,
@@ -317,13 +410,7 @@ mod tests {
         };
         let config = Config::from_toml(text, "test.toml", &env).unwrap();
         assert_eq!(config.nats_url, "nats://env:4222");
-        assert_eq!(
-            config.mqtt_url,
-            MqttUrl {
-                host: "broker".into(),
-                port: 1884
-            }
-        );
+        assert_eq!(config.mqtt_url, MqttUrl::new("broker", 1884));
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/dtaas"));
         assert_eq!(config.user, "alice");
         assert_eq!(config.section::<Bridge>("bridge").unwrap().in_flight, 64);
@@ -370,5 +457,50 @@ mod tests {
             .parse::<MqttUrl>()
             .unwrap_err()
             .contains("no host"));
+    }
+
+    #[test]
+    fn mqtt_url_tls() {
+        let url: MqttUrl = "mqtts://broker".parse().unwrap();
+        assert!(url.tls);
+        assert_eq!((url.host.as_str(), url.port), ("broker", 8883));
+        assert_eq!(url.to_string(), "mqtts://broker:8883");
+        let url: MqttUrl = "ssl://u:p@broker:1884".parse().unwrap();
+        assert!(url.tls && url.port == 1884);
+        assert!(!"mqtt://broker".parse::<MqttUrl>().unwrap().tls);
+    }
+
+    #[test]
+    fn mqtt_url_credentials() {
+        let url: MqttUrl = "mqtt://bridge:s%40cr%3Aet@broker:1884".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("broker", 1884));
+        assert_eq!(url.username.as_deref(), Some("bridge"));
+        assert_eq!(url.password.as_ref().unwrap().expose(), "s@cr:et");
+        assert_eq!(
+            url.to_string(),
+            "mqtt://broker:1884",
+            "no credentials shown"
+        );
+        assert!(!format!("{url:?}").contains("s@cr"), "{url:?}");
+        let url: MqttUrl = "mqtt://pa:ss@word@h".parse().unwrap();
+        assert_eq!(url.host, "h");
+        assert_eq!(url.password.unwrap().expose(), "ss@word");
+        let url: MqttUrl = "mqtt://only-user@h".parse().unwrap();
+        assert_eq!(url.username.as_deref(), Some("only-user"));
+        assert!(url.password.is_none());
+        for bad in [
+            "mqtt://u:hunter2@h:x",
+            "mqtt://:hunter2@h",
+            "mqtt://u:hunter2%zz@h",
+        ] {
+            let err = bad.parse::<MqttUrl>().unwrap_err();
+            assert!(!err.contains("hunter2") && err.contains(":***@"), "{err}");
+        }
+        let err = Config::from_toml("", "defaults", &|n: &str| {
+            (n == "DTAAS_MQTT_URL").then(|| "mqtp://u:hunter2@h".to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 /// A secret value: its `Debug` prints `***`, and it has no `Display`, so it cannot be
 /// formatted into a log line or an error message by accident.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
