@@ -99,9 +99,18 @@ impl Mosquitto {
                 Some(tls_port)
             }
         };
+        // As root, mosquitto would drop to the `mosquitto` user, which cannot write its
+        // persistence file into this private directory, and sessions would not survive
+        // a restart; it keeps running as the user that started it.
+        let run_as = if nix::unistd::geteuid().is_root() {
+            "user root\n"
+        } else {
+            ""
+        };
         let config = format!(
             "{listeners}\
              {access}\
+             {run_as}\
              persistence true\n\
              persistence_location {}/\n\
              autosave_interval 1\n\
