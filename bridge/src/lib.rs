@@ -48,13 +48,15 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(bridge.in_flight as usize + 64);
     let poll_stop = CancellationToken::new();
     let mut poller = tokio::spawn(mqtt::poll(
-        settings,
+        mqtt::Poller {
+            settings,
+            client: client.clone(),
+            filters,
+            incoming: tx,
+            stats: stats.clone(),
+            acks: acks.clone(),
+        },
         eventloop,
-        client.clone(),
-        filters,
-        tx,
-        stats.clone(),
-        acks.clone(),
         poll_stop.clone(),
     ));
     tracing::info!(

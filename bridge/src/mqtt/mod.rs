@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use crate::config::{BridgeConfig, MqttProtocol};
 
 pub use client::{Client, ClientError, EventLoop, Message, Protocol};
-pub use poller::poll;
+pub use poller::{poll, Poller};
 /// The neutral QoS (rumqttc's 3.1.1 type; the MQTT 5 side converts).
 pub use rumqttc::QoS;
 

@@ -18,6 +18,20 @@ use super::{BrokerAcks, Client, EventLoop, Message, Protocol, QoS, Settings};
 use crate::config::MqttProtocol;
 use crate::stats::Stats;
 
+/// Everything the polling task works with besides its event loop.
+pub struct Poller {
+    pub settings: Settings,
+    /// The client handle; on a protocol switch a new client is put behind it.
+    pub client: Client,
+    /// Topic filters, subscribed again on every connection.
+    pub filters: Vec<(String, QoS)>,
+    /// Where incoming publishes go (the uplink); bounded.
+    pub incoming: mpsc::Sender<Message>,
+    pub stats: Arc<Stats>,
+    /// The command waiting for the broker's acknowledgement.
+    pub acks: Arc<BrokerAcks>,
+}
+
 /// Polls the event loop until `stop` is cancelled or a clean disconnect was sent,
 /// reconnecting with capped backoff.
 ///
@@ -26,17 +40,15 @@ use crate::stats::Stats;
 /// `v5::refused_version`), the next attempt, right away, is MQTT 3.1.1, through a new
 /// client behind `client`. The first protocol that connects is kept for the life of
 /// the process. A network failure (broker down) retries MQTT 5 after the backoff.
-#[allow(clippy::too_many_arguments)]
-pub async fn poll(
-    settings: Settings,
-    mut eventloop: EventLoop,
-    client: Client,
-    filters: Vec<(String, QoS)>,
-    incoming: mpsc::Sender<Message>,
-    stats: Arc<Stats>,
-    acks: Arc<BrokerAcks>,
-    stop: CancellationToken,
-) {
+pub async fn poll(poller: Poller, mut eventloop: EventLoop, stop: CancellationToken) {
+    let Poller {
+        settings,
+        client,
+        filters,
+        incoming,
+        stats,
+        acks,
+    } = poller;
     let mut attempt = 0;
     // The protocol is settled unless `auto` has not connected yet.
     let mut settled = settings.protocol != MqttProtocol::Auto;
