@@ -10,7 +10,8 @@ Environment (overrides the config file):
   DTAAS_NATS_URL              NATS server(s) [default: nats://127.0.0.1:4222]
   DTAAS_NATS_CREDS            NATS credentials file
   DTAAS_NATS_CONNECT_TIMEOUT  how long to retry the first NATS connection [default: 10s]
-  DTAAS_MQTT_URL              MQTT broker as mqtt://[user:password@]host:port, mqtts:// for TLS [default: mqtt://127.0.0.1:1883]
+  DTAAS_MQTT_URL              MQTT broker: mqtt://[user:password@]host:port, mqtts:// for TLS
+                              [default: mqtt://127.0.0.1:1883]
   DTAAS_DATA_DIR              directory of the embedded stores [default: ./data]
   DTAAS_USER                  identity used in request subjects [default: dtaas]
   DTAAS_REPLICAS              JetStream replicas of streams and buckets [default: 1]

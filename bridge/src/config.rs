@@ -272,7 +272,8 @@ Bridge environment (overrides [bridge] in the config file):
   DTAAS_BRIDGE_IN_FLIGHT      MQTT messages received but not yet acknowledged [default: 1000]
   DTAAS_MQTT_PROTOCOL         MQTT version: auto (5, else 3.1.1), 5 or 3.1.1 [default: auto]
   DTAAS_MQTT_USERNAME         MQTT user name [default: the user of DTAAS_MQTT_URL, if any]
-  DTAAS_MQTT_PASSWORD         MQTT password, never logged [default: the password of DTAAS_MQTT_URL, if any]
+  DTAAS_MQTT_PASSWORD         MQTT password, never logged
+                              [default: the password of DTAAS_MQTT_URL, if any]
   DTAAS_MQTT_CA_FILE          CA certificates (PEM) for mqtts:// [default: the system's]
 ";
 
