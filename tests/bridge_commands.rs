@@ -28,12 +28,7 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
         .unwrap();
     assert_eq!(topic, "dtaas/pt/dev1/cmd/heater");
     assert_eq!(payload.as_ref(), br#"{"on":true}"#);
-    let sent = poll_until(
-        Duration::from_secs(30),
-        || status(&setup, &id),
-        |s| *s == Some(CommandStatus::Sent),
-    )
-    .await;
+    let sent = wait_for_status(&setup, &id, CommandStatus::Sent).await;
     assert_eq!(sent, Some(CommandStatus::Sent));
 
     let ack = serde_json::json!({ "id": id }).to_string();
@@ -41,12 +36,7 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
         .publish("dtaas/pt/dev1/cmd/heater/ack", QoS::AtLeastOnce, false, ack)
         .await
         .unwrap();
-    let acked = poll_until(
-        Duration::from_secs(30),
-        || status(&setup, &id),
-        |s| *s == Some(CommandStatus::Acknowledged),
-    )
-    .await;
+    let acked = wait_for_status(&setup, &id, CommandStatus::Acknowledged).await;
     assert_eq!(acked, Some(CommandStatus::Acknowledged));
     assert_eq!(
         ledger_statuses(&setup, &id).await,
@@ -119,12 +109,7 @@ async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
         .start_again()
         .expect("mosquitto restarts");
 
-    let expired = poll_until(
-        Duration::from_secs(30),
-        || status(&setup, &id),
-        |s| *s == Some(CommandStatus::Expired),
-    )
-    .await;
+    let expired = wait_for_status(&setup, &id, CommandStatus::Expired).await;
     assert_eq!(expired, Some(CommandStatus::Expired));
 
     // A later command with a long TTL marks the point by which the expired one would
@@ -149,12 +134,7 @@ async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
     };
     assert_eq!(topic, "dtaas/pt/dev2/cmd/marker", "only the marker arrives");
     assert!(commands.try_recv().is_err());
-    let sent = poll_until(
-        Duration::from_secs(30),
-        || status(&setup, &marker),
-        |s| *s == Some(CommandStatus::Sent),
-    )
-    .await;
+    let sent = wait_for_status(&setup, &marker, CommandStatus::Sent).await;
     assert_eq!(sent, Some(CommandStatus::Sent));
     let stats = setup.stats().await;
     assert_eq!(stats["commands_expired"], 1);
@@ -234,12 +214,7 @@ async fn expiring_before_confirmed_is_not_resent(extra: &[(&str, &str)], protoco
         format!("dtaas/pt/{pt}/cmd/marker"),
         "only the marker arrives"
     );
-    let sent = poll_until(
-        Duration::from_secs(30),
-        || status(&setup, &marker),
-        |s| *s == Some(CommandStatus::Sent),
-    )
-    .await;
+    let sent = wait_for_status(&setup, &marker, CommandStatus::Sent).await;
     assert_eq!(
         sent,
         Some(CommandStatus::Sent),
@@ -278,12 +253,7 @@ async fn command_resent_after_a_reconnect_carries_its_remaining_ttl() {
     assert_eq!(topic, "dtaas/pt/dev5/cmd/valve");
     let expiry = expiry.expect("a message expiry interval");
     assert!((1..=7).contains(&expiry), "expiry interval {expiry} s");
-    let sent = poll_until(
-        Duration::from_secs(30),
-        || status(&setup, &id),
-        |s| *s == Some(CommandStatus::Sent),
-    )
-    .await;
+    let sent = wait_for_status(&setup, &id, CommandStatus::Sent).await;
     assert_eq!(sent, Some(CommandStatus::Sent));
 }
 

@@ -85,12 +85,7 @@ async fn command_round_trip(setup: &Setup, pt: &str) {
         .unwrap();
     assert_eq!(topic, format!("dtaas/pt/{pt}/cmd/heater"));
     assert_eq!(payload.as_ref(), br#"{"on":true}"#);
-    let sent = poll_until(
-        Duration::from_secs(30),
-        || status(setup, &id),
-        |s| *s == Some(CommandStatus::Sent),
-    )
-    .await;
+    let sent = wait_for_status(setup, &id, CommandStatus::Sent).await;
     assert_eq!(
         sent,
         Some(CommandStatus::Sent),
@@ -107,12 +102,7 @@ async fn command_round_trip(setup: &Setup, pt: &str) {
         )
         .await
         .unwrap();
-    let acked = poll_until(
-        Duration::from_secs(30),
-        || status(setup, &id),
-        |s| *s == Some(CommandStatus::Acknowledged),
-    )
-    .await;
+    let acked = wait_for_status(setup, &id, CommandStatus::Acknowledged).await;
     assert_eq!(acked, Some(CommandStatus::Acknowledged));
     assert!(dev.commands.try_recv().is_err(), "the command arrived once");
 }

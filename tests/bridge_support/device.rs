@@ -72,6 +72,21 @@ pub async fn status(setup: &Setup, id: &str) -> Option<CommandStatus> {
     status_event(setup, id).await.map(|e| e.status)
 }
 
+/// Polls `cmd.status` for up to 30 s until the command has status `wanted`; returns
+/// the last status seen.
+pub async fn wait_for_status(
+    setup: &Setup,
+    id: &str,
+    wanted: CommandStatus,
+) -> Option<CommandStatus> {
+    super::poll_until(
+        Duration::from_secs(30),
+        || status(setup, id),
+        |s| *s == Some(wanted),
+    )
+    .await
+}
+
 /// The ledger entry of a command (`cmd.status`), with its reason.
 pub async fn status_event(setup: &Setup, id: &str) -> Option<CommandStatusEvent> {
     let reply = request(setup, "status", serde_json::json!({ "id": id })).await;
