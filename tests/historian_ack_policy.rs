@@ -35,6 +35,30 @@ async fn a_deleted_message_does_not_hold_back_the_acknowledgements() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_run_of_deleted_messages_is_passed_in_one_go() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, js) = connect(&nats.url()).await;
+    publish(&js, (0..200).map(|i| record("gap2", "env", i))).await;
+    let stream = js.get_stream(names::STREAM_TELEMETRY).await.unwrap();
+    // Stream sequences 101..=160 (records 100..=159), as a purge would leave them.
+    // Passed one look-up after another, not one every few seconds: sixty of those
+    // would take longer than TIMEOUT.
+    for seq in 101..=160 {
+        assert!(stream.delete_message(seq).await.unwrap());
+    }
+
+    let mut historian = spawn_historian(&nats.url(), dir.path(), &[]);
+    let stored = wait_for_count(&client, "gap2", "env", 140, TIMEOUT).await;
+    let expected: Vec<i64> = (0..200).filter(|i| !(100..160).contains(i)).collect();
+    let mut sorted = stored.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "{}", historian.log_tail());
+    assert_eq!(wait_all_acknowledged(&js, "historian-embedded").await, 200);
+    assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn explicit_acks_survive_a_sigkill_too() {
     let nats = NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -96,46 +96,51 @@ impl FloorAcker {
 
     /// When the floor has waited too long for a sequence, asks the stream whether it
     /// still holds it; a deleted or expired message is never delivered, so the floor
-    /// passes it.
+    /// passes it. Deletions come in runs (a purge, messages aged out), so after a
+    /// sequence was passed the next one the floor waits for is asked about at once.
     async fn pass_missing(&self) {
+        let mut passed = false;
         for _ in 0..MISSING_CHECKS_PER_CALL {
             let due = {
                 let mut state = self.lock();
-                let Some(seq) = state.floor.waiting_for() else {
-                    state.waiting = None;
-                    return;
-                };
-                match state.waiting {
-                    Some((waited, since)) if waited == seq => {
-                        (since.elapsed() >= MISSING_CHECK_AFTER).then_some(seq)
-                    }
-                    _ => {
-                        state.waiting = Some((seq, Instant::now()));
+                match state.floor.waiting_for() {
+                    None => {
+                        state.waiting = None;
                         None
                     }
+                    Some(seq) if passed => Some(seq),
+                    Some(seq) => match state.waiting {
+                        Some((waited, since)) if waited == seq => {
+                            (since.elapsed() >= MISSING_CHECK_AFTER).then_some(seq)
+                        }
+                        _ => {
+                            state.waiting = Some((seq, Instant::now()));
+                            None
+                        }
+                    },
                 }
             };
-            let Some(seq) = due else { return };
+            let Some(seq) = due else { break };
             match self.stream.get_raw_message(seq).await {
                 Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
                     tracing::debug!(seq, "Passing a sequence the stream no longer holds.");
-                    let ack = {
-                        let mut state = self.lock();
-                        state.floor.skip_missing(seq);
-                        state.floor.take_ack()
-                    };
-                    self.send(ack).await;
+                    self.lock().floor.skip_missing(seq);
+                    passed = true;
                 }
                 Ok(_) => {
                     // Still in the stream: JetStream redelivers it; look again later.
                     self.lock().waiting = Some((seq, Instant::now()));
-                    return;
+                    break;
                 }
                 Err(error) => {
                     tracing::debug!(seq, %error, "Cannot look up a sequence the ack floor waits for.");
-                    return;
+                    break;
                 }
             }
+        }
+        if passed {
+            let ack = self.lock().floor.take_ack();
+            self.send(ack).await;
         }
     }
 

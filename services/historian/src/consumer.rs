@@ -7,8 +7,9 @@
 //! with capped backoff and progress acks (so JetStream does not redeliver what is being
 //! retried); records that cannot be stored go to `dtaas.v1.dlq.historian` with the
 //! reason and are then acknowledged. Under the `all` ack policy one acknowledgement per
-//! batch covers everything stored (see `ack_floor`). At most two batches are held in memory, and
-//! `max_ack_pending` bounds what JetStream delivers ahead of the acknowledgements.
+//! batch covers everything stored (see `ack_floor`). At most two batches are held in
+//! memory, and `max_ack_pending` bounds what JetStream delivers ahead of the
+//! acknowledgements.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
