@@ -2,7 +2,8 @@
 //! the victoria-metrics (InfluxDB v2 write API) backends, each against a raw bulk
 //! write of the same points straight into the same store, and `ts.query` latency for a
 //! one-hour, 1 Hz window. Prints a markdown table. Run: `cargo bench --bench historian`
-//! (`DTAAS_BENCH_POINTS` sets the number of points, default 100000).
+//! (`DTAAS_BENCH_POINTS` sets the number of points, default 100000;
+//! `DTAAS_BENCH_RECORDS_PER_MESSAGE` the size of the batched messages, default 10).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,14 +39,23 @@ fn record(pt: &str, i: i64, step_ns: i64) -> TelemetryRecord {
     }
 }
 
-async fn publish(js: &jetstream::Context, records: &[TelemetryRecord]) -> anyhow::Result<()> {
+/// Publishes `records` into `DTAAS_TEL`, `per_message` of them in each message (one
+/// record as a map, more as an array).
+async fn publish(
+    js: &jetstream::Context,
+    records: &[TelemetryRecord],
+    per_message: usize,
+) -> anyhow::Result<()> {
     let mut acks = Vec::with_capacity(1_000);
-    for record in records {
+    for chunk in records.chunks(per_message) {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
-        let body = Encoding::MsgPack.encode(record)?;
+        let body = match chunk {
+            [record] => Encoding::MsgPack.encode(record)?,
+            batch => Encoding::MsgPack.encode(batch)?,
+        };
         acks.push(
-            js.publish_with_headers(record.subject()?, headers, body)
+            js.publish_with_headers(chunk[0].subject()?, headers, body)
                 .await?,
         );
         if acks.len() == 1_000 {
@@ -92,11 +102,13 @@ async fn ingest<S: Sink>(
         };
         let info = consumer.info().await?;
         if info.ack_floor.stream_sequence >= last_seq {
+            eprintln!("{durable}: done in {:?}", started.elapsed());
             return Ok((started.elapsed(), shutdown, worker));
         }
         anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "ingest did not finish"
+            started.elapsed() < Duration::from_secs(120),
+            "ingest by {durable} did not finish: its ack floor is at stream sequence {} of {last_seq}",
+            info.ack_floor.stream_sequence
         );
     }
 }
@@ -167,6 +179,19 @@ impl Sink for Discard {
     }
 }
 
+/// Empties `DTAAS_TEL` and loads `records` into it, `per_message` to a message; returns
+/// the last stream sequence.
+async fn reload(
+    js: &jetstream::Context,
+    records: &[TelemetryRecord],
+    per_message: usize,
+) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(names::STREAM_TELEMETRY).await?;
+    stream.purge().await?;
+    publish(js, records, per_message).await?;
+    Ok(stream.info().await?.state.last_sequence)
+}
+
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -181,6 +206,11 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let per_message: usize = std::env::var("DTAAS_BENCH_RECORDS_PER_MESSAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 1)
+        .unwrap_or(10);
     let nats = NatsServer::start()?;
     let vm = VictoriaMetrics::start_with_args(&["-dedup.minScrapeInterval=1ms"])?;
     let dir = tempfile::tempdir()?;
@@ -193,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| record("bench1", i, 1_000_000))
         .collect();
     let loading = Instant::now();
-    publish(&js, &records).await?;
+    publish(&js, &records, 1).await?;
     eprintln!(
         "loaded {n} points into {} in {:?}",
         names::STREAM_TELEMETRY,
@@ -223,64 +253,96 @@ async fn main() -> anyhow::Result<()> {
         ceilings.push((policy, took));
     }
 
-    // Embedded: raw bulk write into its own file, then the historian into another.
-    let raw_store = EmbeddedStore::open(&dir.path().join("raw.sqlite"))?;
-    let embedded_raw = raw(&raw_store, &records).await?;
-    let store = EmbeddedStore::open(&dir.path().join("historian.sqlite"))?;
-    let config = HistorianConfig::default();
-    let embedded_policy = config.ack_policy();
-    let (embedded_ingest, embedded_stop, embedded_worker) =
-        ingest(&nats.url(), config, store, last_seq).await?;
-
-    // victoria-metrics: raw bulk write of the points under another PT, then the
-    // historian through the InfluxDB v2 write API, under each ack policy.
+    // Raw bulk writes: SQLite into its own file, victoria-metrics under another PT.
+    let embedded_raw = raw(
+        &EmbeddedStore::open(&dir.path().join("raw.sqlite"))?,
+        &records,
+    )
+    .await?;
     let influx = InfluxConfig {
         url: vm.url(),
         token: Secret::new("bench"),
         ..Default::default()
     };
-    let raw_vm = InfluxStore::new(&influx)?;
     let raw_records: Vec<TelemetryRecord> = (0..n as i64)
         .map(|i| record("raw1", i, 1_000_000))
         .collect();
-    let vm_raw = raw(&raw_vm, &raw_records).await?;
-    let mut vm_ingests = Vec::new();
-    for policy in [AckPolicy::Explicit, AckPolicy::All] {
-        let config = HistorianConfig {
-            backend: Backend::Influxdb,
-            durable: Some(format!("historian-influxdb-{}", policy.name())),
-            ack_policy: Some(policy),
-            influxdb: influx.clone(),
-            ..Default::default()
-        };
-        let (took, stop, worker) =
-            ingest(&nats.url(), config, InfluxStore::new(&influx)?, last_seq).await?;
-        stop.cancel();
-        let _ = worker.await;
-        vm_ingests.push((policy, took));
+    let vm_raw = raw(&InfluxStore::new(&influx)?, &raw_records).await?;
+
+    // The historian into each store: the backlog of one record per message, then the
+    // same points again with `per_message` records to a message.
+    let mut rows = Vec::new();
+    let backlogs = [(1, last_seq), (per_message, 0)];
+    for (records_per_message, mut last_seq) in backlogs {
+        if records_per_message > 1 {
+            let batched: Vec<TelemetryRecord> = (0..n as i64)
+                .map(|i| record("batch1", i, 1_000_000))
+                .collect();
+            last_seq = reload(&js, &batched, records_per_message).await?;
+        }
+        let runs = [
+            (Backend::Embedded, AckPolicy::All),
+            (Backend::Influxdb, AckPolicy::Explicit),
+            (Backend::Influxdb, AckPolicy::All),
+        ];
+        for (backend, policy) in runs {
+            let config = HistorianConfig {
+                backend,
+                durable: Some(format!(
+                    "historian-{}-{}-{records_per_message}",
+                    backend.name(),
+                    policy.name()
+                )),
+                ack_policy: Some(policy),
+                influxdb: influx.clone(),
+                ..Default::default()
+            };
+            let (took, stop, worker) = match backend {
+                Backend::Embedded => {
+                    let file = format!("historian-{records_per_message}.sqlite");
+                    let store = EmbeddedStore::open(&dir.path().join(file))?;
+                    ingest(&nats.url(), config, store, last_seq).await?
+                }
+                Backend::Influxdb => {
+                    let store = InfluxStore::new(&influx)?;
+                    ingest(&nats.url(), config, store, last_seq).await?
+                }
+            };
+            stop.cancel();
+            let _ = worker.await;
+            let raw = match backend {
+                Backend::Embedded => embedded_raw,
+                Backend::Influxdb => vm_raw,
+            };
+            rows.push((backend, policy, records_per_message, raw, took));
+        }
     }
 
     // Query latency: one hour at 1 Hz in the embedded store, asked through ts.query.
     let hour: Vec<TelemetryRecord> = (0..3_600)
         .map(|i| record("query1", i, 1_000_000_000))
         .collect();
-    publish(&js, &hour).await?;
+    let last_seq = reload(&js, &hour, 1).await?;
+    let config = HistorianConfig {
+        durable: Some("historian-query".into()),
+        ..Default::default()
+    };
+    let store = EmbeddedStore::open(&dir.path().join("query.sqlite"))?;
+    let (_, query_stop, query_worker) = ingest(&nats.url(), config, store, last_seq).await?;
     let query_subject = subject::request("bench", "ts", "query")?;
     let body = serde_json::to_vec(&serde_json::json!({"pt":"query1","measurement":"env",
         "fields":["temp"],"from":"2026-01-01T00:00:00Z","to":"2026-01-01T00:59:59Z"}))?;
     let agg_body = serde_json::to_vec(&serde_json::json!({"pt":"query1","measurement":"env",
         "fields":["temp"],"from":"2026-01-01T00:00:00Z","to":"2026-01-01T00:59:59Z",
         "every":"1m","agg":"mean"}))?;
-    loop {
-        let reply = client
-            .request(query_subject.clone(), body.clone().into())
-            .await?;
-        let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-        if reply["series"][0]["points"].as_array().map_or(0, Vec::len) == 3_600 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reply = client
+        .request(query_subject.clone(), body.clone().into())
+        .await?;
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+    anyhow::ensure!(
+        reply["series"][0]["points"].as_array().map_or(0, Vec::len) == 3_600,
+        "the hour of points is not all queryable: {reply}"
+    );
     let mut latencies = Vec::new();
     for body in [&body, &agg_body] {
         let mut times = Vec::with_capacity(QUERIES);
@@ -295,29 +357,19 @@ async fn main() -> anyhow::Result<()> {
         times.sort();
         latencies.push((percentile(&times, 0.5), percentile(&times, 0.99)));
     }
-    embedded_stop.cancel();
-    let _ = embedded_worker.await;
+    query_stop.cancel();
+    let _ = query_worker.await;
 
     println!("\n## Historian benchmark ({n} points, batch {CHUNK})\n");
-    println!("| backend | ack policy | raw bulk write (points/s) | DTAAS_TEL → store (points/s) | ratio |");
-    println!("|---|---|---:|---:|---:|");
-    let mut rows = vec![(
-        "embedded (SQLite)",
-        embedded_policy,
-        embedded_raw,
-        embedded_ingest,
-    )];
-    for (policy, took) in vm_ingests {
-        rows.push((
-            "victoria-metrics (InfluxDB v2 write API)",
-            policy,
-            vm_raw,
-            took,
-        ));
-    }
-    for (name, policy, raw, ingest) in rows {
+    println!("| backend | ack policy | records per message | raw bulk write (points/s) | DTAAS_TEL → store (points/s) | ratio |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (backend, policy, records_per_message, raw, ingest) in rows {
+        let name = match backend {
+            Backend::Embedded => "embedded (SQLite)",
+            Backend::Influxdb => "victoria-metrics (InfluxDB v2 write API)",
+        };
         println!(
-            "| {name} | {} | {:.0} | {:.0} | {:.2} |",
+            "| {name} | {} | {records_per_message} | {:.0} | {:.0} | {:.2} |",
             policy.name(),
             rate(n, raw),
             rate(n, ingest),
@@ -325,12 +377,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "| (JetStream delivery only: pull, no decode, no ack) | none | – | {:.0} | – |",
+        "| (JetStream delivery only: pull, no decode, no ack) | none | 1 | – | {:.0} | – |",
         rate(n, delivery)
     );
     for (policy, took) in ceilings {
         println!(
-            "| (no store: consumer pull + decode + ack only) | {} | – | {:.0} | – |",
+            "| (no store: consumer pull + decode + ack only) | {} | 1 | – | {:.0} | – |",
             policy.name(),
             rate(n, took)
         );

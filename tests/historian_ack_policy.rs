@@ -1,5 +1,5 @@
-//! The historian's ack policies: `all` (one acknowledgement per batch) gets past a
-//! message deleted from the stream, `explicit` survives a SIGKILL like `all` does, and
+//! The historian's ack policies: `all` (one acknowledgement per batch) gets past
+//! messages deleted or purged from the stream, `explicit` survives a SIGKILL like `all` does, and
 //! a durable created under the other policy is refused with a clear error.
 
 mod historian_common;
@@ -55,6 +55,35 @@ async fn a_run_of_deleted_messages_is_passed_in_one_go() {
     sorted.sort_unstable();
     assert_eq!(sorted, expected, "{}", historian.log_tail());
     assert_eq!(wait_all_acknowledged(&js, "historian-embedded").await, 200);
+    assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_sink_on_a_purged_stream_acknowledges_at_once() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, js) = connect(&nats.url()).await;
+    // The stream starts at sequence 20,001, as after a purge or once messages aged out;
+    // a new durable reports an ack floor of 0 there.
+    let old: Vec<_> = (0..20_000).map(|i| record("old1", "env", i)).collect();
+    publish_in_arrays(&js, &old, 1).await;
+    let stream = js.get_stream(names::STREAM_TELEMETRY).await.unwrap();
+    stream.purge().await.unwrap();
+    publish(&js, (0..100).map(|i| record("new1", "env", i))).await;
+
+    let mut historian = spawn_historian(&nats.url(), dir.path(), &[]);
+    assert_exactly_once(
+        &wait_for_count(&client, "new1", "env", 100, TIMEOUT).await,
+        100,
+    );
+    // Passed in one step, not twenty thousand look-ups of sequences that are gone.
+    let acknowledged = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        wait_all_acknowledged(&js, "historian-embedded"),
+    )
+    .await
+    .expect("acknowledged within 10 s of being stored");
+    assert_eq!(acknowledged, 20_100);
     assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
 }
 

@@ -9,6 +9,7 @@ use dtaas_schemas::names::{self, header};
 use dtaas_schemas::subject;
 use dtaas_test_harness::NatsServer;
 use futures::StreamExt;
+use historian_common::picky::{self, Picky};
 use historian_common::*;
 
 const N: i64 = 10_000;
@@ -214,40 +215,6 @@ async fn dt_outputs_are_stored_and_invalid_records_go_to_the_dlq() {
     assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
 }
 
-/// A real SQLite store behind a wrapper that refuses records carrying a `poison` field,
-/// the way InfluxDB answers 400 to a batch with one bad line: the batch is split until
-/// the refused records are found; they go to the DLQ, the rest is stored.
-#[derive(Clone)]
-struct Picky(dtaas_historian::EmbeddedStore);
-
-impl dtaas_historian::Sink for Picky {
-    async fn write(
-        &self,
-        records: std::sync::Arc<Vec<dtaas_schemas::TelemetryRecord>>,
-    ) -> Result<(), dtaas_historian::SinkError> {
-        if records.iter().any(|r| r.fields.contains_key("poison")) {
-            return Err(dtaas_historian::SinkError::Rejected(
-                "unsupported field poison".into(),
-            ));
-        }
-        self.0.write(records).await
-    }
-
-    async fn query(
-        &self,
-        query: dtaas_historian::query::Query,
-    ) -> Result<dtaas_schemas::timeseries::TsQueryReply, dtaas_historian::SinkError> {
-        self.0.query(query).await
-    }
-
-    async fn latest(
-        &self,
-        pt: String,
-    ) -> Result<dtaas_schemas::timeseries::TsLatestReply, dtaas_historian::SinkError> {
-        self.0.latest(pt).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn records_the_store_rejects_go_to_the_dlq_and_the_rest_is_stored() {
     let nats = NatsServer::start().unwrap();
@@ -260,25 +227,8 @@ async fn records_the_store_rejects_go_to_the_dlq_and_the_rest_is_stored() {
     .await
     .unwrap()
     .unwrap();
-    let url = nats.url();
-    let config = dtaas_runtime::Config::from_toml("", "test", &move |name| {
-        (name == "DTAAS_NATS_URL").then(|| url.clone())
-    })
-    .unwrap();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let ctx = tokio::time::timeout(
-        TIMEOUT,
-        dtaas_runtime::Context::connect(std::sync::Arc::new(config), "historian", shutdown.clone()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
     let store = dtaas_historian::EmbeddedStore::open(&dir.path().join("ts.sqlite")).unwrap();
-    let worker = tokio::spawn(dtaas_historian::run_with(
-        ctx,
-        dtaas_historian::HistorianConfig::default(),
-        Picky(store.clone()),
-    ));
+    let (shutdown, worker) = picky::run_in_process(&nats.url(), Picky(store.clone())).await;
 
     // 1,000 records in one batch; three of them are refused by the store.
     let poisoned = [17, 500, 999];

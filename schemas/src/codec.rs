@@ -4,7 +4,10 @@
 //! everywhere so that people can talk to dtaas from the `nats` CLI.
 
 use bytes::Bytes;
-use serde::{de::DeserializeOwned, Serialize};
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, DeserializeSeed};
+use serde::Serialize;
 
 /// `Content-Type` of MessagePack bodies.
 pub const CONTENT_TYPE_MSGPACK: &str = "application/msgpack";
@@ -73,12 +76,29 @@ impl Encoding {
 
     /// Decodes `body` in this encoding.
     pub fn decode<T: DeserializeOwned>(self, body: &[u8]) -> Result<T, CodecError> {
+        self.decode_seed(body, PhantomData::<T>)
+    }
+
+    /// Decodes `body` in this encoding through `seed`, which may decode into a value it
+    /// already holds (a batch's vector, say) instead of building a new one.
+    pub fn decode_seed<'de, S: DeserializeSeed<'de>>(
+        self,
+        body: &'de [u8],
+        seed: S,
+    ) -> Result<S::Value, CodecError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(CodecError::Empty);
         }
         match self {
-            Self::Json => Ok(serde_json::from_slice(body)?),
-            Self::MsgPack => Ok(rmp_serde::from_slice(body)?),
+            Self::Json => {
+                let mut deserializer = serde_json::Deserializer::from_slice(body);
+                let value = seed.deserialize(&mut deserializer)?;
+                deserializer.end()?;
+                Ok(value)
+            }
+            Self::MsgPack => {
+                Ok(seed.deserialize(&mut rmp_serde::Deserializer::from_read_ref(body))?)
+            }
         }
     }
 

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod names;
 pub mod subject;
 pub mod telemetry;
+pub mod telemetry_batch;
 pub mod time;
 pub mod timeseries;
 

@@ -15,6 +15,8 @@ use dtaas_schemas::{subject, FieldValue, TelemetryRecord};
 use dtaas_test_harness::Process;
 use serde_json::Value;
 
+pub mod picky;
+
 /// A generous bound for every await: the machine is small and shared.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -100,14 +102,34 @@ pub fn record(pt: &str, measurement: &str, i: i64) -> TelemetryRecord {
 /// Publishes `records` to JetStream (MessagePack, with `Nats-Msg-Id`) and waits for
 /// every acknowledgement.
 pub async fn publish(js: &jetstream::Context, records: impl IntoIterator<Item = TelemetryRecord>) {
+    publish_in_arrays(js, &records.into_iter().collect::<Vec<_>>(), 1).await;
+}
+
+/// Like `publish`, with `per_message` records in each message: a MessagePack array
+/// (a single record stays a map). Records of one message must share PT and measurement.
+pub async fn publish_in_arrays(
+    js: &jetstream::Context,
+    records: &[TelemetryRecord],
+    per_message: usize,
+) {
     let mut acks = Vec::new();
-    for record in records {
+    for chunk in records.chunks(per_message) {
+        let first = &chunk[0];
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
-        let id = format!("{}-{}-{}", record.pt, record.measurement, record.ts);
+        let id = format!(
+            "{}-{}-{}-{}",
+            first.pt,
+            first.measurement,
+            first.ts,
+            chunk.len()
+        );
         headers.insert(header::MSG_ID, id.as_str());
-        let body = Encoding::MsgPack.encode(&record).unwrap();
-        let subject = subject::telemetry(&record.pt, &record.measurement).unwrap();
+        let body = match chunk {
+            [record] => Encoding::MsgPack.encode(record).unwrap(),
+            array => Encoding::MsgPack.encode(array).unwrap(),
+        };
+        let subject = subject::telemetry(&first.pt, &first.measurement).unwrap();
         let ack = tokio::time::timeout(TIMEOUT, js.publish_with_headers(subject, headers, body))
             .await
             .expect("publish in time")

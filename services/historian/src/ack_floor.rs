@@ -5,8 +5,8 @@
 //! Messages usually arrive in sequence order, and then the floor simply follows them;
 //! a redelivery (after a restart, or after `ack_wait` ran out) can arrive after later
 //! messages, and until it is stored the floor waits below it. Sequences the stream no
-//! longer holds (deleted or expired) are passed with [`AckFloor::skip_missing`] once
-//! the stream confirmed they are gone.
+//! longer holds (deleted or expired) are passed with [`AckFloor::skip_missing_through`]
+//! once the stream confirmed they are gone.
 
 use std::collections::BTreeMap;
 
@@ -65,13 +65,19 @@ impl AckFloor {
         }
     }
 
-    /// Passes `seq`, which the stream confirmed it no longer holds; only the sequence
-    /// the floor waits for ([`Self::waiting_for`]) can be passed.
-    pub fn skip_missing(&mut self, seq: u64) {
-        if seq == self.floor + 1 {
-            self.floor = seq;
-            self.advance();
+    /// Passes every sequence up to `seq`: the caller made sure that the stream holds
+    /// none of those not stored (they were deleted, purged or aged out). Stored ones
+    /// among them still count for the acknowledgement.
+    pub fn skip_missing_through(&mut self, seq: u64) {
+        if seq <= self.floor {
+            return;
         }
+        let above_seq = self.above.split_off(&(seq + 1));
+        for (_, delivery) in std::mem::replace(&mut self.above, above_seq) {
+            self.offer(delivery);
+        }
+        self.floor = seq;
+        self.advance();
     }
 
     fn advance(&mut self) {
@@ -175,11 +181,27 @@ mod tests {
             ack(2, 2)
         );
         assert_eq!(floor.waiting_for(), Some(3));
-        floor.skip_missing(3);
+        floor.skip_missing_through(3);
         assert_eq!(floor.take_ack().map(|s| s.to_string()), ack(5, 4));
-        // Skipping anything but the awaited sequence does nothing.
-        floor.skip_missing(9);
+        // Skipping what is below the floor does nothing.
+        floor.skip_missing_through(4);
         assert_eq!(floor.floor(), 5);
+    }
+
+    #[test]
+    fn a_purged_run_is_passed_at_once_and_stored_ones_in_it_still_count() {
+        // A new consumer on a stream whose first messages were purged: its ack floor
+        // is 0 while deliveries start at 1001.
+        let mut floor = AckFloor::new(0, 0);
+        assert_eq!(store(&mut floor, &[(1001, 1), (1003, 3)]), None);
+        assert_eq!(floor.waiting_for(), Some(1));
+        floor.skip_missing_through(1000);
+        assert_eq!(floor.take_ack().map(|s| s.to_string()), ack(1001, 1));
+        assert_eq!(floor.waiting_for(), Some(1002));
+        // 1002 and 1003 purged after 1003 was delivered and stored.
+        floor.skip_missing_through(1003);
+        assert_eq!(floor.take_ack().map(|s| s.to_string()), ack(1003, 3));
+        assert_eq!(floor.waiting_for(), None);
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub enum Acker {
 }
 
 impl Acker {
-    /// `floor` is the consumer's ack floor (stream and delivery sequence) at start.
+    /// `floor` is the consumer's ack floor (stream and delivery sequence) at start;
+    /// sequences below the stream's first one count as passed from the start.
     pub fn new(
         policy: AckPolicy,
         client: async_nats::Client,
@@ -33,14 +34,19 @@ impl Acker {
     ) -> Self {
         match policy {
             AckPolicy::Explicit => Self::Explicit,
-            AckPolicy::All => Self::All(Box::new(FloorAcker {
-                state: Mutex::new(FloorState {
-                    floor: AckFloor::new(floor.0, floor.1),
-                    waiting: None,
-                }),
-                client,
-                stream,
-            })),
+            AckPolicy::All => {
+                let mut ack_floor = AckFloor::new(floor.0, floor.1);
+                let first = stream.cached_info().state.first_sequence;
+                ack_floor.skip_missing_through(first.saturating_sub(1));
+                Self::All(Box::new(FloorAcker {
+                    state: Mutex::new(FloorState {
+                        floor: ack_floor,
+                        waiting: None,
+                    }),
+                    client,
+                    stream,
+                }))
+            }
         }
     }
 
@@ -123,8 +129,18 @@ impl FloorAcker {
             let Some(seq) = due else { break };
             match self.stream.get_raw_message(seq).await {
                 Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
-                    tracing::debug!(seq, "Passing a sequence the stream no longer holds.");
-                    self.lock().floor.skip_missing(seq);
+                    // Everything below the stream's first sequence is gone (a purge,
+                    // messages aged out): passed in one step, not one look-up each.
+                    let through = match self.stream.get_info().await {
+                        Ok(info) => seq.max(info.state.first_sequence.saturating_sub(1)),
+                        Err(_) => seq,
+                    };
+                    tracing::debug!(
+                        from = seq,
+                        through,
+                        "Passing sequences the stream no longer holds."
+                    );
+                    self.lock().floor.skip_missing_through(through);
                     passed = true;
                 }
                 Ok(_) => {

@@ -1,7 +1,7 @@
 //! The durable pull consumer on `DTAAS_TEL`: batches, writes, acknowledges.
 //!
-//! Messages are collected into a batch (up to `batch_size`, or `max_delay` after the
-//! first one arrived), decoded, and handed to a writer task; while it writes, the next
+//! Messages are collected into a batch (up to `batch_size` records, or `max_delay` after
+//! the first one arrived), decoded (a message carries one record or an array of them), and handed to a writer task; while it writes, the next
 //! batch is collected, so fetching and writing overlap. A message is acknowledged only
 //! after the store confirmed the write that contains it. A store that fails is retried
 //! with capped backoff and progress acks (so JetStream does not redeliver what is being
@@ -21,6 +21,7 @@ use async_nats::jetstream::{self, AckKind, Message};
 use dtaas_runtime::Context;
 use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::names::{self, header};
+use dtaas_schemas::telemetry_batch::decode_records_into;
 use dtaas_schemas::{subject, TelemetryRecord};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
@@ -36,6 +37,8 @@ use crate::WORKER;
 pub struct Stats {
     /// Messages written and acknowledged.
     pub written: AtomicU64,
+    /// Records in those messages.
+    pub records: AtomicU64,
     /// Messages sent to the DLQ.
     pub dead_lettered: AtomicU64,
     /// Failed write attempts that were retried.
@@ -46,50 +49,73 @@ impl Stats {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "written": self.written.load(Ordering::Relaxed),
+            "records": self.records.load(Ordering::Relaxed),
             "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
             "retries": self.retries.load(Ordering::Relaxed),
         })
     }
 }
 
-/// A collected batch: the records that can be written, each with its message, and the
-/// messages that cannot be stored with the reason.
+/// A collected batch: the records that can be written with the messages they came in,
+/// and the messages that cannot be stored with the reason.
 #[derive(Default)]
 struct Batch {
     records: Vec<TelemetryRecord>,
     messages: Vec<Message>,
+    /// How many of `records` each of `messages` carries, in order.
+    counts: Vec<usize>,
     invalid: Vec<(Message, String)>,
 }
 
 impl Batch {
+    /// The size that `batch_size` bounds: records, plus the messages that had none.
     fn len(&self) -> usize {
-        self.messages.len() + self.invalid.len()
+        self.records.len() + self.invalid.len()
     }
 
     fn push(&mut self, message: Message) {
-        match decode(&message) {
-            Ok(record) => {
-                self.records.push(record);
+        match decode_into(&message, &mut self.records) {
+            Ok(count) => {
                 self.messages.push(message);
+                self.counts.push(count);
             }
             Err(reason) => self.invalid.push((message, reason)),
         }
     }
 }
 
-/// Decodes and checks one message. DT outputs (`dtaas.v1.dt.<dt>.out.<output>`) are
-/// stored under pt = the DT and measurement = the output, whatever the record says.
-fn decode(message: &Message) -> Result<TelemetryRecord, String> {
+/// Decodes and checks one message's records, appending them to `records`; a message
+/// with one bad record is refused whole (it is acknowledged as a unit). DT outputs
+/// (`dtaas.v1.dt.<dt>.out.<output>`) are stored under pt = the DT and measurement =
+/// the output, whatever the records say.
+fn decode_into(message: &Message, records: &mut Vec<TelemetryRecord>) -> Result<usize, String> {
     let content_type = dtaas_runtime::headers::content_type(message.headers.as_ref());
-    let mut record: TelemetryRecord = Encoding::detect(content_type, &message.payload)
-        .and_then(|encoding| encoding.decode(&message.payload))
-        .map_err(|e| format!("cannot decode telemetry record: {e}"))?;
-    if let Ok((dt, output)) = subject::parse_dt_output(&message.subject) {
-        record.pt = dt.to_owned();
-        record.measurement = output.to_owned();
+    let start = records.len();
+    let count = Encoding::detect(content_type, &message.payload)
+        .and_then(|encoding| decode_records_into(encoding, &message.payload, records))
+        .map_err(|e| format!("cannot decode telemetry: {e}"))?;
+    let dt_output = subject::parse_dt_output(&message.subject).ok();
+    let mut fault = None;
+    for (index, record) in records[start..].iter_mut().enumerate() {
+        if let Some((dt, output)) = dt_output {
+            dt.clone_into(&mut record.pt);
+            output.clone_into(&mut record.measurement);
+        }
+        if let Err(error) = record.validate() {
+            fault = Some(match count {
+                1 => error.to_string(),
+                _ => format!("record {index} of the array: {error}"),
+            });
+            break;
+        }
     }
-    record.validate().map_err(|e| e.to_string())?;
-    Ok(record)
+    match fault {
+        Some(reason) => {
+            records.truncate(start);
+            Err(reason)
+        }
+        None => Ok(count),
+    }
 }
 
 /// Creates (or binds to) the durable consumer named by the configuration.
@@ -281,21 +307,25 @@ impl<S: Sink> Writer<S> {
         let Batch {
             records,
             messages,
+            counts,
             invalid,
         } = batch;
         for (message, reason) in invalid {
             self.dead_letter(&message, &reason).await;
         }
-        self.write_range(Arc::new(records), &messages, 0).await;
+        self.write_range(Arc::new(records), &messages, &counts, 0)
+            .await;
     }
 
-    /// Writes `records` (whose messages are `messages`), retrying while the store is
-    /// unavailable; a rejected batch is split in halves until the invalid records are
-    /// found and dead-lettered. Returns without acknowledging on shutdown.
+    /// Writes `records` (which came in `messages`, `counts[i]` of them in message `i`),
+    /// retrying while the store is unavailable; a rejected batch is split in halves until
+    /// the messages with invalid records are found and dead-lettered. Returns without
+    /// acknowledging on shutdown.
     async fn write_range(
         &self,
         records: Arc<Vec<TelemetryRecord>>,
         messages: &[Message],
+        counts: &[usize],
         depth: u32,
     ) {
         if records.is_empty() {
@@ -310,6 +340,9 @@ impl<S: Sink> Writer<S> {
                     self.stats
                         .written
                         .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .records
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
                     if attempt > 0 {
                         tracing::info!(
                             records = records.len(),
@@ -319,17 +352,20 @@ impl<S: Sink> Writer<S> {
                     }
                     return;
                 }
-                Err(SinkError::Rejected(reason)) if records.len() == 1 => {
+                Err(SinkError::Rejected(reason)) if messages.len() == 1 => {
                     self.dead_letter(&messages[0], &reason).await;
                     return;
                 }
                 Err(SinkError::Rejected(reason)) => {
                     tracing::debug!(records = records.len(), depth, %reason, "Store rejected a batch; splitting it to find the invalid records.");
-                    let half = records.len() / 2;
-                    let (left, right) = records.split_at(half);
+                    let half = messages.len() / 2;
+                    let (left, right) = records.split_at(counts[..half].iter().sum());
                     let (left, right) = (Arc::new(left.to_vec()), Arc::new(right.to_vec()));
-                    Box::pin(self.write_range(left, &messages[..half], depth + 1)).await;
-                    Box::pin(self.write_range(right, &messages[half..], depth + 1)).await;
+                    let (left_counts, right_counts) = counts.split_at(half);
+                    Box::pin(self.write_range(left, &messages[..half], left_counts, depth + 1))
+                        .await;
+                    Box::pin(self.write_range(right, &messages[half..], right_counts, depth + 1))
+                        .await;
                     return;
                 }
                 Err(SinkError::Unavailable(error)) => {
