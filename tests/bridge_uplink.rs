@@ -6,19 +6,21 @@ mod bridge_support;
 use std::time::Duration;
 
 use bridge_support::*;
+use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::names::{header, STREAM_DLQ, STREAM_TELEMETRY};
 use dtaas_schemas::subject;
 use dtaas_schemas::telemetry::{FieldValue, TelemetryRecord};
+use dtaas_schemas::telemetry_batch::decode_records_into;
 
+/// The records in `messages`, one or an array of them in each.
 fn records(messages: &[async_nats::jetstream::Message]) -> Vec<TelemetryRecord> {
-    messages
-        .iter()
-        .map(|m| {
-            let ct = m.headers.as_ref().and_then(|h| h.get(header::CONTENT_TYPE));
-            assert_eq!(ct.map(|v| v.as_str()), Some("application/msgpack"));
-            dtaas_schemas::codec::decode(None, &m.payload).unwrap()
-        })
-        .collect()
+    let mut records = Vec::new();
+    for m in messages {
+        let ct = m.headers.as_ref().and_then(|h| h.get(header::CONTENT_TYPE));
+        assert_eq!(ct.map(|v| v.as_str()), Some("application/msgpack"));
+        decode_records_into(Encoding::MsgPack, &m.payload, &mut records).unwrap();
+    }
+    records
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,6 +71,33 @@ async fn mosquitto_pub_formats_become_records() {
         let record: TelemetryRecord = dtaas_schemas::codec::decode(None, &message.payload).unwrap();
         assert_eq!(message.subject.as_str(), record.subject().unwrap());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_protocol_batch_travels_as_one_message() {
+    let setup = Setup::start(&[]).await;
+    let lines: Vec<String> = (0..100)
+        .map(|i| format!("batch,room=lab v={i}i {}", 1_700_000_000_000_000_000i64 + i))
+        .collect();
+    mosquitto_pub(
+        setup.broker.port(),
+        "dtaas/pt/inc3/tel/lp",
+        &lines.join("\n"),
+    );
+    let filter = subject::telemetry("inc3", "batch").unwrap();
+    let messages = poll_until(
+        Duration::from_secs(60),
+        || read_all(&setup.js, STREAM_TELEMETRY, &filter),
+        |m| !m.is_empty(),
+    )
+    .await;
+    assert_eq!(messages.len(), 1, "one message for the hundred lines");
+    let records = records(&messages);
+    let values: Vec<FieldValue> = records.iter().map(|r| r.fields["v"].clone()).collect();
+    assert_eq!(values, (0..100).map(FieldValue::I64).collect::<Vec<_>>());
+    assert!(records
+        .iter()
+        .all(|r| r.pt == "inc3" && r.tags["room"] == "lab"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

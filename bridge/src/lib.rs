@@ -7,6 +7,7 @@ pub mod config;
 pub mod downlink;
 pub mod ledger;
 pub mod mqtt;
+pub mod outgoing;
 pub mod payload;
 pub mod requests;
 pub mod stats;

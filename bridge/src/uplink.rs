@@ -18,7 +18,6 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use dtaas_runtime::nats::backoff;
-use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::command::CommandStatus;
 use dtaas_schemas::names::header;
 use dtaas_schemas::time::now_ns;
@@ -30,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::Ledger;
 use crate::mqtt::{Client, Message, QoS};
+use crate::outgoing::{self, Outgoing};
 use crate::payload;
 use crate::stats::Stats;
 use crate::topic_map::{Route, TopicMaps};
@@ -53,7 +53,7 @@ pub struct Uplink {
 
 /// What becomes of one MQTT message.
 enum Outcome {
-    Records(Vec<(String, HeaderMap, Bytes)>),
+    Records(Vec<Outgoing>),
     Dlq(String),
     CommandAck(String),
 }
@@ -114,12 +114,21 @@ impl Uplink {
         let outcome = self.outcome(&publish, now);
         async move {
             match outcome {
-                Outcome::Records(records) => {
-                    let mut acks = Vec::with_capacity(records.len());
-                    for (subject, headers, body) in &records {
-                        acks.push(self.publish_once(subject, headers, body).await);
+                Outcome::Records(messages) => {
+                    let mut acks = Vec::with_capacity(messages.len());
+                    for message in &messages {
+                        acks.push(
+                            self.publish_once(&message.subject, &message.headers, &message.body)
+                                .await,
+                        );
                     }
-                    for ((subject, headers, body), first) in records.iter().zip(acks) {
+                    for (message, first) in messages.iter().zip(acks) {
+                        let Outgoing {
+                            subject,
+                            headers,
+                            body,
+                            records,
+                        } = message;
                         let ok = match first {
                             Some(ack) => ack.await.is_ok(),
                             None => false,
@@ -130,7 +139,7 @@ impl Uplink {
                                 self.dlq(&publish, &reason).await;
                             }
                         }
-                        self.stats.records_out.fetch_add(1, Relaxed);
+                        self.stats.records_out.fetch_add(*records as u64, Relaxed);
                     }
                 }
                 Outcome::Dlq(reason) => self.dlq(&publish, &reason).await,
@@ -167,22 +176,10 @@ impl Uplink {
             Ok(parsed) => parsed,
             Err(reason) => return Outcome::Dlq(reason),
         };
-        let mut records = Vec::with_capacity(parsed.len());
-        for (i, p) in parsed.into_iter().enumerate() {
-            let (subject, body) = match (p.record.subject(), Encoding::MsgPack.encode(&p.record)) {
-                (Ok(s), Ok(b)) => (s, b),
-                (Err(e), _) => return Outcome::Dlq(e.to_string()),
-                (_, Err(e)) => return Outcome::Dlq(e.to_string()),
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
-            if let Some(id) = p.msg_id {
-                let id = if i == 0 { id } else { format!("{id}.{i}") };
-                headers.insert(header::MSG_ID, id.as_str());
-            }
-            records.push((subject, headers, body));
+        match outgoing::messages(&parsed) {
+            Ok(messages) => Outcome::Records(messages),
+            Err(reason) => Outcome::Dlq(reason),
         }
-        Outcome::Records(records)
     }
 
     /// Sends one publish; `None` when it could not even be sent (then retried).

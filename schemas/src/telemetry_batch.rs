@@ -13,6 +13,38 @@ use serde::Deserialize;
 use crate::codec::{CodecError, Encoding};
 use crate::telemetry::TelemetryRecord;
 
+/// Most records a writer puts in one message: small enough that a message with one bad
+/// record (refused whole) takes little with it.
+pub const MAX_RECORDS_PER_MESSAGE: usize = 1000;
+/// Most bytes of records a writer puts in one message: well under the 1 MiB that NATS
+/// servers accept by default.
+pub const MAX_BYTES_PER_MESSAGE: usize = 256 * 1024;
+
+/// The MessagePack body of a message carrying `records`, each already encoded as a
+/// map: the record itself when there is one, else an array of them.
+pub fn msgpack_body(records: &[&[u8]]) -> Vec<u8> {
+    if let [one] = records {
+        return one.to_vec();
+    }
+    let len: usize = records.iter().map(|r| r.len()).sum();
+    let mut out = Vec::with_capacity(len + 5);
+    match records.len() {
+        n if n < 16 => out.push(0x90 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0xdd);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    for record in records {
+        out.extend_from_slice(record);
+    }
+    out
+}
+
 /// Decodes the record or the array of records in `body` and appends them to `out`;
 /// returns how many were appended. On error `out` is left as it was, and the message
 /// names the record at fault by its index in the array.
@@ -102,6 +134,23 @@ mod tests {
             let batch = encoding.encode(&[record(2), record(3), record(4)]).unwrap();
             assert_eq!(decode_records_into(encoding, &batch, &mut out).unwrap(), 3);
             assert_eq!(out, (0..5).map(record).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn arrays_assembled_from_encoded_records_decode_as_arrays() {
+        for n in [1, 2, 15, 16, 300, 70_000] {
+            let encoded: Vec<Vec<u8>> = (0..n)
+                .map(|i| Encoding::MsgPack.encode(&record(i)).unwrap().to_vec())
+                .collect();
+            let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+            let body = msgpack_body(&parts);
+            let mut out = Vec::new();
+            assert_eq!(
+                decode_records_into(Encoding::MsgPack, &body, &mut out).unwrap(),
+                n as usize
+            );
+            assert_eq!(out.last(), Some(&record(n - 1)));
         }
     }
 
