@@ -113,13 +113,16 @@ async fn ingest<S: Sink>(
     }
 }
 
+/// Writes `records` straight into `store` in batches of `CHUNK`, timed from the first
+/// write to the last (the batches are built before the clock starts).
 async fn raw<S: Sink>(store: &S, records: &[TelemetryRecord]) -> anyhow::Result<Duration> {
+    let batches: Vec<_> = records
+        .chunks(CHUNK)
+        .map(|chunk| Arc::new(chunk.to_vec()))
+        .collect();
     let started = Instant::now();
-    for chunk in records.chunks(CHUNK) {
-        store
-            .write(Arc::new(chunk.to_vec()))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for batch in batches {
+        store.write(batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(started.elapsed())
 }
@@ -177,6 +180,23 @@ impl Sink for Discard {
     ) -> Result<dtaas_schemas::timeseries::TsLatestReply, dtaas_historian::SinkError> {
         Ok(Default::default())
     }
+}
+
+/// Raw bulk writes of `n` points into a new SQLite file and into victoria-metrics
+/// under a new PT, both named after `label`.
+async fn raw_both(
+    dir: &tempfile::TempDir,
+    influx: &InfluxConfig,
+    n: usize,
+    label: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    let records: Vec<TelemetryRecord> = (0..n as i64)
+        .map(|i| record(&format!("raw{label}"), i, 1_000_000))
+        .collect();
+    let file = dir.path().join(format!("raw-{label}.sqlite"));
+    let embedded = raw(&EmbeddedStore::open(&file)?, &records).await?;
+    let vm = raw(&InfluxStore::new(influx)?, &records).await?;
+    Ok((embedded, vm))
 }
 
 /// Empties `DTAAS_TEL` and loads `records` into it, `per_message` to a message; returns
@@ -253,24 +273,16 @@ async fn main() -> anyhow::Result<()> {
         ceilings.push((policy, took));
     }
 
-    // Raw bulk writes: SQLite into its own file, victoria-metrics under another PT.
-    let embedded_raw = raw(
-        &EmbeddedStore::open(&dir.path().join("raw.sqlite"))?,
-        &records,
-    )
-    .await?;
     let influx = InfluxConfig {
         url: vm.url(),
         token: Secret::new("bench"),
         ..Default::default()
     };
-    let raw_records: Vec<TelemetryRecord> = (0..n as i64)
-        .map(|i| record("raw1", i, 1_000_000))
-        .collect();
-    let vm_raw = raw(&InfluxStore::new(&influx)?, &raw_records).await?;
-
     // The historian into each store: the backlog of one record per message, then the
-    // same points again with `per_message` records to a message.
+    // same points again with `per_message` records to a message. Each pass measures
+    // its raw bulk writes (SQLite into a new file, victoria-metrics under a new PT)
+    // before and after its ingests and compares with their mean, so that a slow or
+    // fast moment of the shared machine (fsync latency above all) skews no ratio.
     let mut rows = Vec::new();
     let backlogs = [(1, last_seq), (per_message, 0)];
     for (records_per_message, mut last_seq) in backlogs {
@@ -280,6 +292,9 @@ async fn main() -> anyhow::Result<()> {
                 .collect();
             last_seq = reload(&js, &batched, records_per_message).await?;
         }
+        let (embedded_before, vm_before) =
+            raw_both(&dir, &influx, n, &format!("{records_per_message}a")).await?;
+        let mut pass = Vec::new();
         let runs = [
             (Backend::Embedded, AckPolicy::All),
             (Backend::Influxdb, AckPolicy::Explicit),
@@ -310,9 +325,14 @@ async fn main() -> anyhow::Result<()> {
             };
             stop.cancel();
             let _ = worker.await;
+            pass.push((backend, policy, took));
+        }
+        let (embedded_after, vm_after) =
+            raw_both(&dir, &influx, n, &format!("{records_per_message}b")).await?;
+        for (backend, policy, took) in pass {
             let raw = match backend {
-                Backend::Embedded => embedded_raw,
-                Backend::Influxdb => vm_raw,
+                Backend::Embedded => (embedded_before + embedded_after) / 2,
+                Backend::Influxdb => (vm_before + vm_after) / 2,
             };
             rows.push((backend, policy, records_per_message, raw, took));
         }
