@@ -122,7 +122,10 @@ async fn raw<S: Sink>(store: &S, records: &[TelemetryRecord]) -> anyhow::Result<
         .collect();
     let started = Instant::now();
     for batch in batches {
-        store.write(batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        store
+            .write(batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(started.elapsed())
 }

@@ -11,6 +11,25 @@ use futures::StreamExt;
 use historian_common::picky::{self, Picky};
 use historian_common::*;
 
+/// A nats-server with the streams, a data directory, a client and its subscription to
+/// the historian's DLQ.
+async fn start() -> (
+    NatsServer,
+    tempfile::TempDir,
+    async_nats::Client,
+    async_nats::jetstream::Context,
+    async_nats::Subscriber,
+) {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, js) = connect(&nats.url()).await;
+    let dlq = client
+        .subscribe(subject::dlq("historian").unwrap())
+        .await
+        .unwrap();
+    (nats, dir, client, js, dlq)
+}
+
 /// Publishes `body` as it is on the telemetry subject of `pt`/env.
 async fn publish_body(js: &async_nats::jetstream::Context, pt: &str, body: Vec<u8>) {
     let ack = js
@@ -36,13 +55,7 @@ async fn dead_letters(dlq: &mut async_nats::Subscriber, n: usize) -> Vec<(String
 
 #[tokio::test(flavor = "multi_thread")]
 async fn arrays_of_records_are_stored_and_a_bad_one_goes_to_the_dlq_whole() {
-    let nats = NatsServer::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (client, js) = connect(&nats.url()).await;
-    let mut dlq = client
-        .subscribe(subject::dlq("historian").unwrap())
-        .await
-        .unwrap();
+    let (nats, dir, client, js, mut dlq) = start().await;
     let mut historian = spawn_historian(&nats.url(), dir.path(), &[]);
 
     // 1,000 records in 100 MessagePack arrays of ten.
@@ -93,15 +106,9 @@ async fn arrays_of_records_are_stored_and_a_bad_one_goes_to_the_dlq_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_the_store_refuses_sends_its_whole_message_to_the_dlq() {
-    let nats = NatsServer::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (client, js) = connect(&nats.url()).await;
-    let mut dlq = client
-        .subscribe(subject::dlq("historian").unwrap())
-        .await
-        .unwrap();
+    let (nats, dir, client, js, mut dlq) = start().await;
     let store = dtaas_historian::EmbeddedStore::open(&dir.path().join("ts.sqlite")).unwrap();
-    let (shutdown, worker) = picky::run_in_process(&nats.url(), Picky(store.clone())).await;
+    let historian = picky::run_in_process(&nats.url(), Picky(store.clone())).await;
 
     // 100 messages of ten; records 17 and 555 are refused by the store, so messages 1
     // (records 10..20) and 55 (550..560) go to the DLQ as they are.
@@ -134,10 +141,5 @@ async fn a_record_the_store_refuses_sends_its_whole_message_to_the_dlq() {
         .await
         .unwrap();
     assert_eq!(consumer.cached_info().num_redelivered, 0);
-    shutdown.cancel();
-    tokio::time::timeout(TIMEOUT, worker)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    historian.stop().await;
 }

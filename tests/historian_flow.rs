@@ -228,7 +228,7 @@ async fn records_the_store_rejects_go_to_the_dlq_and_the_rest_is_stored() {
     .unwrap()
     .unwrap();
     let store = dtaas_historian::EmbeddedStore::open(&dir.path().join("ts.sqlite")).unwrap();
-    let (shutdown, worker) = picky::run_in_process(&nats.url(), Picky(store.clone())).await;
+    let historian = picky::run_in_process(&nats.url(), Picky(store.clone())).await;
 
     // 1,000 records in one batch; three of them are refused by the store.
     let poisoned = [17, 500, 999];
@@ -267,28 +267,11 @@ async fn records_the_store_rejects_go_to_the_dlq_and_the_rest_is_stored() {
     let stored = wait_for_count(&client, "picky1", "env", 997, TIMEOUT).await;
     assert_eq!(stored.len(), 997);
     assert!(stored.iter().all(|v| !poisoned.contains(v)));
-    shutdown.cancel();
-    tokio::time::timeout(TIMEOUT, worker)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    historian.stop().await;
     // Every message was acknowledged, the refused ones after their DLQ publish.
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream("historian-embedded", names::STREAM_TELEMETRY)
-        .await
-        .unwrap();
-    let settled = async {
-        loop {
-            let info = consumer.info().await.unwrap().clone();
-            if (info.num_pending, info.num_ack_pending) == (0, 0) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(TIMEOUT, settled)
-        .await
-        .expect("all acknowledged");
+    assert_eq!(
+        wait_all_acknowledged(&js, "historian-embedded").await,
+        1_000
+    );
     drop(store);
 }

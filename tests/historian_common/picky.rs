@@ -35,12 +35,26 @@ impl Sink for Picky {
     }
 }
 
-/// Runs the historian with its default configuration on `store`, in this process;
-/// cancel the token to stop it.
-pub async fn run_in_process<S: Sink>(
-    nats_url: &str,
-    store: S,
-) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+/// The historian running in this process.
+pub struct InProcess {
+    shutdown: CancellationToken,
+    worker: JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Shuts the historian down and checks it ended without error.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(TIMEOUT, self.worker)
+            .await
+            .expect("the historian stops in time")
+            .expect("the historian task joins")
+            .expect("the historian ends without error");
+    }
+}
+
+/// Runs the historian with its default configuration on `store`, in this process.
+pub async fn run_in_process<S: Sink>(nats_url: &str, store: S) -> InProcess {
     let url = nats_url.to_owned();
     let config = dtaas_runtime::Config::from_toml("", "test", &move |name| {
         (name == "DTAAS_NATS_URL").then(|| url.clone())
@@ -59,5 +73,5 @@ pub async fn run_in_process<S: Sink>(
         HistorianConfig::default(),
         store,
     ));
-    (shutdown, worker)
+    InProcess { shutdown, worker }
 }
