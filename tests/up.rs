@@ -40,6 +40,24 @@ async fn eventually(
     );
 }
 
+/// Publishes `message` on `topic` with QoS 1, as an independent MQTT client would.
+fn mosquitto_pub(port: u16, topic: &str, message: &str) {
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            message,
+        ])
+        .status()
+        .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
+    assert!(status.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn up_runs_every_worker_end_to_end() {
     let nats = NatsServer::start().unwrap();
@@ -72,20 +90,11 @@ async fn up_runs_every_worker_end_to_end() {
     }
 
     // A PT publishes over MQTT with an independent client; the historian has it.
-    let status = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-p",
-            &broker.port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            "dtaas/pt/inc1/tel/temperature",
-            "-m",
-            r#"{"temp":21.5}"#,
-        ])
-        .status()
-        .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
-    assert!(status.success());
+    mosquitto_pub(
+        broker.port,
+        "dtaas/pt/inc1/tel/temperature",
+        r#"{"temp":21.5}"#,
+    );
     let latest_subject = subject::request("alice", "ts", "latest").unwrap();
     let latest = eventually(&up, &client, &latest_subject, json!({"pt": "inc1"}), |r| {
         r["latest"].as_array().is_some_and(|l| !l.is_empty())
@@ -93,6 +102,26 @@ async fn up_runs_every_worker_end_to_end() {
     .await;
     assert_eq!(latest["latest"][0]["field"], "temp");
     assert_eq!(latest["latest"][0]["value"], 21.5);
+
+    // Fifty lines of line protocol in one MQTT message travel as one array of records
+    // and are all stored.
+    let lines: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                "env temp={i} {}",
+                1_767_225_600_000_000_000i64 + i * 1_000_000_000
+            )
+        })
+        .collect();
+    mosquitto_pub(broker.port, "dtaas/pt/inc2/tel/lp", &lines.join("\n"));
+    let query_subject = subject::request("alice", "ts", "query").unwrap();
+    let query = json!({"pt": "inc2", "measurement": "env", "from": "2026-01-01T00:00:00Z",
+        "to": "2026-01-02T00:00:00Z"});
+    let series = eventually(&up, &client, &query_subject, query, |r| {
+        r["series"][0]["points"].as_array().map_or(0, Vec::len) == 50
+    })
+    .await;
+    assert_eq!(series["series"][0]["points"][49][1], 49.0);
 
     // A lifecycle event with a configuration; the graph has its composition.
     let config: DtConfig = serde_json::from_value(json!({
