@@ -143,3 +143,19 @@ async fn a_record_the_store_refuses_sends_its_whole_message_to_the_dlq() {
     assert_eq!(consumer.cached_info().num_redelivered, 0);
     historian.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arrays_of_the_largest_size_flow_through() {
+    let (nats, dir, client, js, _dlq) = start().await;
+    // Arrays of 1,000 records (the most a writer puts in one message): the pull is
+    // bounded in bytes, and batches of 5,000 records take five messages each.
+    let records: Vec<TelemetryRecord> = (0..20_000).map(|i| record("big1", "env", i)).collect();
+    publish_in_arrays(&js, &records, 1_000).await;
+    let mut historian = spawn_historian(&nats.url(), dir.path(), &[]);
+    assert_exactly_once(
+        &wait_for_count(&client, "big1", "env", 20_000, TIMEOUT).await,
+        20_000,
+    );
+    assert_eq!(wait_all_acknowledged(&js, "historian-embedded").await, 20);
+    assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
+}

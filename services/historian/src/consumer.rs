@@ -8,8 +8,8 @@
 //! retried); records that cannot be stored go to `dtaas.v1.dlq.historian` with the
 //! reason and are then acknowledged. Under the `all` ack policy one acknowledgement per
 //! batch covers everything stored (see `ack_floor`). At most two batches are held in
-//! memory, and `max_ack_pending` bounds what JetStream delivers ahead of the
-//! acknowledgements.
+//! memory; what is pulled ahead is bounded by `PULL_BYTES`, and `max_ack_pending` bounds
+//! what JetStream delivers ahead of the acknowledgements.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +31,11 @@ use crate::acker::Acker;
 use crate::config::{self, HistorianConfig};
 use crate::sink::{Sink, SinkError};
 use crate::WORKER;
+
+/// Most bytes of messages one pull request asks for (at least twice the server's
+/// largest message): with arrays of up to 1,000 records per message, a bound in
+/// messages alone would let gigabytes wait in the client.
+const PULL_BYTES: usize = 16 << 20;
 
 /// Counters for `$SRV.STATS`.
 #[derive(Debug, Default)]
@@ -179,11 +184,15 @@ pub async fn run<S: Sink>(
         stream,
         (ack_floor.stream_sequence, ack_floor.consumer_sequence),
     );
+    // Messages may carry arrays of records, so what is pulled ahead is bounded in
+    // bytes as well as in messages; the bound must let the largest message through.
+    let pull_bytes = PULL_BYTES.max(2 * ctx.nats.server_info().max_payload);
     let mut messages = consumer
         .stream()
         // Pull up to two batches ahead, so the next batch is already arriving while one
         // is written; `max_ack_pending` still bounds what is outstanding.
         .max_messages_per_batch((2 * config.batch_size).min(config.max_ack_pending))
+        .max_bytes_per_batch(pull_bytes)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
