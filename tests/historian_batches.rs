@@ -1,5 +1,6 @@
-//! Telemetry messages that carry an array of records: stored whole and acknowledged as
-//! one message; a message with one bad record goes to the DLQ whole, the record named.
+//! Telemetry messages that carry an array of records (PT telemetry and DT outputs):
+//! stored whole and acknowledged as one message; a message with one bad record goes to
+//! the DLQ whole, the record named.
 
 mod historian_common;
 
@@ -79,6 +80,12 @@ async fn arrays_of_records_are_stored_and_a_bad_one_goes_to_the_dlq_whole() {
     )
     .await;
     publish_body(&js, "arr3", b"[]".to_vec()).await;
+    // A DT's outputs as an array: stored under pt = the DT, measurement = the output.
+    let outputs: Vec<TelemetryRecord> = (0..2).map(|i| record("ignored", "ignored", i)).collect();
+    let subject = subject::dt_output("twin2", "estimate").unwrap();
+    let body = Encoding::MsgPack.encode(&outputs).unwrap();
+    let ack = js.publish(subject, body).await.unwrap();
+    tokio::time::timeout(TIMEOUT, ack).await.unwrap().unwrap();
 
     let mut reasons: Vec<String> = dead_letters(&mut dlq, 2)
         .await
@@ -99,8 +106,11 @@ async fn arrays_of_records_are_stored_and_a_bad_one_goes_to_the_dlq_whole() {
     typed.sort_unstable();
     assert_eq!(typed, vec![1, 2]);
     assert!(temps(&client, "arr3", "env").await.is_empty());
-    // 100 + 1 + 2 messages, every one acknowledged.
-    assert_eq!(wait_all_acknowledged(&js, "historian-embedded").await, 103);
+    let mut outputs = wait_for_count(&client, "twin2", "estimate", 2, TIMEOUT).await;
+    outputs.sort_unstable();
+    assert_eq!(outputs, vec![0, 1]);
+    // 100 + 1 + 2 + 1 messages, every one acknowledged.
+    assert_eq!(wait_all_acknowledged(&js, "historian-embedded").await, 104);
     assert_eq!(historian.stop(), Some(0), "{}", historian.log_tail());
 }
 
