@@ -74,30 +74,35 @@ async fn mosquitto_pub_formats_become_records() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_line_protocol_batch_travels_as_one_message() {
+async fn a_batch_of_readings_travels_as_one_message() {
     let setup = Setup::start(&[]).await;
+    let port = setup.broker.port();
     let lines: Vec<String> = (0..100)
         .map(|i| format!("batch,room=lab v={i}i {}", 1_700_000_000_000_000_000i64 + i))
         .collect();
+    mosquitto_pub(port, "dtaas/pt/inc3/tel/lp", &lines.join("\n"));
+    let readings: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"v":{i},"ts":{}}}"#, 1_700_000_000_000i64 + i))
+        .collect();
     mosquitto_pub(
-        setup.broker.port(),
-        "dtaas/pt/inc3/tel/lp",
-        &lines.join("\n"),
+        port,
+        "dtaas/pt/inc3/tel/json",
+        &format!("[{}]", readings.join(",")),
     );
-    let filter = subject::telemetry("inc3", "batch").unwrap();
-    let messages = poll_until(
-        Duration::from_secs(60),
-        || read_all(&setup.js, STREAM_TELEMETRY, &filter),
-        |m| !m.is_empty(),
-    )
-    .await;
-    assert_eq!(messages.len(), 1, "one message for the hundred lines");
-    let records = records(&messages);
-    let values: Vec<FieldValue> = records.iter().map(|r| r.fields["v"].clone()).collect();
-    assert_eq!(values, (0..100).map(FieldValue::I64).collect::<Vec<_>>());
-    assert!(records
-        .iter()
-        .all(|r| r.pt == "inc3" && r.tags["room"] == "lab"));
+    for (measurement, n) in [("batch", 100), ("json", 20)] {
+        let filter = subject::telemetry("inc3", measurement).unwrap();
+        let messages = poll_until(
+            Duration::from_secs(60),
+            || read_all(&setup.js, STREAM_TELEMETRY, &filter),
+            |m| !m.is_empty(),
+        )
+        .await;
+        assert_eq!(messages.len(), 1, "one message for the {n} readings");
+        let records = records(&messages);
+        let values: Vec<FieldValue> = records.iter().map(|r| r.fields["v"].clone()).collect();
+        assert_eq!(values, (0..n).map(FieldValue::I64).collect::<Vec<_>>());
+        assert!(records.iter().all(|r| r.pt == "inc3"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

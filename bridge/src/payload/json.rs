@@ -41,7 +41,7 @@ pub fn extract(
             flatten(&mut prefix, Value::Object(map), &mut out.fields);
         }
         Value::Array(_) => {
-            return Err("payload is a JSON array; expected an object or a scalar".into())
+            return Err("a reading is an array; each reading is an object or a scalar".into())
         }
         Value::Null => return Err("payload is JSON null".into()),
         scalar => {

@@ -60,24 +60,43 @@ pub fn parse(payload: &[u8], target: &Target<'_>, now_ns: i64) -> Result<Vec<Par
                 serde_json::from_slice(payload)
                     .map_err(|e| format!("payload is not valid JSON: {e}"))?
             };
-            let e = json::extract(
-                value,
-                &map.timestamp_field,
-                map.timestamp_unit,
-                map.id_field.as_deref(),
-            )?;
-            let msg_id =
-                e.id.map(|id| format!("{}.{}.{id}", target.pt, target.measurement));
-            vec![Parsed {
-                record: TelemetryRecord {
-                    pt: target.pt.to_owned(),
-                    measurement: target.measurement.to_owned(),
-                    ts: e.ts.unwrap_or(now_ns),
-                    tags: target.tags.clone(),
-                    fields: e.fields,
-                },
-                msg_id,
-            }]
+            // An array holds several readings, each an object or a scalar.
+            let readings = match value {
+                serde_json::Value::Array(items) if items.is_empty() => {
+                    return Err(
+                        "payload is an empty array; send a reading or an array of readings".into(),
+                    )
+                }
+                serde_json::Value::Array(items) => items,
+                one => vec![one],
+            };
+            let many = readings.len() > 1;
+            let mut out = Vec::with_capacity(readings.len());
+            for (index, reading) in readings.into_iter().enumerate() {
+                let e = json::extract(
+                    reading,
+                    &map.timestamp_field,
+                    map.timestamp_unit,
+                    map.id_field.as_deref(),
+                )
+                .map_err(|e| match many {
+                    true => format!("reading {index} of the array: {e}"),
+                    false => e,
+                })?;
+                let msg_id =
+                    e.id.map(|id| format!("{}.{}.{id}", target.pt, target.measurement));
+                out.push(Parsed {
+                    record: TelemetryRecord {
+                        pt: target.pt.to_owned(),
+                        measurement: target.measurement.to_owned(),
+                        ts: e.ts.unwrap_or(now_ns),
+                        tags: target.tags.clone(),
+                        fields: e.fields,
+                    },
+                    msg_id,
+                });
+            }
+            out
         }
     };
     for parsed in &records {
@@ -89,7 +108,7 @@ pub fn parse(payload: &[u8], target: &Target<'_>, now_ns: i64) -> Result<Vec<Par
 /// Guesses the format: MessagePack maps by their first byte, JSON when it parses as
 /// JSON, line protocol otherwise.
 fn detect(payload: &[u8]) -> Format {
-    if msgpack::looks_like_map(payload) {
+    if msgpack::looks_like_map_or_array(payload) {
         return Format::Msgpack;
     }
     let first = payload.iter().find(|b| !b.is_ascii_whitespace());
@@ -136,6 +155,34 @@ mod tests {
             parse_on(t, &mp).unwrap()[0].record.fields["x"],
             FieldValue::I64(2)
         );
+    }
+
+    #[test]
+    fn arrays_hold_several_readings_in_json_and_msgpack() {
+        let t = "dtaas/pt/inc1/tel/env";
+        let json = br#"[{"temp":21.5,"ts":1700000000},{"temp":21.7,"ts":1700000001}, 3]"#;
+        let readings = parse_on(t, json).unwrap();
+        let values: Vec<(i64, FieldValue)> = readings
+            .iter()
+            .map(|p| {
+                let (name, value) = p.record.fields.iter().next().unwrap();
+                assert!(name == "temp" || name == "value");
+                (p.record.ts, value.clone())
+            })
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                (1_700_000_000_000_000_000, FieldValue::F64(21.5)),
+                (1_700_000_001_000_000_000, FieldValue::F64(21.7)),
+                (7, FieldValue::I64(3)),
+            ]
+        );
+        let mp = rmp_serde::to_vec_named(&serde_json::json!([{"x": 1}, {"x": 2}])).unwrap();
+        assert_eq!(parse_on(t, &mp).unwrap().len(), 2);
+        let err = parse_on(t, br#"[{"x":1},[2]]"#).unwrap_err();
+        assert!(err.contains("reading 1 of the array"), "{err}");
+        assert!(parse_on(t, b"[]").unwrap_err().contains("empty array"));
     }
 
     #[test]

@@ -5,9 +5,13 @@ pub fn parse(payload: &[u8]) -> Result<serde_json::Value, String> {
     rmp_serde::from_slice(payload).map_err(|e| format!("payload is not valid MessagePack: {e}"))
 }
 
-/// True when the first byte starts a MessagePack map (fixmap, map16, map32).
-pub fn looks_like_map(payload: &[u8]) -> bool {
-    matches!(payload.first(), Some(0x80..=0x8f | 0xde | 0xdf))
+/// True when the first byte starts a MessagePack map (fixmap, map16, map32) or array
+/// (fixarray, array16, array32): bytes that never start UTF-8 text.
+pub fn looks_like_map_or_array(payload: &[u8]) -> bool {
+    matches!(
+        payload.first(),
+        Some(0x80..=0x9f | 0xdc | 0xdd | 0xde | 0xdf)
+    )
 }
 
 #[cfg(test)]
@@ -15,7 +19,10 @@ mod tests {
     #[test]
     fn map_round_trip() {
         let body = rmp_serde::to_vec_named(&serde_json::json!({"t": 1.5, "n": {"a": 2}})).unwrap();
-        assert!(super::looks_like_map(&body));
+        assert!(super::looks_like_map_or_array(&body));
+        let array = rmp_serde::to_vec_named(&serde_json::json!([{"t": 1}])).unwrap();
+        assert!(super::looks_like_map_or_array(&array));
+        assert!(!super::looks_like_map_or_array(b"{\"t\":1}"));
         assert_eq!(super::parse(&body).unwrap()["n"]["a"], 2);
         assert!(super::parse(&[0xc1]).is_err());
     }
