@@ -1,8 +1,9 @@
 //! The durable pull consumer on `DTAAS_TEL`: batches, writes, acknowledges.
 //!
 //! Messages are collected into a batch (up to `batch_size` records, or `max_delay` after
-//! the first one arrived), decoded (a message carries one record or an array of them), and handed to a writer task; while it writes, the next
-//! batch is collected, so fetching and writing overlap. A message is acknowledged only
+//! the first one arrived), decoded (a message carries one record or an array of them),
+//! and handed to a writer task; while it writes, the next batch is collected, so
+//! fetching and writing overlap. A message is acknowledged only
 //! after the store confirmed the write that contains it. A store that fails is retried
 //! with capped backoff and progress acks (so JetStream does not redeliver what is being
 //! retried); records that cannot be stored go to `dtaas.v1.dlq.historian` with the
