@@ -119,7 +119,8 @@ impl Uplink {
                     for message in &messages {
                         acks.push(
                             self.publish_once(&message.subject, &message.headers, &message.body)
-                                .await,
+                                .await
+                                .ok(),
                         );
                     }
                     for (message, first) in messages.iter().zip(acks) {
@@ -182,19 +183,6 @@ impl Uplink {
         }
     }
 
-    /// Sends one publish; `None` when it could not even be sent (then retried).
-    async fn publish_once(
-        &self,
-        subject: &str,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Option<jetstream::context::PublishAckFuture> {
-        self.js
-            .publish_with_headers(subject.to_owned(), headers.clone(), body.clone())
-            .await
-            .ok()
-    }
-
     /// Publishes until JetStream acknowledges; `Err` only for a message it can never
     /// take (too large), which then goes to the DLQ.
     async fn publish_retrying(
@@ -205,7 +193,7 @@ impl Uplink {
     ) -> Result<(), String> {
         let mut attempt = 0;
         loop {
-            let result = match self.publish_once_err(subject, headers, body).await {
+            let result = match self.publish_once(subject, headers, body).await {
                 Ok(ack) => ack.await,
                 Err(e) => Err(e),
             };
@@ -224,7 +212,8 @@ impl Uplink {
         }
     }
 
-    async fn publish_once_err(
+    /// Sends one publish; the future resolves with JetStream's acknowledgement.
+    async fn publish_once(
         &self,
         subject: &str,
         headers: &HeaderMap,
