@@ -131,10 +131,15 @@ impl FloorAcker {
                 Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
                     // Everything below the stream's first sequence is gone (a purge,
                     // messages aged out): passed in one step, not one look-up each.
-                    let through = match self.stream.get_info().await {
-                        Ok(info) => seq.max(info.state.first_sequence.saturating_sub(1)),
-                        Err(_) => seq,
+                    // Asked once per call: after that step the floor is at or above
+                    // it, and the rest of a run are interior deletions.
+                    let first = match passed {
+                        true => None,
+                        false => self.stream.get_info().await.ok(),
                     };
+                    let through = first.map_or(seq, |info| {
+                        seq.max(info.state.first_sequence.saturating_sub(1))
+                    });
                     tracing::debug!(
                         from = seq,
                         through,
