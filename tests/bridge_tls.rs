@@ -27,57 +27,47 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` arguments for a new P-256 key, unencrypted, written to `key`.
+fn new_ec_key(key: &str) -> [&str; 8] {
+    [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+    ]
+}
+
 /// A self-signed CA `<name>.pem` (key `<name>.key`) in `dir`.
 fn make_ca(dir: &Path, name: &str) -> PathBuf {
     let key = format!("{name}.key");
     let pem = format!("{name}.pem");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=dtaas test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
+    let subject = format!("/CN=dtaas test {name}");
+    let ca = [
+        "-x509",
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-subj",
+        &subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ];
+    openssl(dir, &[&new_ec_key(&key)[..], &ca].concat());
     dir.join(pem)
 }
 
 /// A server certificate for 127.0.0.1 / localhost signed by the CA `ca`; returns
 /// (certificate, key).
 fn make_server_cert(dir: &Path, ca: &str) -> (PathBuf, PathBuf) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
+    let csr = ["-out", "server.csr", "-subj", "/CN=localhost"];
+    openssl(dir, &[&new_ec_key("server.key")[..], &csr].concat());
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
