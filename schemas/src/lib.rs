@@ -8,6 +8,7 @@ pub mod codec;
 pub mod command;
 pub mod dt_config;
 pub mod error;
+pub mod exec;
 pub mod graph;
 pub mod lifecycle;
 pub mod names;

@@ -8,6 +8,8 @@ pub const STREAM_COMMANDS: &str = "DTAAS_CMD";
 pub const STREAM_EVENTS: &str = "DTAAS_EVT";
 /// Input that could not be processed, with the reason in headers.
 pub const STREAM_DLQ: &str = "DTAAS_DLQ";
+/// Usage samples of DT processes (accounting), provisioned by exec.
+pub const STREAM_USAGE: &str = "DTAAS_USAGE";
 
 /// The registry of DTs: key = DT id, value = `DtState`.
 pub const KV_DTS: &str = "dtaas-dts";
@@ -15,6 +17,8 @@ pub const KV_DTS: &str = "dtaas-dts";
 pub const KV_COMMANDS: &str = "dtaas-commands";
 /// Asset metadata: key = `<asset>.<version>`.
 pub const KV_ASSETS: &str = "dtaas-assets";
+/// Exec nodes: key = node id, value = `exec::NodeInfo`, rewritten every heartbeat.
+pub const KV_NODES: &str = "dtaas-nodes";
 
 /// Asset contents (models, functions, tools, data files).
 pub const OBJECT_ASSETS: &str = "dtaas-assets";

@@ -10,6 +10,9 @@
 //! | `dtaas.v1.evt.<kind>.<id>.<event>` | events (stream `DTAAS_EVT`) |
 //! | `dtaas.v1.dt.<dt>.out.<output>` | a running DT's outputs (stream `DTAAS_TEL`) |
 //! | `dtaas.v1.dt.<dt>.ctl.<action>` | a running DT's control (core NATS) |
+//! | `dtaas.v1.dt.<dt>.log.<role>` | a running DT process's output lines (core NATS) |
+//! | `dtaas.v1.exec.<node>.<verb>` | requests to one exec node (lifecycle → exec) |
+//! | `dtaas.v1.acct.<user>.<dt>` | usage samples for accounting (stream `DTAAS_USAGE`) |
 //! | `dtaas.v1.dlq.<source>` | input that could not be processed (stream `DTAAS_DLQ`) |
 
 use std::fmt;
@@ -24,9 +27,16 @@ const DT: &str = "dt";
 const DLQ: &str = "dlq";
 const OUT: &str = "out";
 const CTL: &str = "ctl";
+const LOG: &str = "log";
+const EXEC: &str = "exec";
+const ACCT: &str = "acct";
 
 /// Tokens that follow the prefix and therefore cannot be user names.
-const RESERVED_USERS: [&str; 5] = [TEL, CMD, EVT, DT, DLQ];
+const RESERVED_USERS: [&str; 7] = [TEL, CMD, EVT, DT, DLQ, EXEC, ACCT];
+
+/// Service names: a node id sits where a request's service does
+/// (`dtaas.v1.exec.<node>.list` would match `dtaas.v1.*.dt.list`), so none may be one.
+const RESERVED_NODE_IDS: [&str; 7] = ["dt", "asset", "assets", "usage", "ts", "graph", "cmd"];
 
 /// A subject or one of its tokens is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,6 +237,57 @@ pub fn dt_control(dt: &str, action: &str) -> Result<String, SubjectError> {
     Ok(join(&[DT, dt, CTL, action]))
 }
 
+/// `dtaas.v1.dt.<dt>.log.<role>`: the output lines of one process of a running DT.
+pub fn dt_log(dt: &str, role: &str) -> Result<String, SubjectError> {
+    validate_token("DT id", dt)?;
+    validate_token("role", role)?;
+    Ok(join(&[DT, dt, LOG, role]))
+}
+
+/// The output lines of every process of one DT.
+pub fn dt_log_all(dt: &str) -> Result<String, SubjectError> {
+    validate_token("DT id", dt)?;
+    Ok(join(&[DT, dt, LOG, "*"]))
+}
+
+/// Checks that `node` can be an exec node id.
+pub fn validate_node_id(node: &str) -> Result<(), SubjectError> {
+    validate_token("node id", node)?;
+    if RESERVED_NODE_IDS.contains(&node) {
+        return Err(SubjectError::InvalidToken {
+            what: "node id",
+            token: node.to_owned(),
+            why: "it is the name of a service",
+        });
+    }
+    Ok(())
+}
+
+/// `dtaas.v1.exec.<node>.<verb>`: a request to one exec node (start, stop, list, logs).
+pub fn exec_node(node: &str, verb: &str) -> Result<String, SubjectError> {
+    validate_node_id(node)?;
+    validate_token("verb", verb)?;
+    Ok(join(&[EXEC, node, verb]))
+}
+
+/// `dtaas.v1.acct.<user>.<dt>`: usage samples of one DT of one user.
+pub fn usage_sample(user: &str, dt: &str) -> Result<String, SubjectError> {
+    validate_user(user)?;
+    validate_token("DT id", dt)?;
+    Ok(join(&[ACCT, user, dt]))
+}
+
+/// The usage samples of one user's DTs.
+pub fn usage_user_all(user: &str) -> Result<String, SubjectError> {
+    validate_user(user)?;
+    Ok(join(&[ACCT, user, "*"]))
+}
+
+/// Every usage sample.
+pub fn usage_all() -> String {
+    join(&[ACCT, ">"])
+}
+
 /// `dtaas.v1.dlq.<source>`: input the worker `<source>` could not process.
 pub fn dlq(source: &str) -> Result<String, SubjectError> {
     validate_token("DLQ source", source)?;
@@ -328,6 +389,23 @@ mod tests {
             event_id_all("dt", "twin1").unwrap(),
             "dtaas.v1.evt.dt.twin1.*"
         );
+    }
+
+    #[test]
+    fn exec_log_and_usage_subjects() {
+        assert_eq!(exec_node("n1", "start").unwrap(), "dtaas.v1.exec.n1.start");
+        assert!(exec_node("dt", "list")
+            .unwrap_err()
+            .to_string()
+            .contains("service"));
+        assert_eq!(dt_log("d1", "r").unwrap(), "dtaas.v1.dt.d1.log.r");
+        assert_eq!(dt_log_all("d1").unwrap(), "dtaas.v1.dt.d1.log.*");
+        assert_eq!(
+            usage_sample("alice", "d1").unwrap(),
+            "dtaas.v1.acct.alice.d1"
+        );
+        assert_eq!(usage_user_all("alice").unwrap(), "dtaas.v1.acct.alice.*");
+        assert!(parse_request("dtaas.v1.exec.n1.start").is_err());
     }
 
     #[test]

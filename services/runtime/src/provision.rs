@@ -270,6 +270,7 @@ pub fn kv_buckets(replicas: usize) -> Vec<kv::Config> {
         bucket(names::KV_DTS, "DT registry", 10),
         bucket(names::KV_COMMANDS, "Command ledger", 5),
         bucket(names::KV_ASSETS, "Asset metadata", 1),
+        bucket(names::KV_NODES, "Exec nodes and their heartbeats", 1),
     ]
 }
 
