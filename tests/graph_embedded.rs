@@ -132,20 +132,22 @@ async fn register_kinds(js: &jetstream::Context) {
         .unwrap();
     for (id, version, kind) in KNOWN_KINDS {
         let meta = AssetMeta {
-            id: id.into(),
-            version: version.into(),
+            name: id.into(),
+            owner: "alice".into(),
+            version: 1,
             kind: match kind {
                 "tool" => AssetKind::Tool,
                 _ => AssetKind::Function,
             },
-            owner: "alice".into(),
             shared: true,
             description: String::new(),
             tags: vec![],
-            created_at: T0,
-            size: None,
-            digest: None,
-            metadata: Default::default(),
+            created: T0,
+            files: vec![],
+            interface: Default::default(),
+            run: None,
+            original_name: None,
+            digest: String::new(),
         };
         let body = Encoding::Json.encode(&meta).unwrap();
         timeout(T, kv.put(format!("{id}.{version}"), body))

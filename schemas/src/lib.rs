@@ -4,6 +4,9 @@
 //! the wire format without depending on each other.
 
 pub mod asset;
+pub mod asset_address;
+pub mod asset_api;
+pub mod asset_store;
 pub mod codec;
 pub mod command;
 pub mod dt_config;

@@ -15,12 +15,13 @@ pub const STREAM_USAGE: &str = "DTAAS_USAGE";
 pub const KV_DTS: &str = "dtaas-dts";
 /// The command ledger: key = command id, value = `CommandStatusEvent`.
 pub const KV_COMMANDS: &str = "dtaas-commands";
-/// Asset metadata: key = `<asset>.<version>`.
+/// Asset metadata: keys `v.<owner>.<name>.<version>` and `i.<owner>.<name>`
+/// (`asset_store`).
 pub const KV_ASSETS: &str = "dtaas-assets";
 /// Exec nodes: key = node id, value = `exec::NodeInfo`, rewritten every heartbeat.
 pub const KV_NODES: &str = "dtaas-nodes";
 
-/// Asset contents (models, functions, tools, data files).
+/// Asset file contents, named `sha256/<hex>` (`asset_store`).
 pub const OBJECT_ASSETS: &str = "dtaas-assets";
 /// Saved DT snapshots.
 pub const OBJECT_SNAPSHOTS: &str = "dtaas-snapshots";
