@@ -61,8 +61,11 @@ impl NodeInfo {
     }
 }
 
-/// When a process that ended is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// When a process that ended is started again (`restart` of an asset use in a DT
+/// configuration, too).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Never: an end is final.

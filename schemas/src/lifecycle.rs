@@ -1,8 +1,9 @@
-//! Lifecycle states of a DT and the events that record its transitions.
+//! Lifecycle states of a DT, the events that record its transitions, and the
+//! requests and replies of the lifecycle service `dtaas.v1.<user>.dt.<verb>`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::dt_config::DtConfig;
+use crate::dt_config::{DtConfig, DtState};
 
 /// The event kind of DT lifecycle events: `dtaas.v1.evt.dt.<dt>.<event>`.
 pub const EVENT_KIND: &str = "dt";
@@ -13,8 +14,14 @@ pub const EVENT_KIND: &str = "dt";
 pub enum LifecycleState {
     Created,
     Executing,
+    /// Every process ended on its own with success (and its restart policy let it).
+    Completed,
+    /// A transition event only: a snapshot was saved; the DT keeps its state.
     Saved,
+    /// A transition event only: the DT was started from a snapshot.
+    Restored,
     Analysing,
+    /// A transition event only: a new configuration was applied.
     Evolving,
     Terminated,
     Failed,
@@ -25,6 +32,8 @@ impl LifecycleState {
         match self {
             Self::Created => "created",
             Self::Executing => "executing",
+            Self::Completed => "completed",
+            Self::Restored => "restored",
             Self::Saved => "saved",
             Self::Analysing => "analysing",
             Self::Evolving => "evolving",
@@ -63,6 +72,135 @@ impl LifecycleEvent {
     pub fn subject(&self) -> Result<String, crate::SubjectError> {
         crate::subject::event(EVENT_KIND, &self.dt, self.to.as_str())
     }
+}
+
+/// The service name in request subjects: `dtaas.v1.<user>.dt.<verb>`.
+pub const SERVICE: &str = "dt";
+pub const VERB_CREATE: &str = "create";
+pub const VERB_EXECUTE: &str = "execute";
+pub const VERB_SAVE: &str = "save";
+pub const VERB_RESTORE: &str = "restore";
+pub const VERB_EVOLVE: &str = "evolve";
+pub const VERB_TERMINATE: &str = "terminate";
+pub const VERB_GET: &str = "get";
+pub const VERB_LIST: &str = "list";
+pub const VERB_LOGS: &str = "logs";
+
+/// One process of a DT as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// The asset use's name (`DTAAS_ROLE`).
+    pub role: String,
+    /// `owner/name@version`.
+    pub asset: String,
+    /// The exec node it was placed on.
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `starting`, `started`, `restarted`, `exited`, `failed`, `killed`.
+    pub status: String,
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Hash of the configuration part this process was started from; evolve restarts
+    /// only processes whose hash changed.
+    #[serde(default)]
+    pub spec_hash: String,
+}
+
+/// A saved snapshot of a DT (object store `dtaas-snapshots`, `<dt>/<name>/…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Unique within the DT, e.g. `s-1767225600`.
+    pub name: String,
+    /// Nanoseconds since the Unix epoch.
+    pub at: i64,
+    pub config_version: u64,
+    /// Roles whose process answered with a state.
+    pub roles: Vec<String>,
+}
+
+/// `dt.create`: `{"config":{…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub config: DtConfig,
+}
+
+/// `dt.execute`, `dt.save`, `dt.terminate`, `dt.get`: `{"id":"…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdRequest {
+    pub id: String,
+}
+
+/// `dt.restore`: `{"id":"…","snapshot":"…"}`; without `snapshot` the newest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// `dt.evolve`: `{"id":"…","config":{…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvolveRequest {
+    pub id: String,
+    pub config: DtConfig,
+}
+
+/// `dt.list`: `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {}
+
+/// `dt.logs`: `{"id":"…","lines":100}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsRequest {
+    pub id: String,
+    #[serde(default = "default_lines")]
+    pub lines: usize,
+}
+
+fn default_lines() -> usize {
+    100
+}
+
+/// The reply of every verb that changes or reads one DT: its registry entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DtReply {
+    pub dt: DtState,
+    /// The last log lines of its processes (`dt.get` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+}
+
+/// One line of `dt.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DtSummary {
+    pub id: String,
+    pub state: LifecycleState,
+    pub config_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub processes: usize,
+    pub updated_at: i64,
+}
+
+/// Reply to `dt.list`: the caller's DTs, sorted by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListReply {
+    pub dts: Vec<DtSummary>,
+}
+
+/// Reply to `dt.logs`: the newest `lines` lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsReply {
+    pub lines: Vec<String>,
 }
 
 #[cfg(test)]

@@ -176,11 +176,14 @@ impl Batch {
             assets: config
                 .assets
                 .iter()
-                .map(|a| UseRow {
-                    name: a.name.clone(),
-                    asset: a.asset.id.clone(),
-                    version: a.asset.version.clone(),
-                    kind: None,
+                .map(|a| {
+                    let (asset, version) = split_address(&a.asset);
+                    UseRow {
+                        name: a.name.clone(),
+                        asset: asset.to_owned(),
+                        version: version.to_owned(),
+                        kind: None,
+                    }
                 })
                 .collect(),
             pts: config
@@ -240,6 +243,11 @@ impl Batch {
     }
 }
 
+/// `owner/name@version` → (`owner/name`, `version`); no `@` leaves the version empty.
+fn split_address(address: &str) -> (&str, &str) {
+    address.rsplit_once('@').unwrap_or((address, ""))
+}
+
 fn check_id(what: &'static str, id: &str) -> Result<(), Invalid> {
     validate_token(what, id).map_err(|e| Invalid(e.to_string()))
 }
@@ -252,9 +260,12 @@ fn check_config(config: &DtConfig, path: &str, depth: usize) -> Result<(), Inval
     }
     validate_token("DT id", &config.id).map_err(|e| Invalid(format!("`{path}.id`: {e}")))?;
     for (i, asset) in config.assets.iter().enumerate() {
-        if asset.asset.id.is_empty() || asset.asset.version.is_empty() {
+        let (id, version) = split_address(&asset.asset);
+        if id.is_empty() || version.is_empty() {
             return Err(Invalid(format!(
-                "`{path}.assets[{i}]` needs a non-empty asset id and version"
+                "`{path}.assets[{i}].asset` is {:?}; the graph needs a resolved address \
+                 `owner/name@version`",
+                asset.asset
             )));
         }
     }
