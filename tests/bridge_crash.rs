@@ -1,5 +1,6 @@
 //! The bridge is killed with SIGKILL while a QoS 1 publisher sends 3,000 numbered
-//! messages; after a restart every number is in `DTAAS_TEL`.
+//! messages without timestamps; after a restart every number is in `DTAAS_TEL`, and
+//! every record there is a point of its own in the embedded historian.
 
 mod bridge_support;
 
@@ -10,6 +11,7 @@ use bridge_support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_publishing_loses_nothing() {
     let mut setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
     let port = setup.broker.port();
     const COUNT: u64 = 3000;
     let bridge = &mut setup.bridge;
@@ -37,4 +39,5 @@ async fn sigkill_during_publishing_loses_nothing() {
         setup.stats().await,
         setup.bridge.log_tail()
     );
+    assert_sequence_stored(&setup, &setup.js, "crash", COUNT).await;
 }

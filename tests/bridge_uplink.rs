@@ -156,6 +156,7 @@ async fn malformed_payloads_go_to_the_dlq_and_the_bridge_goes_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_outage_of_five_seconds_loses_nothing() {
     let mut setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
     let port = setup.broker.port();
     const COUNT: u64 = 3000;
     let mut nats = Some(&mut setup.nats);
@@ -185,4 +186,6 @@ async fn nats_outage_of_five_seconds_loses_nothing() {
     assert_eq!(seqs.len() as u64, COUNT, "{}", setup.bridge.log_tail());
     assert_eq!(seqs.first(), Some(&0));
     assert_eq!(seqs.last(), Some(&(COUNT as i64 - 1)));
+    // The messages carry no timestamps: each record must still be a point of its own.
+    assert_sequence_stored(&setup, &js, "outage", COUNT).await;
 }

@@ -31,6 +31,7 @@ use crate::ledger::Ledger;
 use crate::mqtt::{Client, Message, QoS};
 use crate::outgoing::{self, Outgoing};
 use crate::payload;
+use crate::payload::stamp::Stamper;
 use crate::stats::Stats;
 use crate::topic_map::{Route, TopicMaps};
 use crate::WORKER;
@@ -67,6 +68,8 @@ impl Uplink {
     ) {
         let mut pending: FuturesOrdered<BoxFuture<'static, Message>> = FuturesOrdered::new();
         let mut batch = Vec::with_capacity(256);
+        // Arrival stamps, handed out here in arrival order (see `payload::stamp`).
+        let mut stamps = Stamper::default();
         loop {
             let room = self.window.saturating_sub(pending.len());
             tokio::select! {
@@ -77,9 +80,8 @@ impl Uplink {
                     if n == 0 {
                         break;
                     }
-                    let now = now_ns();
                     for publish in batch.drain(..) {
-                        pending.push_back(self.clone().handle(publish, now));
+                        pending.push_back(self.clone().handle(publish, &mut stamps));
                     }
                 }
             }
@@ -110,8 +112,12 @@ impl Uplink {
     }
 
     /// Starts the work for one message; the future yields it back once it may be acked.
-    fn handle(self: Arc<Self>, publish: Message, now: i64) -> BoxFuture<'static, Message> {
-        let outcome = self.outcome(&publish, now);
+    fn handle(
+        self: Arc<Self>,
+        publish: Message,
+        stamps: &mut Stamper,
+    ) -> BoxFuture<'static, Message> {
+        let outcome = self.outcome(&publish, stamps);
         async move {
             match outcome {
                 Outcome::Records(messages) => {
@@ -151,7 +157,7 @@ impl Uplink {
         .boxed()
     }
 
-    fn outcome(&self, publish: &Message, now: i64) -> Outcome {
+    fn outcome(&self, publish: &Message, stamps: &mut Stamper) -> Outcome {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return Outcome::Dlq("topic is not UTF-8".into());
         };
@@ -173,7 +179,7 @@ impl Uplink {
                 ));
             }
         }
-        let parsed = match payload::parse(&publish.payload, &target, now) {
+        let parsed = match payload::parse(&publish.payload, &target, stamps) {
             Ok(parsed) => parsed,
             Err(reason) => return Outcome::Dlq(reason),
         };

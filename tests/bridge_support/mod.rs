@@ -13,6 +13,9 @@ use futures::StreamExt;
 mod device;
 #[allow(unused_imports)]
 pub use device::*;
+mod store;
+#[allow(unused_imports)]
+pub use store::*;
 
 /// Every await of a test step is bounded by this.
 pub const STEP: Duration = Duration::from_secs(30);

@@ -3,11 +3,13 @@
 pub mod json;
 pub mod line_protocol;
 pub mod msgpack;
+pub mod stamp;
 
 use dtaas_schemas::telemetry::TelemetryRecord;
 
 use crate::config::{Format, TimeUnit};
 use crate::topic_map::Target;
+use stamp::Stamper;
 
 /// A record and, when known, its de-duplication id.
 #[derive(Debug, PartialEq)]
@@ -16,9 +18,14 @@ pub struct Parsed {
     pub msg_id: Option<String>,
 }
 
-/// Parses `payload` for `target`; `now_ns` stands in for missing timestamps. The error
-/// says what is wrong, for the DLQ reason header.
-pub fn parse(payload: &[u8], target: &Target<'_>, now_ns: i64) -> Result<Vec<Parsed>, String> {
+/// Parses `payload` for `target`; a reading without a timestamp gets its arrival stamp
+/// from `stamps`, one each, in order. The error says what is wrong, for the DLQ reason
+/// header.
+pub fn parse(
+    payload: &[u8],
+    target: &Target<'_>,
+    stamps: &mut Stamper,
+) -> Result<Vec<Parsed>, String> {
     let map = target.map;
     let format = match map.format {
         Format::Auto => detect(payload),
@@ -38,7 +45,7 @@ pub fn parse(payload: &[u8], target: &Target<'_>, now_ns: i64) -> Result<Vec<Par
                 tags.extend(line.tags);
                 let ts = match line.timestamp {
                     Some(t) => json::scale_int(t, unit)?,
-                    None => now_ns,
+                    None => stamps.next_stamp(),
                 };
                 out.push(Parsed {
                     record: TelemetryRecord {
@@ -89,7 +96,7 @@ pub fn parse(payload: &[u8], target: &Target<'_>, now_ns: i64) -> Result<Vec<Par
                     record: TelemetryRecord {
                         pt: target.pt.to_owned(),
                         measurement: target.measurement.to_owned(),
-                        ts: e.ts.unwrap_or(now_ns),
+                        ts: e.ts.unwrap_or_else(|| stamps.next_stamp()),
                         tags: target.tags.clone(),
                         fields: e.fields,
                     },
@@ -131,7 +138,7 @@ mod tests {
         let Route::Telemetry(target) = maps.route(topic) else {
             panic!("unmapped")
         };
-        parse(payload, &target, 7)
+        parse(payload, &target, &mut Stamper::with_clock(|| 7))
     }
 
     #[test]
@@ -183,6 +190,22 @@ mod tests {
         let err = parse_on(t, br#"[{"x":1},[2]]"#).unwrap_err();
         assert!(err.contains("reading 1 of the array"), "{err}");
         assert!(parse_on(t, b"[]").unwrap_err().contains("empty array"));
+    }
+
+    #[test]
+    fn readings_without_time_get_one_stamp_each_and_timed_ones_keep_theirs() {
+        let t = "dtaas/pt/inc1/tel/env";
+        let stamps = |payload: &[u8]| -> Vec<i64> {
+            let parsed = parse_on(t, payload).unwrap();
+            parsed.iter().map(|p| p.record.ts).collect()
+        };
+        let array: Vec<String> = (0..300).map(|i| format!(r#"{{"v":{i}}}"#)).collect();
+        let array = format!("[{}]", array.join(","));
+        assert_eq!(stamps(array.as_bytes()), (7..307).collect::<Vec<_>>());
+        let lines = "env v=1\nenv v=2 100\nenv v=3\nhum h=1\n";
+        assert_eq!(stamps(lines.as_bytes()), vec![7, 100, 8, 9]);
+        let mixed = br#"[{"v":1},{"v":2,"ts":1700000000},{"v":3}]"#;
+        assert_eq!(stamps(mixed), vec![7, 1_700_000_000_000_000_000, 8]);
     }
 
     #[test]
