@@ -33,7 +33,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum Command {
     /// MQTT <-> NATS bridge: PT telemetry in, DT commands out, command ledger.
     #[command(after_help = const_format(COMMON_ENV, dtaas_bridge::ENV_HELP))]
@@ -56,6 +56,9 @@ pub enum Command {
     /// Runs every implemented worker in one process: a whole platform on one machine.
     #[command(after_help = COMMON_ENV)]
     Up,
+    /// Physical-twin tools: the simulated incubator, sending a PT a command.
+    #[command(after_help = COMMON_ENV)]
+    Pt(crate::pt::PtArgs),
 }
 
 /// Help text: the shared environment, then the worker's own.

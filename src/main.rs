@@ -1,6 +1,8 @@
 //! `dtaas`: runs one worker (`dtaas bridge`, …) or all of them in one process (`dtaas up`).
 
 mod cli;
+mod pt;
+mod reply;
 mod workers;
 
 use clap::Parser;

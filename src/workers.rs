@@ -42,6 +42,7 @@ const IMPLEMENTED: [Command; 3] = [Command::Bridge, Command::Historian, Command:
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let config = Arc::new(Config::load(cli.config.as_deref()).map_err(anyhow::Error::from)?);
     match cli.command {
+        Command::Pt(args) => crate::pt::run(args, &config).await.map_err(Failure::from),
         Command::Up => up(config).await,
         command if IMPLEMENTED.contains(&command) => {
             let shutdown = shutdown::on_signals();
@@ -52,15 +53,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         command => Err(Failure {
             error: anyhow::anyhow!(
                 "the {} worker is not implemented yet; `dtaas up` runs the workers that exist ({})",
-                name(command),
-                IMPLEMENTED.map(name).join(", ")
+                name(&command),
+                IMPLEMENTED.map(|c| name(&c)).join(", ")
             ),
             code: 2,
         }),
     }
 }
 
-fn name(command: Command) -> &'static str {
+fn name(command: &Command) -> &'static str {
     match command {
         Command::Bridge => dtaas_bridge::WORKER,
         Command::Historian => dtaas_historian::WORKER,
@@ -69,6 +70,7 @@ fn name(command: Command) -> &'static str {
         Command::Lifecycle => "lifecycle",
         Command::Exec => "exec",
         Command::Up => "up",
+        Command::Pt(_) => "pt",
     }
 }
 
@@ -77,7 +79,7 @@ async fn run_one(
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let worker = name(command);
+    let worker = name(&command);
     let ctx = Context::connect(config, worker, shutdown).await?;
     tracing::info!(worker, "started");
     let result = match command {
@@ -99,7 +101,10 @@ async fn up(config: Arc<Config>) -> Result<(), Failure> {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         workers.spawn(async move { run_one(command, config, shutdown).await });
     }
-    tracing::info!("dtaas up: running {}", IMPLEMENTED.map(name).join(", "));
+    tracing::info!(
+        "dtaas up: running {}",
+        IMPLEMENTED.map(|c| name(&c)).join(", ")
+    );
     let mut first_error = None;
     while let Some(result) = workers.join_next().await {
         let result = result.map_err(anyhow::Error::from).and_then(|r| r);

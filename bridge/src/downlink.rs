@@ -204,6 +204,7 @@ impl Downlink {
                 payload,
                 expiry_secs,
                 content_type,
+                id,
             )
             .await?;
         match tokio::time::timeout(BROKER_ACK_TIMEOUT, broker_ack).await {

@@ -14,6 +14,21 @@ pub fn command_topic(pt: &str, command: &str) -> String {
     format!("dtaas/pt/{pt}/cmd/{command}")
 }
 
+/// The MQTT topic a device acknowledges command `command` on.
+pub fn ack_topic(pt: &str, command: &str) -> String {
+    format!("{}/ack", command_topic(pt, command))
+}
+
+/// Every command for `pt` (not the acknowledgements): `dtaas/pt/<pt>/cmd/+`.
+pub fn command_filter(pt: &str) -> String {
+    command_topic(pt, "+")
+}
+
+/// The MQTT topic of measurement `measurement` of `pt` in the default map.
+pub fn telemetry_topic(pt: &str, measurement: &str) -> String {
+    format!("dtaas/pt/{pt}/tel/{measurement}")
+}
+
 /// Where one MQTT message belongs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target<'a> {

@@ -100,9 +100,13 @@ impl Client {
         payload: Bytes,
         expiry_secs: Option<u32>,
         content_type: &str,
+        command_id: &str,
     ) -> Result<(), ClientError> {
         match self.current() {
-            Inner::V5(c) => v5::publish(&c, topic, qos, payload, expiry_secs, content_type).await,
+            Inner::V5(c) => {
+                let properties = v5::command_properties(expiry_secs, content_type, command_id);
+                v5::publish(&c, topic, qos, payload, properties).await
+            }
             Inner::V311(c) => v311::publish(&c, topic, qos, payload).await,
         }
     }

@@ -35,6 +35,7 @@ pub use client::{Client, ClientError, EventLoop, Message, Protocol};
 pub use poller::{poll, Poller};
 /// The neutral QoS (rumqttc's 3.1.1 type; the MQTT 5 side converts).
 pub use rumqttc::QoS;
+pub use v5::COMMAND_ID_PROPERTY;
 
 /// Largest MQTT packet the bridge accepts or sends.
 const MAX_PACKET: u32 = 1024 * 1024;

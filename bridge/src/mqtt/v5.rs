@@ -66,19 +66,33 @@ pub(super) async fn ack(client: &AsyncClient, message: &Message) -> Result<(), C
     client.ack(&publish).await.map_err(client_error)
 }
 
+/// The header name (MQTT 5 user property) that tells a device the command's id.
+pub const COMMAND_ID_PROPERTY: &str = "dtaas-command-id";
+
+/// The properties of a command: its expiry, content type and id. The id travels as
+/// correlation data and as the user property [`COMMAND_ID_PROPERTY`], so a device can
+/// name it in its acknowledgement without the payload having to carry it.
+pub(super) fn command_properties(
+    expiry_secs: Option<u32>,
+    content_type: &str,
+    command_id: &str,
+) -> PublishProperties {
+    PublishProperties {
+        message_expiry_interval: expiry_secs,
+        content_type: Some(content_type.to_owned()),
+        correlation_data: Some(Bytes::copy_from_slice(command_id.as_bytes())),
+        user_properties: vec![(COMMAND_ID_PROPERTY.to_owned(), command_id.to_owned())],
+        ..Default::default()
+    }
+}
+
 pub(super) async fn publish(
     client: &AsyncClient,
     topic: String,
     qos: QoS,
     payload: Bytes,
-    expiry_secs: Option<u32>,
-    content_type: &str,
+    properties: PublishProperties,
 ) -> Result<(), ClientError> {
-    let properties = PublishProperties {
-        message_expiry_interval: expiry_secs,
-        content_type: Some(content_type.to_owned()),
-        ..Default::default()
-    };
     client
         .publish_bytes_with_properties(topic, to_v5(qos), false, payload, properties)
         .await
