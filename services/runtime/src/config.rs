@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use crate::mqtt_url::MqttUrl;
+pub use crate::nats_auth::NatsAuth;
+pub use crate::nats_url::NatsUrls;
 use crate::secret::Secret;
 
 /// Tables a configuration file may contain, one per worker.
@@ -25,13 +28,19 @@ pub const SECTIONS: [&str; 7] = [
 /// The configuration shared by every worker, after environment overrides.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DTAAS_NATS_URL`, key `nats_url`; comma-separated for a cluster.
-    pub nats_url: String,
-    /// `DTAAS_NATS_CREDS`, key `nats_creds`: a NATS credentials file.
-    pub nats_creds: Option<PathBuf>,
+    /// `DTAAS_NATS_URL`, key `nats_url`: the seeds, comma-separated (or a TOML array)
+    /// for a cluster, checked when loading.
+    pub nats_url: NatsUrls,
+    /// `nats_user`, `nats_password`, `nats_token`, `nats_nkey`, `nats_creds`,
+    /// `nats_ca_file` and their `DTAAS_NATS_…` variables.
+    pub nats_auth: NatsAuth,
     /// `DTAAS_NATS_CONNECT_TIMEOUT`, key `nats_connect_timeout` (`10s`): how long to
     /// retry the first connection before giving up with an error.
     pub nats_connect_timeout: Duration,
+    /// `DTAAS_NATS_ACK_TIMEOUT`, key `nats_ack_timeout` (`2s`): how long a JetStream
+    /// publish waits for its ack before it is sent again (same `Nats-Msg-Id`), so a
+    /// leader change costs about this long, not the client's 10 s.
+    pub nats_ack_timeout: Duration,
     /// `DTAAS_MQTT_URL`, key `mqtt_url`: `mqtt://[user[:password]@]host:port` or
     /// `mqtts://…`.
     pub mqtt_url: MqttUrl,
@@ -65,145 +74,12 @@ fn invalid(origin: impl Into<String>, message: impl Into<String>) -> ConfigError
     }
 }
 
-/// The MQTT broker address, from `mqtt://[user[:password]@]host[:port]` (port 1883),
-/// or `mqtts://…` for TLS (port 8883); `tcp://` and `ssl://` are aliases. User and
-/// password may be percent-encoded (`%40` for `@`, `%3A` for `:`); the password is a
-/// `Secret`, and neither `Display` nor a parse error shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttUrl {
-    /// `mqtts://` (or `ssl://`): TLS.
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// The user name of the URL's userinfo, if any.
-    pub username: Option<String>,
-    /// The password of the URL's userinfo, if any.
-    pub password: Option<Secret>,
-}
-
-impl MqttUrl {
-    /// `host:port` without credentials.
-    pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self {
-            tls: false,
-            host: host.into(),
-            port,
-            username: None,
-            password: None,
-        }
-    }
-}
-
-/// `url` with the password of its userinfo replaced by `***`, for error messages.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-/// Decodes `%XX` escapes; `what` names the part in errors (never its value).
-fn percent_decode(text: &str, what: &str, shown: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let byte = text
-                .get(i + 1..i + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| {
-                    format!("MQTT URL {shown:?} has an invalid %-escape in the {what}")
-                })?;
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| format!("MQTT URL {shown:?} has a {what} that is not UTF-8 once decoded"))
-}
-
-impl FromStr for MqttUrl {
-    type Err = String;
-
-    fn from_str(url: &str) -> Result<Self, String> {
-        let shown = redact_url(url);
-        let (tls, rest) = if let Some(rest) = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-        {
-            (false, rest)
-        } else if let Some(rest) = url
-            .strip_prefix("mqtts://")
-            .or_else(|| url.strip_prefix("ssl://"))
-        {
-            (true, rest)
-        } else {
-            return Err(format!(
-                "MQTT URL {shown:?} must look like mqtt://host:port or mqtts://host:port"
-            ));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (userinfo, rest) = match rest.rsplit_once('@') {
-            Some((userinfo, rest)) => (Some(userinfo), rest),
-            None => (None, rest),
-        };
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port
-                    .parse()
-                    .map_err(|_| format!("MQTT URL {shown:?} has an invalid port {port:?}"))?;
-                (host, port)
-            }
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() {
-            return Err(format!("MQTT URL {shown:?} has no host"));
-        }
-        let mut parsed = Self::new(host, port);
-        parsed.tls = tls;
-        if let Some(userinfo) = userinfo {
-            let (user, password) = match userinfo.split_once(':') {
-                Some((user, password)) => (user, Some(password)),
-                None => (userinfo, None),
-            };
-            let user = percent_decode(user, "user name", &shown)?;
-            if user.is_empty() {
-                return Err(format!(
-                    "MQTT URL {shown:?} has credentials without a user name"
-                ));
-            }
-            parsed.username = Some(user);
-            parsed.password = password
-                .map(|p| percent_decode(p, "password", &shown).map(Secret::new))
-                .transpose()?;
-        }
-        Ok(parsed)
-    }
-}
-
-impl std::fmt::Display for MqttUrl {
-    /// `mqtt://host:port` or `mqtts://host:port`: never the credentials.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
-            nats_url: "nats://127.0.0.1:4222".into(),
-            nats_creds: None,
+            nats_url: NatsUrls::default(),
+            nats_auth: NatsAuth::default(),
+            nats_ack_timeout: Duration::from_secs(2),
             nats_connect_timeout: Duration::from_secs(10),
             mqtt_url: MqttUrl::new("127.0.0.1", 1883),
             data_dir: PathBuf::from("data"),
@@ -245,10 +121,33 @@ impl Config {
         let mut config = Self::default();
         let mut take = |key: &str| table.remove(key);
         if let Some(v) = take("nats_url") {
-            config.nats_url = string(origin, "nats_url", v)?;
+            config.nats_url = nats_urls(origin, v)?;
+        }
+        let auth = &mut config.nats_auth;
+        if let Some(v) = take("nats_user") {
+            auth.user = Some(string(origin, "nats_user", v)?);
+        }
+        if let Some(v) = take("nats_password") {
+            auth.password = Some(Secret::new(string(origin, "nats_password", v)?));
+        }
+        if let Some(v) = take("nats_token") {
+            auth.token = Some(Secret::new(string(origin, "nats_token", v)?));
+        }
+        if let Some(v) = take("nats_nkey") {
+            auth.nkey = Some(string(origin, "nats_nkey", v)?.into());
         }
         if let Some(v) = take("nats_creds") {
-            config.nats_creds = Some(string(origin, "nats_creds", v)?.into());
+            auth.creds = Some(string(origin, "nats_creds", v)?.into());
+        }
+        if let Some(v) = take("nats_ca_file") {
+            auth.ca_file = Some(string(origin, "nats_ca_file", v)?.into());
+        }
+        if let Some(v) = take("nats_ack_timeout") {
+            config.nats_ack_timeout = parse_duration(
+                origin,
+                "nats_ack_timeout",
+                &string(origin, "nats_ack_timeout", v)?,
+            )?;
         }
         if let Some(v) = take("nats_connect_timeout") {
             config.nats_connect_timeout = parse_duration(
@@ -276,7 +175,7 @@ impl Config {
         }
         for (key, value) in &table {
             if !SECTIONS.contains(&key.as_str()) {
-                return Err(invalid(origin, format!("unknown key `{key}`; top-level keys are nats_url, nats_creds, nats_connect_timeout, mqtt_url, data_dir, user, replicas and the tables [{}]", SECTIONS.join("], ["))));
+                return Err(invalid(origin, format!("unknown key `{key}`; top-level keys are nats_url, nats_user, nats_password, nats_token, nats_nkey, nats_creds, nats_ca_file, nats_connect_timeout, nats_ack_timeout, mqtt_url, data_dir, user, replicas and the tables [{}]", SECTIONS.join("], ["))));
             }
             if !value.is_table() {
                 return Err(invalid(
@@ -292,11 +191,33 @@ impl Config {
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("DTAAS_NATS_URL") {
-            self.nats_url = v;
+            self.nats_url = v.parse().map_err(|m| invalid("DTAAS_NATS_URL", m))?;
+        }
+        let auth = &mut self.nats_auth;
+        if let Some(v) = env("DTAAS_NATS_USER") {
+            auth.user = Some(v);
+        }
+        if let Some(v) = env("DTAAS_NATS_PASSWORD") {
+            auth.password = Some(Secret::new(v));
+        }
+        if let Some(v) = env("DTAAS_NATS_TOKEN") {
+            auth.token = Some(Secret::new(v));
+        }
+        if let Some(v) = env("DTAAS_NATS_NKEY") {
+            auth.nkey = Some(v.into());
         }
         if let Some(v) = env("DTAAS_NATS_CREDS") {
-            self.nats_creds = Some(v.into());
+            auth.creds = Some(v.into());
         }
+        if let Some(v) = env("DTAAS_NATS_CA_FILE") {
+            auth.ca_file = Some(v.into());
+        }
+        if let Some(v) = env("DTAAS_NATS_ACK_TIMEOUT") {
+            self.nats_ack_timeout = parse_duration("DTAAS_NATS_ACK_TIMEOUT", "value", &v)?;
+        }
+        self.nats_auth
+            .login(&self.nats_url)
+            .map_err(|m| invalid("NATS login", m))?;
         if let Some(v) = env("DTAAS_NATS_CONNECT_TIMEOUT") {
             self.nats_connect_timeout = parse_duration("DTAAS_NATS_CONNECT_TIMEOUT", "value", &v)?;
         }
@@ -337,6 +258,21 @@ impl Config {
                 .map_err(|e: toml::de::Error| invalid(format!("[{name}]"), e.message().to_owned())),
         }
     }
+}
+
+/// `nats_url` as one string (commas allowed) or an array of strings.
+fn nats_urls(origin: &str, value: toml::Value) -> Result<NatsUrls, ConfigError> {
+    let parsed = match value {
+        toml::Value::Array(items) => {
+            let seeds = items
+                .into_iter()
+                .map(|item| string(origin, "nats_url", item))
+                .collect::<Result<Vec<_>, _>>()?;
+            NatsUrls::from_seeds(&seeds)
+        }
+        other => string(origin, "nats_url", other)?.parse(),
+    };
+    parsed.map_err(|m| invalid(origin, m))
 }
 
 fn string(origin: &str, key: &str, value: toml::Value) -> Result<String, ConfigError> {
@@ -409,7 +345,7 @@ mod tests {
             _ => None,
         };
         let config = Config::from_toml(text, "test.toml", &env).unwrap();
-        assert_eq!(config.nats_url, "nats://env:4222");
+        assert_eq!(config.nats_url.to_string(), "nats://env:4222");
         assert_eq!(config.mqtt_url, MqttUrl::new("broker", 1884));
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/dtaas"));
         assert_eq!(config.user, "alice");
@@ -447,60 +383,33 @@ mod tests {
     }
 
     #[test]
-    fn mqtt_url_forms() {
-        assert_eq!("mqtt://h".parse::<MqttUrl>().unwrap().port, 1883);
-        assert!("mqtt://h:x"
-            .parse::<MqttUrl>()
-            .unwrap_err()
-            .contains("port"));
-        assert!("mqtt://:1"
-            .parse::<MqttUrl>()
-            .unwrap_err()
-            .contains("no host"));
-    }
-
-    #[test]
-    fn mqtt_url_tls() {
-        let url: MqttUrl = "mqtts://broker".parse().unwrap();
-        assert!(url.tls);
-        assert_eq!((url.host.as_str(), url.port), ("broker", 8883));
-        assert_eq!(url.to_string(), "mqtts://broker:8883");
-        let url: MqttUrl = "ssl://u:p@broker:1884".parse().unwrap();
-        assert!(url.tls && url.port == 1884);
-        assert!(!"mqtt://broker".parse::<MqttUrl>().unwrap().tls);
-    }
-
-    #[test]
-    fn mqtt_url_credentials() {
-        let url: MqttUrl = "mqtt://bridge:s%40cr%3Aet@broker:1884".parse().unwrap();
-        assert_eq!((url.host.as_str(), url.port), ("broker", 1884));
-        assert_eq!(url.username.as_deref(), Some("bridge"));
-        assert_eq!(url.password.as_ref().unwrap().expose(), "s@cr:et");
+    fn nats_seeds_and_logins() {
+        let text = "nats_url = [\"nats://a:1\", \"nats://b:2\"]\nnats_user = \"dtaas\"\n";
+        let env = |name: &str| (name == "DTAAS_NATS_PASSWORD").then(|| "hunter2".to_owned());
+        let config = Config::from_toml(text, "a.toml", &env).unwrap();
+        assert_eq!(config.nats_url.servers().len(), 2);
         assert_eq!(
-            url.to_string(),
-            "mqtt://broker:1884",
-            "no credentials shown"
+            config.nats_auth.password.as_ref().unwrap().expose(),
+            "hunter2"
         );
-        assert!(!format!("{url:?}").contains("s@cr"), "{url:?}");
-        let url: MqttUrl = "mqtt://pa:ss@word@h".parse().unwrap();
-        assert_eq!(url.host, "h");
-        assert_eq!(url.password.unwrap().expose(), "ss@word");
-        let url: MqttUrl = "mqtt://only-user@h".parse().unwrap();
-        assert_eq!(url.username.as_deref(), Some("only-user"));
-        assert!(url.password.is_none());
-        for bad in [
-            "mqtt://u:hunter2@h:x",
-            "mqtt://:hunter2@h",
-            "mqtt://u:hunter2%zz@h",
-        ] {
-            let err = bad.parse::<MqttUrl>().unwrap_err();
-            assert!(!err.contains("hunter2") && err.contains(":***@"), "{err}");
-        }
-        let err = Config::from_toml("", "defaults", &|n: &str| {
-            (n == "DTAAS_MQTT_URL").then(|| "mqtp://u:hunter2@h".to_owned())
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let env = |name: &str| {
+            (name == "DTAAS_NATS_URL").then(|| "nats://a:1,nats://u:hunter2@b:x".to_owned())
+        };
+        let err = Config::from_toml("", "defaults", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DTAAS_NATS_URL") && err.contains("2 of 2") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = Config::from_toml("nats_url = [1]", "a.toml", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nats_url") && err.contains("string"), "{err}");
+        let err = Config::from_toml("nats_token = \"t\"\nnats_nkey = \"/k\"", "a.toml", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nats_token, nats_nkey"), "{err}");
     }
 }

@@ -6,11 +6,15 @@ pub mod context;
 pub mod dlq;
 pub mod headers;
 pub mod logging;
+pub mod mqtt_url;
 pub mod nats;
+pub mod nats_auth;
+pub mod nats_url;
 pub mod provision;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
+pub mod userinfo;
 
 pub use config::{Config, ConfigError, MqttUrl};
 pub use context::Context;

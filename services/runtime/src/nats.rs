@@ -1,22 +1,29 @@
-//! Connecting to NATS: retries with capped backoff, then a clear error naming the URL.
+//! Connecting to NATS: any of the seeds, with the configured login; retries with capped
+//! backoff while no seed answers, then a clear error naming the URLs (passwords masked).
 
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 
+use crate::nats_auth::Login;
 use crate::Config;
 
-/// The first connection failed for longer than the configured timeout.
+/// The first connection failed: the settings cannot work, or no seed answered in time.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot reach NATS at {url} after {elapsed:?}: {last_error}. \
-     Is nats-server running there? Set DTAAS_NATS_URL (or nats_url in the config file) \
-     to its address, e.g. nats://127.0.0.1:4222"
-)]
-pub struct ConnectError {
-    pub url: String,
-    pub elapsed: Duration,
-    pub last_error: String,
+pub enum ConnectError {
+    /// Retrying cannot help: a file cannot be read, or the server refused the login.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Setup { url: String, message: String },
+    #[error(
+        "cannot reach NATS at {url} after {elapsed:?}: {last_error}. \
+         Is nats-server running there? Set DTAAS_NATS_URL (or nats_url in the config file) \
+         to its address, e.g. nats://127.0.0.1:4222, or several: nats://a:4222,nats://b:4222"
+    )]
+    Unreachable {
+        url: String,
+        elapsed: Duration,
+        last_error: String,
+    },
 }
 
 /// The delay before reconnect attempt `attempt`: 100 ms doubling up to 5 s.
@@ -25,36 +32,50 @@ pub fn backoff(attempt: usize) -> Duration {
     Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(5))
 }
 
-/// Connects as `name`, retrying until `config.nats_connect_timeout` has passed. Once
-/// connected, the client reconnects on its own forever, with the same backoff.
+/// Connects as `name` to any of the seeds, retrying until `config.nats_connect_timeout`
+/// has passed. Once connected, the client reconnects on its own forever, to any server
+/// of the cluster, with the same backoff.
 pub async fn connect(config: &Config, name: &str) -> Result<Client, ConnectError> {
+    let url = config.nats_url.to_string();
+    let setup = |message: String| ConnectError::Setup {
+        url: url.clone(),
+        message,
+    };
+    let login = config.nats_auth.login(&config.nats_url).map_err(setup)?;
+    if let Some(ca) = &config.nats_auth.ca_file {
+        if !ca.is_file() {
+            return Err(setup(format!(
+                "the CA file {} (nats_ca_file) does not exist",
+                ca.display()
+            )));
+        }
+    }
     let started = Instant::now();
     let mut attempt = 0;
     loop {
-        let options = options(config, name).await;
-        let result = match options {
-            Ok(options) => options
-                .connect(config.nats_url.as_str())
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match result {
+        let options = options(config, &login, name).await.map_err(setup)?;
+        match options.connect(config.nats_url.servers()).await {
             Ok(client) => {
-                tracing::info!(url = %config.nats_url, "connected to NATS");
+                tracing::info!(%url, login = %login.describe(), "Connected to NATS.");
                 return Ok(client);
+            }
+            Err(error) if refused(&error) => {
+                return Err(setup(format!(
+                    "the server refused the login ({}): {error}. Check nats_user / nats_password (or the token, nkey or credentials) against the server's authorization",
+                    login.describe()
+                )));
             }
             Err(error) => {
                 let elapsed = started.elapsed();
                 if elapsed >= config.nats_connect_timeout {
-                    return Err(ConnectError {
-                        url: config.nats_url.clone(),
+                    return Err(ConnectError::Unreachable {
+                        url,
                         elapsed,
-                        last_error: error,
+                        last_error: error.to_string(),
                     });
                 }
                 let delay = backoff(attempt).min(config.nats_connect_timeout - elapsed);
-                tracing::warn!(url = %config.nats_url, %error, retry_in = ?delay, "NATS is not reachable yet");
+                tracing::warn!(%url, %error, retry_in = ?delay, "NATS is not reachable yet.");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -62,13 +83,18 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, ConnectError
     }
 }
 
-async fn options(config: &Config, name: &str) -> Result<ConnectOptions, String> {
-    let mut options = ConnectOptions::new();
-    if let Some(creds) = &config.nats_creds {
-        options = options
-            .credentials_file(creds)
-            .await
-            .map_err(|e| format!("cannot read NATS credentials {}: {e}", creds.display()))?;
+/// Whether the server turned the login down, which no retry changes.
+fn refused(error: &async_nats::ConnectError) -> bool {
+    matches!(
+        error.kind(),
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
+    )
+}
+
+async fn options(config: &Config, login: &Login, name: &str) -> Result<ConnectOptions, String> {
+    let mut options = login.apply(ConnectOptions::new()).await?;
+    if let Some(ca) = &config.nats_auth.ca_file {
+        options = options.add_root_certificates(ca.clone());
     }
     Ok(options
         .name(name)
@@ -77,15 +103,15 @@ async fn options(config: &Config, name: &str) -> Result<ConnectOptions, String> 
         .reconnect_delay_callback(backoff)
         .event_callback(|event| async move {
             match event {
-                Event::Connected => tracing::info!("NATS connection restored"),
-                Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                Event::Connected => tracing::info!("NATS connection restored."),
+                Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting."),
                 Event::Closed | Event::Draining => {
-                    tracing::debug!(event = %event, "NATS connection closing")
+                    tracing::debug!(event = %event, "NATS connection closing.")
                 }
                 Event::SlowConsumer(sid) => {
-                    tracing::warn!(sid, "slow consumer on NATS subscription")
+                    tracing::warn!(sid, "Slow consumer on a NATS subscription.")
                 }
-                other => tracing::warn!(event = %other, "NATS event"),
+                other => tracing::warn!(event = %other, "NATS event."),
             }
         }))
 }

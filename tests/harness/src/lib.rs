@@ -4,6 +4,7 @@
 //! Each server gets a free port and its own temporary directory, is waited for until
 //! it answers, and is killed and removed on drop. No test uses a standard port.
 
+pub mod cluster;
 pub mod falkordb;
 pub mod http;
 pub mod mosquitto;
@@ -15,9 +16,10 @@ pub mod resp;
 pub mod victoria;
 pub mod worker;
 
+pub use cluster::NatsCluster;
 pub use falkordb::FalkorDb;
 pub use mosquitto::Mosquitto;
-pub use nats::NatsServer;
+pub use nats::{NatsOptions, NatsServer};
 pub use process::Process;
 pub use proxy::TcpProxy;
 pub use resp::{Resp, RespClient};
