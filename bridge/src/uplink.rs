@@ -10,6 +10,7 @@
 //! acknowledging and the broker holds back further messages.
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,11 +124,14 @@ impl Uplink {
                 Outcome::Records(messages) => {
                     let mut acks = Vec::with_capacity(messages.len());
                     for message in &messages {
-                        acks.push(
-                            self.publish_once(&message.subject, &message.headers, &message.body)
-                                .await
-                                .ok(),
-                        );
+                        let sent = self
+                            .publish_once(&message.subject, &message.headers, &message.body)
+                            .await;
+                        // Each acknowledgement is awaited in a task of its own: until
+                        // it is, it holds one of the JetStream context's 5,000 in-flight
+                        // permits, so a payload (or window) of more messages than that
+                        // would wait here for a permit it holds itself, forever.
+                        acks.push(sent.ok().map(|ack| tokio::spawn(ack.into_future())));
                     }
                     for (message, first) in messages.iter().zip(acks) {
                         let Outgoing {
@@ -137,7 +141,7 @@ impl Uplink {
                             records,
                         } = message;
                         let ok = match first {
-                            Some(ack) => ack.await.is_ok(),
+                            Some(ack) => matches!(ack.await, Ok(Ok(_))),
                             None => false,
                         };
                         if !ok {

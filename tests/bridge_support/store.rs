@@ -121,3 +121,28 @@ pub async fn assert_sequence_stored(
         "every sequence number stored"
     );
 }
+
+/// After a hostile input: 20 separate QoS 1 sentinel messages on `pt` are all stored
+/// (counted through `ts.query`), and the bridge answers `$SRV.PING`.
+pub async fn assert_still_serving(setup: &Setup, pt: &str) {
+    let topic = format!("dtaas/pt/{pt}/tel/sentinel");
+    let sentinels: Vec<String> = (0..20).map(|i| format!(r#"{{"s":{i}}}"#)).collect();
+    tokio::task::block_in_place(|| {
+        super::mosquitto_pub_lines(setup.broker.port(), &["-q", "1"], &topic, &sentinels)
+    });
+    let points = setup
+        .wait_stored(pt, "sentinel", "s", 20, Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        int_values(&points),
+        (0..20).collect::<Vec<_>>(),
+        "sentinels stored after the hostile input; bridge log:\n{}",
+        setup.bridge.log_tail()
+    );
+    let ping = setup.client.request("$SRV.PING.dtaas-bridge", "".into());
+    let reply = super::within(STEP, "$SRV.PING.dtaas-bridge", ping)
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["name"], "dtaas-bridge", "{reply}");
+}
