@@ -1,6 +1,7 @@
 //! What every dtaas worker shares: configuration, NATS connection, provisioning of
 //! streams and buckets, the NATS service API, DLQ publishing, logging and shutdown.
 
+pub mod buckets;
 pub mod config;
 pub mod context;
 pub mod dlq;

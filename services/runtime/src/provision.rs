@@ -11,6 +11,8 @@ use async_nats::jetstream::{
 };
 use dtaas_schemas::{names, subject};
 
+use crate::buckets;
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// The streams of dtaas with `replicas` replicas each.
@@ -165,95 +167,22 @@ fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
-/// Creates the KV bucket unless it exists; checks history and replicas of an existing one.
+/// Creates the KV bucket as a standard client would, unless it exists; checks history
+/// and replicas of an existing one and migrates its flags (see `buckets`).
 pub async fn ensure_kv(js: &jetstream::Context, wanted: kv::Config) -> anyhow::Result<kv::Store> {
-    let stream_name = format!("KV_{}", wanted.bucket);
-    if let Ok(stream) = js.get_stream(&stream_name).await {
-        let config = &stream.cached_info().config;
-        let conflict = |setting, actual: String, expected: String| ConflictError {
-            kind: "KV bucket",
-            name: wanted.bucket.clone(),
-            stream: stream_name.clone(),
-            setting,
-            actual,
-            expected,
-        };
-        if config.max_messages_per_subject != wanted.history {
-            return Err(conflict(
-                "history",
-                config.max_messages_per_subject.to_string(),
-                wanted.history.to_string(),
-            )
-            .into());
-        }
-        if config.num_replicas != wanted.num_replicas {
-            return Err(conflict(
-                "replicas",
-                config.num_replicas.to_string(),
-                wanted.num_replicas.to_string(),
-            )
-            .into());
-        }
-        return Ok(js.get_key_value(&wanted.bucket).await?);
-    }
-    // Created as a plain stream because the client's `create_key_value` first queries
-    // account limits in a shape nats-server 2.9 does not send.
-    let bucket = wanted.bucket.clone();
-    js.create_stream(kv_stream_config(&wanted))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create KV bucket {bucket}: {e}"))?;
-    tracing::info!(%bucket, "created KV bucket");
-    Ok(js.get_key_value(&bucket).await?)
+    buckets::ensure(js, "KV bucket", &wanted.bucket, buckets::kv_stream(&wanted)).await?;
+    Ok(js.get_key_value(&wanted.bucket).await?)
 }
 
-/// The stream behind a KV bucket, as the NATS KV specification lays it out.
-fn kv_stream_config(kv: &kv::Config) -> StreamConfig {
-    StreamConfig {
-        name: format!("KV_{}", kv.bucket),
-        description: Some(kv.description.clone()),
-        subjects: vec![format!("$KV.{}.>", kv.bucket)],
-        max_messages_per_subject: kv.history.max(1),
-        max_bytes: kv.max_bytes,
-        max_age: kv.max_age,
-        max_message_size: kv.max_value_size,
-        storage: kv.storage,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: kv.num_replicas.max(1),
-        discard: DiscardPolicy::New,
-        ..Default::default()
-    }
-}
-
-/// Creates the object store unless it exists; checks replicas of an existing one.
+/// Creates the object store as a standard client would, unless it exists; checks
+/// replicas of an existing one.
 pub async fn ensure_object_store(
     js: &jetstream::Context,
     wanted: object_store::Config,
 ) -> anyhow::Result<object_store::ObjectStore> {
-    let stream_name = format!("OBJ_{}", wanted.bucket);
-    if let Ok(stream) = js.get_stream(&stream_name).await {
-        let actual = stream.cached_info().config.num_replicas;
-        if actual != wanted.num_replicas {
-            return Err(ConflictError {
-                kind: "object store",
-                name: wanted.bucket.clone(),
-                stream: stream_name,
-                setting: "replicas",
-                actual: actual.to_string(),
-                expected: wanted.num_replicas.to_string(),
-            }
-            .into());
-        }
-        return Ok(js.get_object_store(&wanted.bucket).await?);
-    }
-    let bucket = wanted.bucket.clone();
-    let store = js
-        .create_object_store(wanted)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create object store {bucket}: {e}"))?;
-    tracing::info!(%bucket, "created object store");
-    Ok(store)
+    let stream = buckets::object_stream(&wanted);
+    buckets::ensure(js, "object store", &wanted.bucket, stream).await?;
+    Ok(js.get_object_store(&wanted.bucket).await?)
 }
 
 /// The KV buckets of dtaas.
