@@ -50,8 +50,8 @@ pub enum Command {
     /// DT registry, configuration validation and lifecycle (not implemented yet).
     #[command(after_help = COMMON_ENV)]
     Lifecycle,
-    /// Runs DT processes on the provisioned infrastructure (not implemented yet).
-    #[command(after_help = COMMON_ENV)]
+    /// An exec node: runs DT processes (limits, restarts, logs) and meters their usage.
+    #[command(after_help = const_format(COMMON_ENV, dtaas_exec::ENV_HELP))]
     Exec,
     /// Runs every implemented worker in one process: a whole platform on one machine.
     #[command(after_help = COMMON_ENV)]
@@ -59,6 +59,9 @@ pub enum Command {
     /// Physical-twin tools: the simulated incubator, sending a PT a command.
     #[command(after_help = COMMON_ENV)]
     Pt(crate::pt::PtArgs),
+    /// What your DTs used (CPU seconds, wall time, peak memory), per DT and in total.
+    #[command(after_help = COMMON_ENV)]
+    Usage(crate::usage::UsageArgs),
 }
 
 /// Help text: the shared environment, then the worker's own.

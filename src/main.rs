@@ -3,6 +3,7 @@
 mod cli;
 mod pt;
 mod reply;
+mod usage;
 mod workers;
 
 use clap::Parser;

@@ -37,13 +37,21 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// Workers that exist today; `up` runs these.
-const IMPLEMENTED: [Command; 3] = [Command::Bridge, Command::Historian, Command::Graph];
+const IMPLEMENTED: [Command; 4] = [
+    Command::Bridge,
+    Command::Historian,
+    Command::Graph,
+    Command::Exec,
+];
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let config = Arc::new(Config::load(cli.config.as_deref()).map_err(anyhow::Error::from)?);
     match cli.command {
         Command::Pt(args) => crate::pt::run(args, &config).await.map_err(Failure::from),
         Command::Up => up(config).await,
+        Command::Usage(args) => crate::usage::run(&config, args)
+            .await
+            .map_err(Failure::from),
         command if IMPLEMENTED.contains(&command) => {
             let shutdown = shutdown::on_signals();
             run_one(command, config, shutdown)
@@ -68,9 +76,10 @@ fn name(command: &Command) -> &'static str {
         Command::Graph => dtaas_graph::WORKER,
         Command::Assets => "assets",
         Command::Lifecycle => "lifecycle",
-        Command::Exec => "exec",
+        Command::Exec => dtaas_exec::WORKER,
         Command::Up => "up",
         Command::Pt(_) => "pt",
+        Command::Usage(_) => "usage",
     }
 }
 
@@ -86,6 +95,7 @@ async fn run_one(
         Command::Bridge => dtaas_bridge::run(ctx).await,
         Command::Historian => dtaas_historian::run(ctx).await,
         Command::Graph => dtaas_graph::run(ctx).await,
+        Command::Exec => dtaas_exec::run(ctx).await,
         _ => unreachable!("only implemented workers are run"),
     };
     result.map_err(|e| e.context(format!("{worker} worker failed")))?;

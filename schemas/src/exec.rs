@@ -108,6 +108,9 @@ pub struct ProcessSpec {
     /// Memory limit, MiB (address-space rlimit, and cgroup `memory.max` where available).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    /// CPU seconds after which the process is killed (`RLIMIT_CPU`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds_max: Option<u64>,
     /// A snapshot to restore: object name in `dtaas-snapshots`; written into the work
     /// directory and named by `DTAAS_STATE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

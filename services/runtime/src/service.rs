@@ -80,10 +80,44 @@ impl WorkerService {
         Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
     {
         let subject = subject::request_endpoint(service_name, verb)?;
+        self.serve(format!("{service_name}-{verb}"), subject, true, handler)
+            .await
+    }
+
+    /// Serves a subject that is not a user's request (for example an exec node's own
+    /// `dtaas.v1.exec.<node>.<verb>`); the handler's `RequestInfo::user` is empty.
+    pub async fn endpoint_at<Req, Resp, F, Fut>(
+        &mut self,
+        name: &str,
+        subject: String,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(RequestInfo, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
+    {
+        self.serve(name.to_owned(), subject, false, handler).await
+    }
+
+    async fn serve<Req, Resp, F, Fut>(
+        &mut self,
+        name: String,
+        subject: String,
+        user_request: bool,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(RequestInfo, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
+    {
         let mut endpoint = self
             .service
             .endpoint_builder()
-            .name(format!("{service_name}-{verb}"))
+            .name(name)
             .add(subject.as_str())
             .await
             .map_err(|e| anyhow::anyhow!("cannot serve {subject}: {e}"))?;
@@ -102,7 +136,8 @@ impl WorkerService {
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    let (body, headers) = handle(&request, handler.as_ref()).await;
+                    let (body, headers) =
+                        handle(&request, user_request, handler.as_ref()).await;
                     if let Err(error) = request.respond_with_headers(Ok(body), headers).await {
                         tracing::warn!(subject = %request.message.subject, %error, "cannot send reply");
                     }
@@ -122,7 +157,11 @@ impl WorkerService {
     }
 }
 
-async fn handle<Req, Resp, F, Fut>(request: &service::Request, handler: &F) -> (Bytes, HeaderMap)
+async fn handle<Req, Resp, F, Fut>(
+    request: &service::Request,
+    user_request: bool,
+    handler: &F,
+) -> (Bytes, HeaderMap)
 where
     Req: DeserializeOwned,
     Resp: Serialize,
@@ -148,6 +187,10 @@ where
         }
     };
     let info = match subject::parse_request(&message.subject) {
+        _ if !user_request => RequestInfo {
+            user: String::new(),
+            subject: message.subject.to_string(),
+        },
         Ok(parsed) => RequestInfo {
             user: parsed.user.to_owned(),
             subject: message.subject.to_string(),

@@ -1,0 +1,171 @@
+//! Spawning one run of a DT process: its own process group, the contract's
+//! environment (and nothing of exec's own, which may hold secrets), rlimits, an
+//! unprivileged user, and death with its node.
+//!
+//! The workspace forbids `unsafe`, so nothing runs between fork and exec in Rust.
+//! Limits are set by `/bin/sh` (`ulimit -v` for memory as address space, `ulimit -t`
+//! for CPU seconds) right before it `exec`s the program, and `setpriv --pdeathsig KILL`
+//! (util-linux, when installed) makes the process die with the exec node, so a node
+//! that is killed leaves no orphan running while lifecycle starts its replacement
+//! elsewhere. Both `exec`, so the pid exec knows is the program's.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use dtaas_schemas::exec::ProcessSpec;
+
+/// The user DT processes run as, when exec runs as root.
+#[derive(Debug, Clone, Copy)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// `name` when exec runs as root and the user exists; otherwise nobody to switch to.
+    pub fn resolve(name: &str) -> Option<Self> {
+        if name.is_empty() || !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(user)) => Some(Self {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            }),
+            _ => {
+                tracing::warn!(user = name, "DT processes run as root: the user to run them as does not exist. Create it or set DTAAS_EXEC_RUN_AS.");
+                None
+            }
+        }
+    }
+}
+
+/// What a run needs beyond its spec.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    pub spec: &'a ProcessSpec,
+    /// The work directory holding the asset's files; the process's cwd.
+    pub workdir: &'a Path,
+    /// Variables exec sets: `DTAAS_NATS_URL` (unless the spec has it), `DTAAS_DT`,
+    /// `DTAAS_ROLE`, `DTAAS_WORKDIR`, `DTAAS_STATE`.
+    pub contract: BTreeMap<String, String>,
+    pub run_as: Option<RunAs>,
+}
+
+fn setpriv() -> Option<&'static PathBuf> {
+    static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
+    SETPRIV
+        .get_or_init(|| {
+            ["/usr/bin/setpriv", "/bin/setpriv"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+        })
+        .as_ref()
+}
+
+/// The program: relative to the asset's files when it names one of them, else looked
+/// up in `PATH`.
+fn program(argv0: &str, workdir: &Path) -> String {
+    let local = workdir.join(argv0);
+    if !argv0.starts_with('/') && local.is_file() {
+        local.display().to_string()
+    } else {
+        argv0.to_owned()
+    }
+}
+
+/// The whole command line: `sh -c 'ulimit …; exec "$@"'`, `setpriv`, then the program.
+fn command_line(launch: &Launch<'_>) -> Vec<String> {
+    let spec = launch.spec;
+    let mut argv = Vec::new();
+    let mut limits = Vec::new();
+    if let Some(mb) = spec.memory_mb {
+        limits.push(format!("ulimit -v {}", mb.saturating_mul(1024)));
+    }
+    if let Some(seconds) = spec.cpu_seconds_max {
+        limits.push(format!("ulimit -t {seconds}"));
+    }
+    if !limits.is_empty() {
+        argv.extend([
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            format!("{} && exec \"$@\"", limits.join(" && ")),
+            "dtaas-limits".to_owned(),
+        ]);
+    }
+    if let Some(setpriv) = setpriv() {
+        argv.extend([
+            setpriv.display().to_string(),
+            "--pdeathsig".to_owned(),
+            "KILL".to_owned(),
+            "--".to_owned(),
+        ]);
+    }
+    argv.push(program(&spec.argv[0], launch.workdir));
+    argv.extend(spec.argv[1..].iter().cloned());
+    argv
+}
+
+/// Starts one run. The child is the leader of its own process group (pgid = pid).
+pub fn spawn(launch: &Launch<'_>) -> std::io::Result<Child> {
+    let argv = command_line(launch);
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .current_dir(launch.workdir)
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .env("LANG", "C.UTF-8")
+        .env("HOME", launch.workdir)
+        .envs(&launch.spec.env)
+        .envs(&launch.contract)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(run_as) = launch.run_as {
+        // std drops the supplementary groups too when it changes the user.
+        command.uid(run_as.uid).gid(run_as.gid);
+    }
+    command.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_wrap_the_program() {
+        let spec = ProcessSpec {
+            dt: "d".into(),
+            role: "r".into(),
+            owner: "alice".into(),
+            asset: "alice/a@1".into(),
+            digest: None,
+            argv: vec!["sleep".into(), "1".into()],
+            env: BTreeMap::new(),
+            restart: Default::default(),
+            cpu: None,
+            memory_mb: Some(64),
+            cpu_seconds_max: Some(5),
+            state: None,
+        };
+        let launch = Launch {
+            spec: &spec,
+            workdir: Path::new("/tmp"),
+            contract: BTreeMap::new(),
+            run_as: None,
+        };
+        let argv = command_line(&launch);
+        assert_eq!(argv[0], "/bin/sh");
+        assert_eq!(argv[2], "ulimit -v 65536 && ulimit -t 5 && exec \"$@\"");
+        assert_eq!(argv[argv.len() - 2..], ["sleep", "1"]);
+    }
+}

@@ -1,0 +1,325 @@
+//! Exec nodes with real processes: the contract's environment and output to NATS,
+//! idempotent starts, restarts after SIGKILL with an event, terminate leaving no
+//! process of the group, an unprivileged user, memory limits, a node that dies
+//! taking its processes with it while another node takes over, usage against `/proc`,
+//! and no growth of exec's processes and descriptors over 100 start/stop cycles.
+
+mod exec_support;
+
+use std::time::Duration;
+
+use dtaas_schemas::exec::{
+    ListReply, LogsReply, ProcessEvent, ProcessEventKind, RestartPolicy, StartReply, StopReply,
+    UsageReply,
+};
+use dtaas_schemas::subject;
+use exec_support::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::time::timeout;
+
+/// The next event of `kind` from `events`, skipping others.
+async fn next_event(
+    events: &mut async_nats::Subscriber,
+    kind: ProcessEventKind,
+    cluster: &Cluster,
+) -> ProcessEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let message = timeout(left, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind:?} event\n{}", cluster.logs()))
+            .unwrap();
+        let event: ProcessEvent = serde_json::from_slice(&message.payload).unwrap();
+        if event.status == kind {
+            return event;
+        }
+    }
+}
+
+/// The next log line from `lines` that contains `text`.
+async fn next_line(lines: &mut async_nats::Subscriber, text: &str, cluster: &Cluster) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let message = timeout(left, lines.next())
+            .await
+            .unwrap_or_else(|_| panic!("no line with {text:?}\n{}", cluster.logs()))
+            .unwrap();
+        let line: Value = serde_json::from_slice(&message.payload).unwrap();
+        if line["line"].as_str().unwrap().contains(text) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_run_restart_and_terminate_across_nodes() {
+    let mut cluster = Cluster::start(&["n1", "n2", "n3"]).await;
+    let n1 = cluster.wait_for_node("n1").await;
+    assert!(n1.cpus > 0.0 && n1.memory_mb > 0, "{n1:?}");
+
+    let dt = "twin-a";
+    let mut events = cluster
+        .client
+        .subscribe(subject::event_id_all("proc", dt).unwrap())
+        .await
+        .unwrap();
+    let mut lines = cluster
+        .client
+        .subscribe(subject::dt_log_all(dt).unwrap())
+        .await
+        .unwrap();
+    let mut spec = shell(
+        dt,
+        "worker",
+        "echo \"dt=$DTAAS_DT role=$DTAAS_ROLE in=$DTAAS_IN_X nats=${DTAAS_NATS_URL%%:*}\"; \
+         echo oops >&2; sleep 1000 & wait",
+    );
+    spec.env
+        .insert("DTAAS_IN_X".into(), "dtaas.v1.tel.pt9.val".into());
+    let spec_json = serde_json::to_value(&spec).unwrap();
+    let started: StartReply = cluster.node_request("n1", "start", spec_json.clone()).await;
+    assert!(!started.already_running);
+    let line = next_line(&mut lines, "dt=twin-a", &cluster).await;
+    assert_eq!(
+        line["line"],
+        "dt=twin-a role=worker in=dtaas.v1.tel.pt9.val nats=nats"
+    );
+    assert_eq!(line["stream"], "stdout");
+    next_line(&mut lines, "oops", &cluster).await;
+    let event = next_event(&mut events, ProcessEventKind::Started, &cluster).await;
+    assert_eq!((event.pid, event.node.as_str()), (started.pid, "n1"));
+
+    // A second start of the same spec starts nothing.
+    let again: StartReply = cluster.node_request("n1", "start", spec_json.clone()).await;
+    assert!(again.already_running);
+    assert_eq!(again.pid, started.pid);
+
+    // Its own process group, not root.
+    let stat = proc_stat(started.pid).unwrap();
+    assert_eq!(stat[2], started.pid.to_string(), "leader of its own group");
+    if nix::unistd::geteuid().is_root() {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", started.pid)).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(!uid.contains("\t0\t"), "runs as root: {uid}");
+    }
+
+    // SIGKILL: restarted (on-failure) with an event naming the signal.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(started.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let restarted = next_event(&mut events, ProcessEventKind::Restarted, &cluster).await;
+    assert_eq!(restarted.signal, Some(9));
+    assert_eq!(restarted.restarts, 1);
+    assert_ne!(restarted.pid, started.pid);
+    let list: ListReply = cluster.node_request("n1", "list", json!({"dt": dt})).await;
+    assert_eq!(list.processes.len(), 1);
+    assert_eq!(list.processes[0].restarts, 1);
+    assert_eq!(list.processes[0].pid, restarted.pid);
+    let logs: LogsReply = cluster
+        .node_request("n1", "logs", json!({"dt": dt, "lines": 10}))
+        .await;
+    assert!(logs.lines.iter().any(|l| l.line == "oops"), "{logs:?}");
+
+    // Terminate: the leader and its `sleep` child are gone, the group is empty.
+    let pid = restarted.pid;
+    eventually("the sleep child starts", || group_members(pid).len() >= 2).await;
+    let stopped: StopReply = cluster.node_request("n1", "stop", json!({"dt": dt})).await;
+    assert_eq!(stopped.stopped.len(), 1);
+    assert!(!alive(pid));
+    assert!(group_members(pid).is_empty(), "{:?}", group_members(pid));
+    next_event(&mut events, ProcessEventKind::Killed, &cluster).await;
+    let list: ListReply = cluster.node_request("n1", "list", json!({})).await;
+    assert!(list.processes.is_empty());
+
+    // A node that dies takes its processes along; its entry goes stale; the same
+    // (dt, role) starts on another node.
+    let on_n3: StartReply = cluster.node_request("n3", "start", spec_json.clone()).await;
+    cluster.node("n3").kill();
+    eventually("n3's process dies with n3", || !alive(on_n3.pid)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = cluster.wait_for_node("n3").await;
+        if info.is_stale(dtaas_schemas::time::now_ns()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n3 never went stale"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let on_n2: StartReply = cluster.node_request("n2", "start", spec_json).await;
+    assert!(alive(on_n2.pid));
+    let n2 = cluster.wait_for_node("n2").await;
+    assert!(!n2.is_stale(dtaas_schemas::time::now_ns()));
+
+    // A clean stop of a node stops its processes and removes its entry.
+    cluster.node("n2").stop();
+    assert!(!alive(on_n2.pid));
+    let js = async_nats::jetstream::new(cluster.client.clone());
+    let kv = js.get_key_value("dtaas-nodes").await.unwrap();
+    assert!(kv.get("n2").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_starts_are_refused_with_the_field_named() {
+    let cluster = Cluster::start(&["m1"]).await;
+    let subject = subject::exec_node("m1", "start").unwrap();
+    for (spec, field) in [
+        (
+            serde_json::to_value(shell("a.b", "r", "true")).unwrap(),
+            "dt",
+        ),
+        (
+            json!({"dt": "d", "role": "r", "owner": "alice", "asset": "", "argv": []}),
+            "argv",
+        ),
+        (
+            json!({"dt": "d", "role": "r", "owner": "alice", "asset": "nobody/x@1", "argv": ["x"]}),
+            "asset",
+        ),
+    ] {
+        let reply = cluster.request(subject.clone(), spec).await;
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+        assert!(message.contains(field), "{message}");
+    }
+    let reply = cluster
+        .request(
+            subject,
+            serde_json::to_value(shell("d", "r", "true")).unwrap(),
+        )
+        .await;
+    assert!(reply.get("pid").is_some(), "still serving: {reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_limit_is_enforced() {
+    let cluster = Cluster::start(&["mem1"]).await;
+    let hog = "a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived ${#a}";
+    let mut lines = cluster
+        .client
+        .subscribe(subject::dt_log("hog", "free").unwrap())
+        .await
+        .unwrap();
+    let mut events = cluster
+        .client
+        .subscribe(subject::event_id_all("proc", "hog").unwrap())
+        .await
+        .unwrap();
+
+    let mut free = shell("hog", "free", hog);
+    free.restart = RestartPolicy::Never;
+    let _: StartReply = cluster
+        .node_request("mem1", "start", serde_json::to_value(&free).unwrap())
+        .await;
+    next_line(&mut lines, "survived 100000000", &cluster).await;
+    next_event(&mut events, ProcessEventKind::Exited, &cluster).await;
+
+    let mut limited = shell("hog", "limited", hog);
+    limited.restart = RestartPolicy::Never;
+    limited.memory_mb = Some(32);
+    let _: StartReply = cluster
+        .node_request("mem1", "start", serde_json::to_value(&limited).unwrap())
+        .await;
+    let failed = next_event(&mut events, ProcessEventKind::Failed, &cluster).await;
+    assert_eq!(failed.role, "limited");
+    let logs: LogsReply = cluster
+        .node_request("mem1", "logs", json!({"dt": "hog", "role": "limited"}))
+        .await;
+    assert!(
+        !logs.lines.iter().any(|l| l.line.contains("survived")),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_of_a_busy_process_matches_proc() {
+    let cluster = Cluster::start(&["u1"]).await;
+    let started: StartReply = cluster
+        .node_request(
+            "u1",
+            "start",
+            serde_json::to_value(shell("busy", "spin", "while :; do :; done")).unwrap(),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let from_proc = proc_cpu_seconds(started.pid);
+    let _: StopReply = cluster
+        .node_request("u1", "stop", json!({"dt": "busy"}))
+        .await;
+    assert!(from_proc > 0.5, "the busy loop got {from_proc} CPU seconds");
+
+    let usage_subject = subject::request("alice", "usage", "get").unwrap();
+    let reply = cluster.request(usage_subject, json!({"from": "-5m"})).await;
+    let usage: UsageReply = serde_json::from_value(reply.clone()).expect("a usage reply");
+    let busy = usage
+        .dts
+        .iter()
+        .find(|d| d.dt == "busy")
+        .expect("busy is accounted");
+    let ratio = busy.usage.cpu_seconds / from_proc;
+    println!(
+        "usage: exec {:.2} CPU s, /proc {from_proc:.2} CPU s (ratio {ratio:.3}), wall {:.2} s, peak {} KiB",
+        busy.usage.cpu_seconds, busy.usage.wall_seconds, busy.usage.peak_memory_kib
+    );
+    assert!((0.9..=1.1).contains(&ratio), "{reply}");
+    assert!(busy.usage.wall_seconds >= 5.0, "{reply}");
+    assert!(busy.usage.peak_memory_kib > 0, "{reply}");
+    assert_eq!(busy.usage.runs, 1);
+    assert_eq!(usage.total.cpu_seconds, busy.usage.cpu_seconds);
+
+    // Another user sees none of it, and may not ask for alice's.
+    let bob = subject::request("bob", "usage", "get").unwrap();
+    let reply = cluster.request(bob.clone(), json!({})).await;
+    assert_eq!(reply["dts"], json!([]), "{reply}");
+    let reply = cluster.request(bob, json!({"user": "alice"})).await;
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hundred_start_stop_cycles_leave_nothing_behind() {
+    let mut cluster = Cluster::start(&["c1"]).await;
+    let exec_pid = cluster.node("c1").pid().unwrap();
+    let run = |i: usize| {
+        serde_json::to_value(shell(
+            &format!("cyc-{i}"),
+            "r",
+            "echo hi; sleep 1000 & wait",
+        ))
+        .unwrap()
+    };
+    // One cycle first, so lazily created things (threads, connections) exist.
+    let _: StartReply = cluster.node_request("c1", "start", run(1000)).await;
+    let _: StopReply = cluster
+        .node_request("c1", "stop", json!({"dt": "cyc-1000"}))
+        .await;
+    let before = fds_and_children(exec_pid);
+    let mut pids = Vec::new();
+    for i in 0..100 {
+        let started: StartReply = cluster.node_request("c1", "start", run(i)).await;
+        pids.push(started.pid);
+        let stopped: StopReply = cluster
+            .node_request("c1", "stop", json!({"dt": format!("cyc-{i}")}))
+            .await;
+        assert_eq!(stopped.stopped.len(), 1);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = fds_and_children(exec_pid);
+    println!(
+        "exec after 100 start/stop cycles: fds {} -> {}, threads {} -> {}, child processes {} -> {}",
+        before.0, after.0, before.1, after.1, before.2, after.2
+    );
+    assert!(pids.iter().all(|p| !alive(*p)));
+    assert_eq!(after.2, 0, "no child process is left");
+    assert!(after.0 <= before.0 + 2, "fds grew: {before:?} -> {after:?}");
+    assert!(
+        after.1 <= before.1 + 4,
+        "threads grew: {before:?} -> {after:?}"
+    );
+}

@@ -1,0 +1,200 @@
+//! Shared setup of the exec tests: a nats-server, exec nodes as `dtaas exec`
+//! processes, JSON requests, and what `/proc` says about processes.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use dtaas_schemas::exec::{NodeInfo, ProcessSpec, RestartPolicy};
+use dtaas_schemas::subject;
+use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
+use dtaas_test_harness::{NatsServer, Process};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::timeout;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A nats-server and some exec nodes.
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub client: async_nats::Client,
+    pub nodes: Vec<(String, Process)>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts nats-server and the nodes `ids`, and waits until all are registered.
+    pub async fn start(ids: &[&str]) -> Self {
+        let nats = NatsServer::start().expect("nats-server starts");
+        let dir = tempfile::tempdir().unwrap();
+        // DT processes run as `nobody` when the tests run as root: their work
+        // directories' parents must be traversable.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let client = timeout(WAIT, async_nats::connect(nats.url()))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut cluster = Self {
+            nats,
+            client,
+            nodes: Vec::new(),
+            dir,
+        };
+        for id in ids {
+            cluster.add_node(id);
+        }
+        for id in ids {
+            cluster.wait_for_node(id).await;
+        }
+        cluster
+    }
+
+    pub fn add_node(&mut self, id: &str) {
+        let data_dir = self.dir.path().join(id);
+        let env = WorkerEnv {
+            nats_url: self.nats.url(),
+            mqtt_url: "mqtt://127.0.0.1:1".into(),
+            data_dir: data_dir.clone(),
+            extra: vec![
+                ("DTAAS_EXEC_NODE".into(), id.into()),
+                ("DTAAS_EXEC_GRACE".into(), "2s".into()),
+            ],
+        };
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let process = spawn_worker(env!("CARGO_BIN_EXE_dtaas").as_ref(), "exec", &env)
+            .expect("dtaas exec starts");
+        self.nodes.push((id.to_owned(), process));
+    }
+
+    pub fn node(&mut self, id: &str) -> &mut Process {
+        &mut self.nodes.iter_mut().find(|(n, _)| n == id).unwrap().1
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(id, p)| format!("--- {id}:\n{}", p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The node's entry in `dtaas-nodes`, once it is there.
+    pub async fn wait_for_node(&self, id: &str) -> NodeInfo {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(kv) = js.get_key_value("dtaas-nodes").await {
+                if let Ok(Some(entry)) = kv.get(id).await {
+                    return serde_json::from_slice(&entry).unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("node {id} never registered\n{}", self.logs());
+    }
+
+    /// A request with a JSON body; the JSON reply (an error reply too).
+    pub async fn request(&self, subject: String, body: Value) -> Value {
+        let reply = timeout(
+            WAIT,
+            self.client
+                .request(subject.clone(), body.to_string().into()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{subject} timed out\n{}", self.logs()))
+        .unwrap_or_else(|e| panic!("{subject}: {e}\n{}", self.logs()));
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+
+    /// A node request that must succeed.
+    pub async fn node_request<T: DeserializeOwned>(
+        &self,
+        node: &str,
+        verb: &str,
+        body: Value,
+    ) -> T {
+        let reply = self
+            .request(subject::exec_node(node, verb).unwrap(), body)
+            .await;
+        assert!(reply.get("error").is_none(), "{node} {verb}: {reply}");
+        serde_json::from_value(reply).unwrap()
+    }
+}
+
+/// A spec running `sh -c script`.
+pub fn shell(dt: &str, role: &str, script: &str) -> ProcessSpec {
+    ProcessSpec {
+        dt: dt.into(),
+        role: role.into(),
+        owner: "alice".into(),
+        asset: String::new(),
+        digest: None,
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: Default::default(),
+        restart: RestartPolicy::OnFailure,
+        cpu: None,
+        memory_mb: None,
+        cpu_seconds_max: None,
+        state: None,
+    }
+}
+
+/// Every live (not zombie) pid whose process group is `pgid`. Zombies are left out:
+/// they run nothing, and whoever inherited them (the machine's init) reaps them.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|f| f[2] == pgid.to_string() && f[0] != "Z"))
+        .collect()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (state first).
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// User + system CPU seconds of `pid` (children it reaped included), from `/proc`.
+pub fn proc_cpu_seconds(pid: u32) -> f64 {
+    let f = proc_stat(pid).expect("process is there");
+    let ticks: u64 = (11..=14).map(|i| f[i].parse::<u64>().unwrap()).sum();
+    ticks as f64 / 100.0
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|f| f[0] != "Z")
+}
+
+/// Open file descriptors and child processes (with threads) of `pid`.
+pub fn fds_and_children(pid: u32) -> (usize, usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    let children = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| proc_stat(*p).is_some_and(|f| f[1] == pid.to_string()))
+        .count();
+    (fds, threads, children)
+}
+
+/// Polls `condition` until it holds or `WAIT` passed.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within {WAIT:?}");
+}
