@@ -8,6 +8,10 @@ mod bridge_support;
 use std::time::Duration;
 
 use bridge_support::*;
+use dtaas_schemas::command::CommandStatus;
+use dtaas_schemas::names::{header, STREAM_DLQ};
+use dtaas_schemas::subject;
+use rumqttc::QoS;
 
 /// 5,001 line-protocol lines alternating between two measurements make 5,001 NATS
 /// messages from one MQTT payload: more than the JetStream client's 5,000 in-flight
@@ -31,4 +35,219 @@ async fn a_payload_of_more_messages_than_in_flight_acks_is_stored_whole() {
     assert_eq!(int_values(&even), (0..LINES).step_by(2).collect::<Vec<_>>());
     assert_eq!(int_values(&odd), (1..LINES).step_by(2).collect::<Vec<_>>());
     assert_still_serving(&setup, "many").await;
+}
+
+/// The DLQ entries of `source` once there are at least `n`, with their reasons.
+async fn dlq_reasons(setup: &Setup, source: &str, n: usize) -> Vec<String> {
+    let filter = subject::dlq(source).unwrap();
+    let messages = poll_until(
+        Duration::from_secs(60),
+        || read_all(&setup.js, STREAM_DLQ, &filter),
+        |m| m.len() >= n,
+    )
+    .await;
+    messages
+        .iter()
+        .map(|m| {
+            let headers = m.headers.as_ref().expect("DLQ headers");
+            headers.get(header::DLQ_REASON).unwrap().as_str().to_owned()
+        })
+        .collect()
+}
+
+/// A request to `dtaas.v1.alice.<service>.<verb>`: the reply's JSON, answered in time.
+async fn ask(
+    setup: &Setup,
+    service: &str,
+    verb: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let subject = subject::request("alice", service, verb).unwrap();
+    let request = setup
+        .client
+        .request(subject, serde_json::to_vec(body).unwrap().into());
+    let reply = within(STEP, "a reply, not a timeout", request)
+        .await
+        .unwrap();
+    assert!(
+        reply.payload.len() < 4096,
+        "a short reply: {} bytes",
+        reply.payload.len()
+    );
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// Asserts `reply` is a `bad_request` whose message contains every one of `needles`.
+fn assert_bad_request(reply: &serde_json::Value, needles: &[&str]) {
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+}
+
+/// Row 3: a topic with a 5,000-character PT id goes to the DLQ; it never becomes a
+/// subject (nats-server would drop the bridge's connection for its control line).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_topic_level_is_dead_lettered() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let topic = format!("dtaas/pt/{}/tel/x", "p".repeat(5_000));
+    mosquitto_pub(setup.broker.port(), &topic, r#"{"v":1}"#);
+    let reasons = dlq_reasons(&setup, "bridge", 1).await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("PT id") && reasons[0].contains("longer than 128 bytes"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0].len() < 300,
+        "the reason quotes a prefix: {}",
+        reasons[0]
+    );
+    assert_still_serving(&setup, "after-topic").await;
+    assert!(!setup.bridge.log().contains("maximum control line"));
+}
+
+/// Rows 4, 5 and 8: PT ids and command names with control characters, `/`, or
+/// thousands of characters are refused by `cmd.send` at once (never published to
+/// MQTT, where a control character made mosquitto drop the bridge, or to NATS).
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_identifiers_in_commands_are_refused() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let cases: Vec<(String, String, &str)> = vec![
+        ("a\u{1}b".into(), "c".into(), "control character"),
+        ("a\u{0}b".into(), "c".into(), "control character"),
+        ("a/b".into(), "c".into(), "'/'"),
+        ("victim".into(), "stop/ack".into(), "'/'"),
+        ("victim".into(), "c+".into(), "'+'"),
+        ("victim".into(), "#".into(), "'#'"),
+        ("p".repeat(5_000), "c".into(), "longer than 128 bytes"),
+        ("p".repeat(70_000), "c".into(), "longer than 128 bytes"),
+    ];
+    for (pt, command, why) in cases {
+        let field = if command == "c" {
+            "field `pt`"
+        } else {
+            "field `command`"
+        };
+        let body = serde_json::json!({"pt": pt, "command": command, "ttl_ms": 30_000});
+        let reply = ask(&setup, "cmd", "send", &body).await;
+        assert_bad_request(&reply, &[field, why]);
+    }
+    // A good command right after reaches its device at once.
+    let Device { mut commands, .. } = device(setup.broker.port(), "good").await;
+    send(&setup, "good", "heater", 30_000).await;
+    let (topic, _) = within(STEP, "the good command at its device", commands.recv())
+        .await
+        .unwrap();
+    assert_eq!(topic, "dtaas/pt/good/cmd/heater");
+    assert_eq!(setup.stats().await["mqtt_connected"], true);
+    assert_still_serving(&setup, "after-commands").await;
+}
+
+/// Row 5: an acknowledgement only counts on the command's own ack topic; the victim's
+/// id sent on another PT's ack topic is dead-lettered and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledgement_on_another_topic_is_a_forgery() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let Device {
+        client: victim,
+        mut commands,
+        ..
+    } = device(setup.broker.port(), "victim").await;
+    let id = send(&setup, "victim", "stop", 60_000).await;
+    within(STEP, "the command at the victim", commands.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for_status(&setup, &id, CommandStatus::Sent).await,
+        Some(CommandStatus::Sent)
+    );
+    let forged = serde_json::json!({ "id": id }).to_string();
+    mosquitto_pub(
+        setup.broker.port(),
+        "dtaas/pt/attacker/cmd/stop/ack",
+        &forged,
+    );
+    mosquitto_pub(
+        setup.broker.port(),
+        "dtaas/pt/victim/cmd/other/ack",
+        &forged,
+    );
+    let reasons = dlq_reasons(&setup, "bridge", 2).await;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("own topic")),
+        "{reasons:?}"
+    );
+    assert_eq!(status(&setup, &id).await, Some(CommandStatus::Sent));
+    // The device's own acknowledgement still counts.
+    victim
+        .publish(
+            "dtaas/pt/victim/cmd/stop/ack",
+            QoS::AtLeastOnce,
+            false,
+            forged,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for_status(&setup, &id, CommandStatus::Acknowledged).await,
+        Some(CommandStatus::Acknowledged)
+    );
+    assert_still_serving(&setup, "after-forgery").await;
+}
+
+/// Row 7: a megabyte of input in a request field gets a short `bad_request` that
+/// quotes only a prefix (a reply repeating it could not be sent), from the bridge and
+/// from the historian.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_request_fields_get_short_errors() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let huge = "x".repeat(1_000_000);
+    let reply = ask(&setup, "cmd", "status", &serde_json::json!({ "id": huge })).await;
+    assert_bad_request(&reply, &["field `id`", "1000000 bytes"]);
+    setup.wait_historian().await;
+    for field in ["from", "to", "every"] {
+        let mut body = serde_json::json!({"pt": "inc1", "measurement": "env", "agg": "mean"});
+        body[field] = huge.clone().into();
+        let reply = ask(&setup, "ts", "query", &body).await;
+        assert_bad_request(&reply, &[&format!("field `{field}`")]);
+    }
+    let body = serde_json::json!({"pt": "inc1", "measurement": "env", "agg": huge});
+    assert_bad_request(&ask(&setup, "ts", "query", &body).await, &["field `agg`"]);
+    assert_still_serving(&setup, "after-huge-fields").await;
+    let ping = setup.client.request("$SRV.PING.dtaas-historian", "".into());
+    within(STEP, "historian ping", ping).await.unwrap();
+}
+
+/// Row 9: a record whose body names another PT than its subject is dead-lettered by
+/// the historian, not stored under the other PT.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_naming_another_pt_than_its_subject_is_refused() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let forged = serde_json::json!({"pt": "other", "measurement": "y", "ts": 1,
+        "fields": {"v": 1}});
+    let subject = subject::telemetry("x", "y").unwrap();
+    let publish = setup
+        .js
+        .publish(subject, serde_json::to_vec(&forged).unwrap().into());
+    within(STEP, "publish", async {
+        publish.await.unwrap().await.unwrap()
+    })
+    .await;
+    let reasons = dlq_reasons(&setup, "historian", 1).await;
+    assert!(
+        reasons[0].contains("\"other\"") && reasons[0].contains("subject"),
+        "{reasons:?}"
+    );
+    assert_still_serving(&setup, "after-forged-record").await;
+    assert_eq!(setup.stored("other", "y", "v").await, Some(Vec::new()));
+    let ping = setup.client.request("$SRV.PING.dtaas-historian", "".into());
+    within(STEP, "historian ping", ping).await.unwrap();
 }

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use dtaas_runtime::nats::backoff;
 use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::command::{Command, CommandStatus};
+use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::names::{self, header};
 use dtaas_schemas::subject;
 use dtaas_schemas::time::now_ns;
@@ -273,14 +274,18 @@ impl Downlink {
 /// Command ids become subject tokens and KV keys: letters, digits, `-` and `_` only.
 pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 128 {
-        return Err(format!("command id {id:?} must have 1 to 128 characters"));
+        return Err(format!(
+            "command id {} must have 1 to 128 characters",
+            excerpt(id)
+        ));
     }
     if !id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(format!(
-            "command id {id:?} may only contain letters, digits, '-' and '_'"
+            "command id {} may only contain letters, digits, '-' and '_'",
+            excerpt(id)
         ));
     }
     Ok(())

@@ -40,8 +40,9 @@ pub fn validate(
     user: &str,
     limits: Limits,
 ) -> Result<Command, ErrorReply> {
-    subject::validate_token("PT id", &req.pt).map_err(|e| bad(e.to_string()))?;
-    subject::validate_token("command", &req.command).map_err(|e| bad(e.to_string()))?;
+    subject::validate_token("PT id", &req.pt).map_err(|e| bad(format!("field `pt`: {e}")))?;
+    subject::validate_token("command", &req.command)
+        .map_err(|e| bad(format!("field `command`: {e}")))?;
     if let Some(ttl) = req.ttl_ms {
         if ttl == 0 || ttl > limits.max_ttl_ms {
             return Err(bad(format!(
@@ -121,6 +122,8 @@ pub async fn register(
         move |_info: RequestInfo, req: CommandStatusRequest| {
             let ledger = ledger.clone();
             async move {
+                crate::downlink::validate_id(&req.id)
+                    .map_err(|e| bad(format!("field `id`: {e}")))?;
                 match ledger.get(&req.id).await {
                     Ok(Some(event)) => Ok::<CommandStatusEvent, _>(event),
                     Ok(None) => Err(ErrorReply::new(

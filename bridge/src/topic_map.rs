@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use dtaas_schemas::excerpt::excerpt;
+
 use crate::config::{BridgeConfig, Format, Source, TimeUnit, TopicMapConfig};
 
 /// The default telemetry topic filter: `dtaas/pt/<pt>/tel/<measurement>`.
@@ -92,7 +94,7 @@ impl TopicMaps {
             };
         }
         let Some(map) = self.maps.iter().find(|m| matches(&m.filter, &levels)) else {
-            return Route::Unmapped(format!("topic {topic:?} matches no topic map"));
+            return Route::Unmapped(format!("topic {} matches no topic map", excerpt(topic)));
         };
         let pick = |what: &str, source: &'a Source| -> Result<&'a str, String> {
             match source {
@@ -101,7 +103,9 @@ impl TopicMaps {
                     .get(*i)
                     .copied()
                     .filter(|l| !l.is_empty())
-                    .ok_or_else(|| format!("topic {topic:?} has no level {i} for the {what}")),
+                    .ok_or_else(|| {
+                        format!("topic {} has no level {i} for the {what}", excerpt(topic))
+                    }),
             }
         };
         let result = (|| {
@@ -113,7 +117,10 @@ impl TopicMaps {
                     .get(*level)
                     .filter(|l| !l.is_empty())
                     .ok_or_else(|| {
-                        format!("topic {topic:?} has no level {level} for tag {name:?}")
+                        format!(
+                            "topic {} has no level {level} for tag {name:?}",
+                            excerpt(topic)
+                        )
                     })?;
                 tags.insert(name.clone(), (*value).to_owned());
             }

@@ -20,6 +20,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use dtaas_runtime::nats::backoff;
 use dtaas_schemas::command::CommandStatus;
+use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::names::header;
 use dtaas_schemas::time::now_ns;
 use futures::future::BoxFuture;
@@ -57,7 +58,12 @@ pub struct Uplink {
 enum Outcome {
     Records(Vec<Outgoing>),
     Dlq(String),
-    CommandAck(String),
+    /// A device's reply: the command id, and the PT and command of its topic.
+    CommandAck {
+        id: String,
+        pt: String,
+        command: String,
+    },
 }
 
 impl Uplink {
@@ -154,7 +160,9 @@ impl Uplink {
                     }
                 }
                 Outcome::Dlq(reason) => self.dlq(&publish, &reason).await,
-                Outcome::CommandAck(id) => self.command_ack(&publish, &id).await,
+                Outcome::CommandAck { id, pt, command } => {
+                    self.command_ack(&publish, &id, (&pt, &command)).await
+                }
             }
             publish
         }
@@ -167,9 +175,13 @@ impl Uplink {
         };
         let target = match self.maps.route(topic) {
             Route::Telemetry(target) => target,
-            Route::CommandAck { .. } => {
+            Route::CommandAck { pt, command } => {
                 return match command_id(&publish.payload) {
-                    Ok(id) => Outcome::CommandAck(id),
+                    Ok(id) => Outcome::CommandAck {
+                        id,
+                        pt: pt.to_owned(),
+                        command: command.to_owned(),
+                    },
                     Err(reason) => Outcome::Dlq(reason),
                 }
             }
@@ -264,7 +276,9 @@ impl Uplink {
     }
 
     /// Moves a command to `acknowledged` after its device replied.
-    async fn command_ack(&self, publish: &Message, id: &str) {
+    /// Only a reply on the command's own topic counts: an id sent on another PT's or
+    /// command's ack topic is a forgery (or a mistake) and goes to the DLQ.
+    async fn command_ack(&self, publish: &Message, id: &str, topic: (&str, &str)) {
         let mut attempt = 0;
         loop {
             let result = async {
@@ -273,6 +287,17 @@ impl Uplink {
                         "device acknowledged unknown command id {id:?}"
                     )));
                 };
+                if (current.pt.as_str(), current.command.as_str()) != topic {
+                    return Ok(Some(format!(
+                        "acknowledgement of command {id:?} on the ack topic of PT {} command {}, \
+                         but that command is {:?} for PT {:?}; a device acknowledges on its \
+                         command's own topic",
+                        excerpt(topic.0),
+                        excerpt(topic.1),
+                        current.command,
+                        current.pt
+                    )));
+                }
                 if current.status != CommandStatus::Acknowledged {
                     self.ledger
                         .record(

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod command;
 pub mod dt_config;
 pub mod error;
+pub mod excerpt;
 pub mod exec;
 pub mod graph;
 pub mod lifecycle;

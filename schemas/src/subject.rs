@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+use crate::excerpt::excerpt;
+
 /// Every dtaas subject starts with this prefix.
 pub const PREFIX: &str = "dtaas.v1";
 
@@ -38,16 +40,24 @@ const RESERVED_USERS: [&str; 7] = [TEL, CMD, EVT, DT, DLQ, EXEC, ACCT];
 /// (`dtaas.v1.exec.<node>.list` would match `dtaas.v1.*.dt.list`), so none may be one.
 const RESERVED_NODE_IDS: [&str; 7] = ["dt", "asset", "assets", "usage", "ts", "graph", "cmd"];
 
+/// The longest identifier (PT id, measurement, command, DT id, user, …), in bytes.
+/// Identifiers become subject tokens, KV keys and MQTT topic levels; a subject holds
+/// several of them and must stay well below nats-server's control-line limit (4 KiB),
+/// past which the server drops the connection.
+pub const MAX_TOKEN_BYTES: usize = 128;
+
 /// A subject or one of its tokens is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubjectError {
-    #[error("{what} {token:?} is invalid: {why}")]
+    /// `token` is an excerpt of the offending input, never all of it.
+    #[error("{what} {token} is invalid: {why}")]
     InvalidToken {
         what: &'static str,
         token: String,
         why: &'static str,
     },
-    #[error("subject {subject:?} is not a dtaas {expected} subject (expected {shape})")]
+    /// `subject` is an excerpt of the offending subject.
+    #[error("subject {subject} is not a dtaas {expected} subject (expected {shape})")]
     Shape {
         subject: String,
         expected: &'static str,
@@ -55,19 +65,33 @@ pub enum SubjectError {
     },
 }
 
-/// Checks that `token` can be one token of a subject; `what` names it in the error
-/// (for example `"PT id"`), so the caller learns which input was wrong.
+/// Characters no identifier may hold: NATS subject syntax (`.` separates tokens, `*`
+/// and `>` are wildcards) and MQTT topic syntax (`/` separates levels, `+` and `#` are
+/// wildcards), so that no identifier can alias another subject or topic.
+const FORBIDDEN: [char; 6] = ['.', '*', '>', '/', '+', '#'];
+
+/// The identifier rule: checks that `token` can be one token of a subject (and one
+/// level of an MQTT topic): 1 to `MAX_TOKEN_BYTES` bytes, no control characters, no
+/// whitespace, none of `. * > / + #`. `what` names it in the error (for example
+/// `"PT id"`), so the caller learns which input was wrong.
 pub fn validate_token(what: &'static str, token: &str) -> Result<(), SubjectError> {
     let why = if token.is_empty() {
         Some("it is empty")
-    } else if token.contains('.') {
-        Some("it contains '.'")
-    } else if token.contains('*') {
-        Some("it contains '*'")
-    } else if token.contains('>') {
-        Some("it contains '>'")
+    } else if token.len() > MAX_TOKEN_BYTES {
+        Some("it is longer than 128 bytes")
+    } else if token.chars().any(char::is_control) {
+        Some("it contains a control character")
     } else if token.chars().any(char::is_whitespace) {
         Some("it contains whitespace")
+    } else if let Some(c) = token.chars().find(|c| FORBIDDEN.contains(c)) {
+        Some(match c {
+            '.' => "it contains '.'",
+            '*' => "it contains '*'",
+            '>' => "it contains '>'",
+            '/' => "it contains '/'",
+            '+' => "it contains '+'",
+            _ => "it contains '#'",
+        })
     } else {
         None
     };
@@ -75,7 +99,7 @@ pub fn validate_token(what: &'static str, token: &str) -> Result<(), SubjectErro
         None => Ok(()),
         Some(why) => Err(SubjectError::InvalidToken {
             what,
-            token: token.to_owned(),
+            token: excerpt(token),
             why,
         }),
     }
@@ -86,7 +110,7 @@ fn validate_user(user: &str) -> Result<(), SubjectError> {
     if RESERVED_USERS.contains(&user) {
         return Err(SubjectError::InvalidToken {
             what: "user",
-            token: user.to_owned(),
+            token: excerpt(user),
             why: "it is a reserved subject token",
         });
     }
@@ -113,7 +137,7 @@ fn split<'a, const N: usize>(
     shape: &'static str,
 ) -> Result<[&'a str; N], SubjectError> {
     let shape_error = || SubjectError::Shape {
-        subject: subject.to_owned(),
+        subject: excerpt(subject),
         expected,
         shape,
     };
@@ -217,7 +241,7 @@ pub fn parse_dt_output(subject: &str) -> Result<(&str, &str), SubjectError> {
     let [dt, out, output] = split(subject, DT, "DT output", "dtaas.v1.dt.<dt>.out.<output>")?;
     if out != OUT {
         return Err(SubjectError::Shape {
-            subject: subject.to_owned(),
+            subject: excerpt(subject),
             expected: "DT output",
             shape: "dtaas.v1.dt.<dt>.out.<output>",
         });
@@ -256,7 +280,7 @@ pub fn validate_node_id(node: &str) -> Result<(), SubjectError> {
     if RESERVED_NODE_IDS.contains(&node) {
         return Err(SubjectError::InvalidToken {
             what: "node id",
-            token: node.to_owned(),
+            token: excerpt(node),
             why: "it is the name of a service",
         });
     }
@@ -331,7 +355,7 @@ pub fn request_endpoint(service: &str, verb: &str) -> Result<String, SubjectErro
 /// The user, service and verb of a request subject.
 pub fn parse_request(subject: &str) -> Result<RequestSubject<'_>, SubjectError> {
     let shape_error = || SubjectError::Shape {
-        subject: subject.to_owned(),
+        subject: excerpt(subject),
         expected: "request",
         shape: "dtaas.v1.<user>.<service>.<verb>",
     };
@@ -431,7 +455,14 @@ mod tests {
             ("a*", "'*'"),
             ("a>", "'>'"),
             ("a b", "whitespace"),
-            ("a\tb", "whitespace"),
+            ("a\tb", "control character"),
+            ("a\u{1}b", "control character"),
+            ("a\u{0}", "control character"),
+            ("a\u{a0}b", "whitespace"),
+            ("a/b", "'/'"),
+            ("a+", "'+'"),
+            ("#", "'#'"),
+            (&"x".repeat(129), "longer than 128 bytes"),
         ] {
             let err = telemetry(token, "temp").unwrap_err().to_string();
             assert!(err.contains("PT id"), "{err}");
@@ -440,6 +471,12 @@ mod tests {
         let err = telemetry("inc1", "te mp").unwrap_err().to_string();
         assert!(err.contains("measurement \"te mp\""), "{err}");
         assert!(request("tel", "dt", "get").is_err());
+        assert!(telemetry(&"x".repeat(128), "temp").is_ok());
+        // The error quotes a short prefix of a huge token, not all of it.
+        let err = telemetry(&"x".repeat(70_000), "temp")
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 200 && err.contains("70000 bytes"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::excerpt::excerpt;
+
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_ns() -> i64 {
     SystemTime::now()
@@ -21,21 +23,29 @@ pub fn parse_time(text: &str, now_ns: i64) -> Result<i64, String> {
         return Ok(now_ns - parse_duration_ns(rest)?);
     }
     chrono::DateTime::parse_from_rfc3339(text)
-        .map_err(|e| format!("{text:?} is neither RFC 3339, `now`, nor relative like `-15m`: {e}"))?
+        .map_err(|e| {
+            format!(
+                "{} is neither RFC 3339, `now`, nor relative like `-15m`: {e}",
+                excerpt(text)
+            )
+        })?
         .timestamp_nanos_opt()
-        .ok_or_else(|| format!("{text:?} is out of range"))
+        .ok_or_else(|| format!("{} is out of range", excerpt(text)))
 }
 
 /// A duration such as `10s`, `500ms`, `15m`, `1h`, `2d`, `1w`, in nanoseconds.
 pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} lacks a unit (ns, us, ms, s, m, h, d, w)"))?;
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        format!(
+            "duration {} lacks a unit (ns, us, ms, s, m, h, d, w)",
+            excerpt(text)
+        )
+    })?;
     let (number, unit) = text.split_at(split);
     let number: i64 = number
         .parse()
-        .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+        .map_err(|_| format!("duration {} must start with a whole number", excerpt(text)))?;
     let scale: i64 = match unit {
         "ns" => 1,
         "us" | "µs" => 1_000,
@@ -47,13 +57,15 @@ pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
         "w" => 7 * 86_400 * 1_000_000_000,
         _ => {
             return Err(format!(
-                "duration {text:?} has unknown unit {unit:?} (ns, us, ms, s, m, h, d, w)"
+                "duration {} has unknown unit {} (ns, us, ms, s, m, h, d, w)",
+                excerpt(text),
+                excerpt(unit)
             ))
         }
     };
     number
         .checked_mul(scale)
-        .ok_or_else(|| format!("duration {text:?} is too long"))
+        .ok_or_else(|| format!("duration {} is too long", excerpt(text)))
 }
 
 #[cfg(test)]

@@ -42,6 +42,16 @@ impl Setup {
         serde_json::from_value(points).ok()
     }
 
+    /// Waits until the historian answers `ts.query`.
+    pub async fn wait_historian(&self) {
+        let ready = async {
+            while self.stored("ready", "ready", "v").await.is_none() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        super::within(Duration::from_secs(60), "the historian answers", ready).await;
+    }
+
     /// Polls `stored` until it holds at least `count` points, for at most `limit`;
     /// returns what is stored then.
     pub async fn wait_stored(

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::telemetry::FieldValue;
 use serde_json::Value;
 
@@ -100,7 +101,7 @@ pub fn timestamp(value: &Value, unit: TimeUnit) -> Result<i64, String> {
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .ok()
             .and_then(|t| t.timestamp_nanos_opt())
-            .ok_or_else(|| format!("{s:?} is not an RFC 3339 time")),
+            .ok_or_else(|| format!("{} is not an RFC 3339 time", excerpt(s))),
         Value::Number(n) => match n.as_i64() {
             Some(i) => scale_int(i, unit),
             None => scale(n.as_f64().ok_or("not a number")?, unit),

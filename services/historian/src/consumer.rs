@@ -21,6 +21,7 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, AckKind, Message};
 use dtaas_runtime::Context;
 use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::names::{self, header};
 use dtaas_schemas::telemetry_batch::decode_records_into;
 use dtaas_schemas::{subject, TelemetryRecord};
@@ -91,7 +92,9 @@ impl Batch {
 }
 
 /// Decodes and checks one message's records, appending them to `records`; a message
-/// with one bad record is refused whole (it is acknowledged as a unit). DT outputs
+/// with one bad record is refused whole (it is acknowledged as a unit). A record on
+/// `dtaas.v1.tel.<pt>.<measurement>` must be for that PT and measurement, so that who
+/// may publish for one PT cannot write into another's series. DT outputs
 /// (`dtaas.v1.dt.<dt>.out.<output>`) are stored under pt = the DT and measurement =
 /// the output, whatever the records say.
 fn decode_into(message: &Message, records: &mut Vec<TelemetryRecord>) -> Result<usize, String> {
@@ -101,15 +104,29 @@ fn decode_into(message: &Message, records: &mut Vec<TelemetryRecord>) -> Result<
         .and_then(|encoding| decode_records_into(encoding, &message.payload, records))
         .map_err(|e| format!("cannot decode telemetry: {e}"))?;
     let dt_output = subject::parse_dt_output(&message.subject).ok();
+    let telemetry = subject::parse_telemetry(&message.subject).ok();
     let mut fault = None;
     for (index, record) in records[start..].iter_mut().enumerate() {
         if let Some((dt, output)) = dt_output {
             dt.clone_into(&mut record.pt);
             output.clone_into(&mut record.measurement);
         }
-        if let Err(error) = record.validate() {
+        let error = match telemetry {
+            Some(names) if names != (record.pt.as_str(), record.measurement.as_str()) => {
+                Some(format!(
+                    "the record is for PT {} measurement {}, but its subject is for PT {:?} \
+                     measurement {:?}; publish each record on its own PT's subject",
+                    excerpt(&record.pt),
+                    excerpt(&record.measurement),
+                    names.0,
+                    names.1
+                ))
+            }
+            _ => record.validate().err().map(|e| e.to_string()),
+        };
+        if let Some(error) = error {
             fault = Some(match count {
-                1 => error.to_string(),
+                1 => error,
                 _ => format!("record {index} of the array: {error}"),
             });
             break;

@@ -12,6 +12,7 @@ use async_nats::service::{self, ServiceExt};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::excerpt;
 use dtaas_schemas::names::header;
 use dtaas_schemas::{subject, ErrorCode, ErrorReply};
 use futures::StreamExt;
@@ -23,6 +24,10 @@ use crate::Context;
 
 /// How many requests of one endpoint are handled at once; more wait in the subscription.
 const CONCURRENT_REQUESTS: usize = 64;
+/// Room kept in a reply for its headers and the protocol around them.
+const REPLY_OVERHEAD: usize = 1024;
+/// The longest error message sent; longer ones (built from huge input) are cut.
+const MAX_ERROR_MESSAGE: usize = 1024;
 
 /// Who asked, taken from the request subject.
 #[derive(Debug, Clone)]
@@ -123,6 +128,7 @@ impl WorkerService {
             .map_err(|e| anyhow::anyhow!("cannot serve {subject}: {e}"))?;
         let handler = Arc::new(handler);
         let shutdown = self.ctx.shutdown.clone();
+        let nats = self.ctx.nats.clone();
         self.tasks.spawn(async move {
             let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
             loop {
@@ -135,9 +141,10 @@ impl WorkerService {
                 };
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 let handler = handler.clone();
+                let max_payload = nats.server_info().max_payload;
                 tokio::spawn(async move {
                     let (body, headers) =
-                        handle(&request, user_request, handler.as_ref()).await;
+                        handle(&request, user_request, handler.as_ref(), max_payload).await;
                     if let Err(error) = request.respond_with_headers(Ok(body), headers).await {
                         tracing::warn!(subject = %request.message.subject, %error, "cannot send reply");
                     }
@@ -157,10 +164,14 @@ impl WorkerService {
     }
 }
 
+/// Decodes, calls `handler` and encodes its reply, or an error reply: also when the
+/// reply would not fit in `max_payload` (the server's), which would otherwise never
+/// reach the caller.
 async fn handle<Req, Resp, F, Fut>(
     request: &service::Request,
     user_request: bool,
     handler: &F,
+    max_payload: usize,
 ) -> (Bytes, HeaderMap)
 where
     Req: DeserializeOwned,
@@ -213,6 +224,10 @@ where
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, encoding.content_type());
     match result.map(|reply| encoding.encode(&reply)) {
+        Ok(Ok(body)) if body.len() + REPLY_OVERHEAD > max_payload => error_reply(
+            encoding,
+            ErrorReply::new(ErrorCode::BadRequest, too_large(body.len(), max_payload)),
+        ),
         Ok(Ok(body)) => (body, headers),
         Ok(Err(e)) => error_reply(
             encoding,
@@ -222,7 +237,19 @@ where
     }
 }
 
-fn error_reply(encoding: Encoding, reply: ErrorReply) -> (Bytes, HeaderMap) {
+/// Why a reply of `size` bytes is not sent, and how to ask for less.
+fn too_large(size: usize, max_payload: usize) -> String {
+    format!(
+        "the reply would have {size} bytes, more than the NATS server's max payload of \
+         {max_payload} bytes; ask for less: a smaller `limit`, a narrower range \
+         (`from`/`to`), fewer `fields`, or page through it; MessagePack replies \
+         (Content-Type: application/msgpack) are also smaller than JSON"
+    )
+}
+
+fn error_reply(encoding: Encoding, mut reply: ErrorReply) -> (Bytes, HeaderMap) {
+    // The last guard against an error that quotes huge input: it could not be sent.
+    reply.error.message = excerpt::cap(&reply.error.message, MAX_ERROR_MESSAGE);
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, encoding.content_type());
     headers.insert(
