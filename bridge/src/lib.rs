@@ -7,6 +7,7 @@ pub mod config;
 pub mod downlink;
 pub mod ledger;
 pub mod mqtt;
+pub mod msg_id;
 pub mod outgoing;
 pub mod payload;
 pub mod requests;
@@ -69,7 +70,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     );
 
     let uplink = Arc::new(uplink::Uplink {
-        js: ctx.js.clone(),
+        js: ctx.publisher(),
         client: client.clone(),
         maps,
         ledger: ledger.clone(),
@@ -78,6 +79,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             .reject_unknown_pts
             .then(|| bridge.known_pts.iter().cloned().collect::<HashSet<_>>()),
         window: bridge.in_flight as usize,
+        msg_ids: msg_id::MsgIds::default(),
     });
     let uplink_task = tokio::spawn(uplink.run(rx, ctx.shutdown.clone()));
     let downlink_task = tokio::spawn(

@@ -8,6 +8,11 @@
 //! DLQ stream) acknowledged everything the message produced. A failed publish is
 //! retried with capped backoff; while NATS is down the window fills, the bridge stops
 //! acknowledging and the broker holds back further messages.
+//!
+//! A publish whose ack has not come within `nats_ack_timeout` (2 s; a stream leader
+//! died) is sent again with the same `Nats-Msg-Id` (from `id_field`, else one from
+//! `msg_id`), so JetStream stores it once, and a leader change stalls the uplink for
+//! about that long rather than the client's default.
 
 use std::collections::HashSet;
 use std::future::IntoFuture;
@@ -31,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::Ledger;
 use crate::mqtt::{Client, Message, QoS};
+use crate::msg_id::MsgIds;
 use crate::outgoing::{self, Outgoing};
 use crate::payload;
 use crate::payload::stamp::Stamper;
@@ -52,6 +58,8 @@ pub struct Uplink {
     pub known_pts: Option<HashSet<String>>,
     /// Most messages between receipt and acknowledgement.
     pub window: usize,
+    /// Ids for messages without one, so a publish sent again is not stored twice.
+    pub msg_ids: MsgIds,
 }
 
 /// What becomes of one MQTT message.
@@ -127,7 +135,10 @@ impl Uplink {
         let outcome = self.outcome(&publish, stamps);
         async move {
             match outcome {
-                Outcome::Records(messages) => {
+                Outcome::Records(mut messages) => {
+                    for message in &mut messages {
+                        self.msg_ids.ensure(&mut message.headers);
+                    }
                     let mut acks = Vec::with_capacity(messages.len());
                     for message in &messages {
                         let sent = self

@@ -34,4 +34,14 @@ impl Context {
             shutdown,
         })
     }
+
+    /// JetStream for publishing on hot paths: an ack that has not come within
+    /// `nats_ack_timeout` (2 s) fails, so the caller sends again with the same
+    /// `Nats-Msg-Id` and a stream leader change costs about that long, not the
+    /// client's default 5 s per lost ack. JetStream drops the duplicates.
+    pub fn publisher(&self) -> jetstream::Context {
+        let mut js = jetstream::new(self.nats.clone());
+        js.set_timeout(self.config.nats_ack_timeout);
+        js
+    }
 }
