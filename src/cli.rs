@@ -44,8 +44,8 @@ pub enum Command {
     /// Relations of DTs, assets, PTs, commands and lifecycle events into a graph store.
     #[command(after_help = const_format(COMMON_ENV, dtaas_graph::ENV_HELP))]
     Graph,
-    /// Library of reusable assets (not implemented yet).
-    #[command(after_help = COMMON_ENV)]
+    /// Library of reusable assets: private and shared, versioned, DTaaS layout.
+    #[command(after_help = const_format(COMMON_ENV, dtaas_assets::ENV_HELP))]
     Assets,
     /// DT registry, configuration validation and lifecycle (not implemented yet).
     #[command(after_help = COMMON_ENV)]
@@ -62,6 +62,9 @@ pub enum Command {
     /// What your DTs used (CPU seconds, wall time, peak memory), per DT and in total.
     #[command(after_help = COMMON_ENV)]
     Usage(crate::usage::UsageArgs),
+    /// The asset library: list, show, put, fetch, share, unshare, delete, import, export.
+    #[command(after_help = COMMON_ENV)]
+    Asset(crate::asset_cli::AssetArgs),
 }
 
 /// Help text: the shared environment, then the worker's own.

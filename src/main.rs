@@ -1,5 +1,6 @@
 //! `dtaas`: runs one worker (`dtaas bridge`, …) or all of them in one process (`dtaas up`).
 
+mod asset_cli;
 mod cli;
 mod pt;
 mod reply;

@@ -37,17 +37,21 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// Workers that exist today; `up` runs these.
-const IMPLEMENTED: [Command; 4] = [
+const IMPLEMENTED: [Command; 5] = [
     Command::Bridge,
     Command::Historian,
     Command::Graph,
     Command::Exec,
+    Command::Assets,
 ];
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let config = Arc::new(Config::load(cli.config.as_deref()).map_err(anyhow::Error::from)?);
     match cli.command {
         Command::Pt(args) => crate::pt::run(args, &config).await.map_err(Failure::from),
+        Command::Asset(args) => crate::asset_cli::run(args, &config)
+            .await
+            .map_err(Failure::from),
         Command::Up => up(config).await,
         Command::Usage(args) => crate::usage::run(&config, args)
             .await
@@ -74,12 +78,13 @@ fn name(command: &Command) -> &'static str {
         Command::Bridge => dtaas_bridge::WORKER,
         Command::Historian => dtaas_historian::WORKER,
         Command::Graph => dtaas_graph::WORKER,
-        Command::Assets => "assets",
+        Command::Assets => dtaas_assets::WORKER,
         Command::Lifecycle => "lifecycle",
         Command::Exec => dtaas_exec::WORKER,
         Command::Up => "up",
         Command::Pt(_) => "pt",
         Command::Usage(_) => "usage",
+        Command::Asset(_) => "asset",
     }
 }
 
@@ -96,6 +101,7 @@ async fn run_one(
         Command::Historian => dtaas_historian::run(ctx).await,
         Command::Graph => dtaas_graph::run(ctx).await,
         Command::Exec => dtaas_exec::run(ctx).await,
+        Command::Assets => dtaas_assets::run(ctx).await,
         _ => unreachable!("only implemented workers are run"),
     };
     result.map_err(|e| e.context(format!("{worker} worker failed")))?;
