@@ -16,6 +16,7 @@ pub mod exec;
 pub mod graph;
 pub mod lifecycle;
 pub mod names;
+pub mod stats;
 pub mod subject;
 pub mod telemetry;
 pub mod telemetry_batch;

@@ -12,7 +12,6 @@ pub mod neo4j;
 pub mod queries;
 pub mod store;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dtaas_runtime::{Context, WorkerService};
@@ -47,17 +46,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         Backend::Neo4j => Arc::new(neo4j::Neo4jStore::connect(&config).await?),
     };
     tracing::info!(backend = ?config.backend, "Graph store ready.");
-    let stats = Arc::new(consumer::Stats::default());
+    let consumer = consumer::new(&ctx, &config, store.clone()).await;
     let stats_fn = {
-        let stats = stats.clone();
-        Arc::new(move || {
-            serde_json::json!({
-                "events": stats.events.load(Ordering::Relaxed),
-                "batches": stats.batches.load(Ordering::Relaxed),
-                "dlq": stats.dlq.load(Ordering::Relaxed),
-                "store_errors": stats.store_errors.load(Ordering::Relaxed),
-            })
-        })
+        let counters = consumer.counters();
+        Arc::new(move || serde_json::json!(counters.snapshot()))
     };
     let mut service = WorkerService::start(
         &ctx,
@@ -125,9 +117,13 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             },
         )
         .await?;
-    let consumer = tokio::spawn(consumer::run(ctx.clone(), config, store, stats));
+    let consumer = tokio::spawn(consumer.run(ctx.clone()));
+    let result = consumer.await;
+    // The service stops on its own once shutdown is cancelled; if the consumer failed
+    // first, stop it so the process exits and can be restarted.
+    ctx.shutdown.cancel();
     service.run().await?;
-    consumer.await??;
+    result??;
     tracing::info!("Graph worker stopped.");
     Ok(())
 }

@@ -95,9 +95,7 @@ pub struct Batch {
 }
 
 /// An event that cannot enter the graph; the reason goes to the DLQ.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use dtaas_runtime::consumer::Invalid;
 
 /// How deep a configuration may nest children; deeper ones are rejected.
 pub const MAX_DEPTH: usize = 32;

@@ -42,40 +42,10 @@ impl FromStr for Backend {
 }
 
 /// How the historian acknowledges what it stored; fixed when the durable is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AckPolicy {
-    /// One acknowledgement per written batch, covering everything before it
-    /// (JetStream `AckPolicy::All`): the fastest, but only one historian process may
-    /// consume the durable. The default of the embedded backend, whose SQLite file
-    /// belongs to one process anyway.
-    All,
-    /// One acknowledgement per message (JetStream `AckPolicy::Explicit`): any number of
-    /// historian processes may share the durable. The default of the influxdb backend.
-    Explicit,
-}
-
-impl FromStr for AckPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => Ok(Self::All),
-            "explicit" => Ok(Self::Explicit),
-            other => Err(format!("unknown ack policy {other:?}; use all or explicit")),
-        }
-    }
-}
-
-impl AckPolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::All => "all",
-            Self::Explicit => "explicit",
-        }
-    }
-}
-
+/// `all` is the fastest, but only one historian process may consume the durable (the
+/// default of the embedded backend, whose SQLite file belongs to one process anyway);
+/// with `explicit` any number of historians may share it (the default of influxdb).
+pub use dtaas_runtime::consumer::AckPolicy;
 pub use dtaas_runtime::secret::Secret;
 
 /// `[historian]`: every key is optional.

@@ -1,8 +1,6 @@
 //! The dtaas historian worker: telemetry from `DTAAS_TEL` into a time-series store
 //! (embedded SQLite or InfluxDB 2), and the `ts.query` / `ts.latest` requests.
 
-pub mod ack_floor;
-pub mod acker;
 pub mod config;
 pub mod consumer;
 pub mod embedded;
@@ -10,8 +8,6 @@ pub mod influx;
 pub mod query;
 pub mod service;
 pub mod sink;
-
-use std::sync::Arc;
 
 use dtaas_runtime::Context;
 
@@ -60,9 +56,9 @@ pub async fn run_with<S: Sink>(
     config: HistorianConfig,
     store: S,
 ) -> anyhow::Result<()> {
-    let stats = Arc::new(consumer::Stats::default());
-    let service = service::start(&ctx, store.clone(), stats.clone()).await?;
-    let consumer = tokio::spawn(consumer::run(ctx.clone(), config, store, stats));
+    let consumer = consumer::new(&config, store.clone());
+    let service = service::start(&ctx, store, consumer.counters()).await?;
+    let consumer = tokio::spawn(consumer.run(ctx.clone()));
     let result = consumer.await;
     // The service stops on its own once shutdown is cancelled; if the consumer failed
     // first, stop it so the process exits and can be restarted.
@@ -72,5 +68,5 @@ pub async fn run_with<S: Sink>(
     if let Err(error) = ctx.nats.flush().await {
         tracing::warn!(%error, "Cannot flush the last acknowledgements; JetStream will redeliver them.");
     }
-    result?
+    Ok(result??)
 }

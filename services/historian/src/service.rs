@@ -7,10 +7,10 @@ use dtaas_runtime::{Context, RequestInfo, WorkerService};
 use dtaas_schemas::timeseries::{TsLatestRequest, TsQueryRequest};
 use dtaas_schemas::{subject, time, ErrorCode, ErrorReply};
 
-use crate::consumer::Stats;
 use crate::query::Query;
 use crate::sink::{Sink, SinkError};
 use crate::WORKER;
+use dtaas_runtime::consumer::Counters;
 
 /// The service name in request subjects: `dtaas.v1.<user>.ts.<verb>`.
 pub const SERVICE: &str = "ts";
@@ -26,9 +26,9 @@ fn reply_error(error: SinkError) -> ErrorReply {
 pub async fn start<S: Sink>(
     ctx: &Context,
     store: S,
-    stats: Arc<Stats>,
+    stats: Arc<Counters>,
 ) -> anyhow::Result<WorkerService> {
-    let stats_fn: StatsFn = Arc::new(move || stats.json());
+    let stats_fn: StatsFn = Arc::new(move || serde_json::json!(stats.snapshot()));
     let mut service = WorkerService::start(
         ctx,
         WORKER,

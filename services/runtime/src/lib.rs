@@ -1,8 +1,11 @@
 //! What every dtaas worker shares: configuration, NATS connection, provisioning of
-//! streams and buckets, the NATS service API, DLQ publishing, logging and shutdown.
+//! streams and buckets, the NATS service API, the JetStream batch consumer, capped
+//! backoff, DLQ publishing, logging and shutdown.
 
+pub mod backoff;
 pub mod buckets;
 pub mod config;
+pub mod consumer;
 pub mod context;
 pub mod dlq;
 pub mod headers;

@@ -1,5 +1,6 @@
 //! Acknowledging stored messages: one by one (`explicit`), or once per move of the
-//! stored floor (`all`).
+//! stored floor (`all`); and the progress acks that keep messages being retried from
+//! being redelivered.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -8,8 +9,8 @@ use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use async_nats::jetstream::Message;
 use bytes::Bytes;
 
-use crate::ack_floor::{AckFloor, Delivery};
-use crate::config::AckPolicy;
+use super::ack_floor::{AckFloor, Delivery};
+use super::AckPolicy;
 
 /// How long the floor may wait for a sequence before the stream is asked whether it
 /// still holds it; a redelivery normally fills the gap well within this.
@@ -175,6 +176,16 @@ impl FloorAcker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FloorState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Tells JetStream that `messages` are still being worked on, so `ack_wait` starts
+/// again for them. A lost progress ack costs at most a redelivery.
+pub async fn progress<'a>(messages: impl IntoIterator<Item = &'a Message>) {
+    for message in messages {
+        let _ = message
+            .ack_with(async_nats::jetstream::AckKind::Progress)
+            .await;
     }
 }
 

@@ -1,0 +1,95 @@
+//! Capped exponential backoff: the one retry delay of every loop in dtaas (NATS
+//! connects, stores that are down, MQTT reconnects, consumers that are recreated).
+//!
+//! A retry loop holds a [`Backoff`], calls [`Backoff::wait`] after each failure and
+//! [`Backoff::reset`] after a success; `wait` returns early (with `false`) when the
+//! worker shuts down, so no loop sleeps through a shutdown.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// First delay.
+const INITIAL: Duration = Duration::from_millis(100);
+/// Longest delay: a store or broker that comes back is noticed within this.
+const MAX: Duration = Duration::from_secs(5);
+
+/// The delay before retry `attempt` (0-based): 100 ms doubling up to 5 s.
+pub fn delay(attempt: usize) -> Duration {
+    let exponent = attempt.min(16) as u32;
+    INITIAL
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(MAX)
+}
+
+/// The state of one retry loop: how many failures in a row so far.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    /// Failures since the last success.
+    attempt: usize,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Failures since the last success (0 before the first failure).
+    pub fn attempt(&self) -> usize {
+        self.attempt
+    }
+
+    /// The delay after the failure just seen; counts it.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = delay(self.attempt);
+        self.attempt += 1;
+        delay
+    }
+
+    /// After a success: the next failure waits the shortest delay again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Sleeps the next delay. Returns `false` (at once) when `shutdown` is cancelled
+    /// first, so the caller stops retrying.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.next_delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Sleeps the next delay, whatever happens meanwhile.
+    pub async fn sleep(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_up_to_the_cap() {
+        assert_eq!(delay(0), Duration::from_millis(100));
+        assert_eq!(delay(3), Duration::from_millis(800));
+        assert_eq!(delay(100), Duration::from_secs(5));
+        let mut backoff = Backoff::new();
+        let first: Vec<_> = (0..3).map(|_| backoff.next_delay()).collect();
+        assert_eq!(first, [100, 200, 400].map(Duration::from_millis));
+        assert_eq!(backoff.attempt(), 3);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_ends_at_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut backoff = Backoff::new();
+        assert!(backoff.wait(&shutdown).await);
+        shutdown.cancel();
+        assert!(!backoff.wait(&shutdown).await);
+    }
+}
