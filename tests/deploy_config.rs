@@ -11,3 +11,15 @@ fn deploy_example_config_is_valid_for_every_worker() {
     dtaas_historian::HistorianConfig::load(&config).unwrap();
     dtaas_graph::config::GraphConfig::load(&config).unwrap();
 }
+
+#[test]
+fn kubernetes_manifests_give_seeds_as_the_workers_read_them() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/workers.yaml");
+    let manifests = std::fs::read_to_string(path).unwrap();
+    let seeds = manifests
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("DTAAS_NATS_URL:"))
+        .expect("the ConfigMap sets DTAAS_NATS_URL");
+    let urls: dtaas_runtime::config::NatsUrls = seeds.trim().trim_matches('"').parse().unwrap();
+    assert_eq!(urls.servers().len(), 3, "{seeds}");
+}
