@@ -47,8 +47,8 @@ pub enum Command {
     /// Library of reusable assets: private and shared, versioned, DTaaS layout.
     #[command(after_help = const_format(COMMON_ENV, dtaas_assets::ENV_HELP))]
     Assets,
-    /// DT registry, configuration validation and lifecycle (not implemented yet).
-    #[command(after_help = COMMON_ENV)]
+    /// DT registry, configuration validation, lifecycle, hierarchy, placement on exec nodes.
+    #[command(after_help = const_format(COMMON_ENV, dtaas_lifecycle::ENV_HELP))]
     Lifecycle,
     /// An exec node: runs DT processes (limits, restarts, logs) and meters their usage.
     #[command(after_help = const_format(COMMON_ENV, dtaas_exec::ENV_HELP))]
@@ -65,6 +65,10 @@ pub enum Command {
     /// The asset library: list, show, put, fetch, share, unshare, delete, import, export.
     #[command(after_help = COMMON_ENV)]
     Asset(crate::asset_cli::AssetArgs),
+    /// Your digital twins: create -f FILE, execute, save, restore, evolve -f FILE,
+    /// terminate, get, list, logs -f (as DTAAS_USER).
+    #[command(after_help = COMMON_ENV)]
+    Dt(crate::dt::DtArgs),
 }
 
 /// Help text: the shared environment, then the worker's own.

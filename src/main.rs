@@ -2,6 +2,7 @@
 
 mod asset_cli;
 mod cli;
+mod dt;
 mod pt;
 mod reply;
 mod usage;

@@ -37,12 +37,13 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// Workers that exist today; `up` runs these.
-const IMPLEMENTED: [Command; 5] = [
+const IMPLEMENTED: [Command; 6] = [
     Command::Bridge,
     Command::Historian,
     Command::Graph,
     Command::Exec,
     Command::Assets,
+    Command::Lifecycle,
 ];
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
@@ -52,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Asset(args) => crate::asset_cli::run(args, &config)
             .await
             .map_err(Failure::from),
+        Command::Dt(args) => crate::dt::run(args, &config).await.map_err(Failure::from),
         Command::Up => up(config).await,
         Command::Usage(args) => crate::usage::run(&config, args)
             .await
@@ -79,12 +81,13 @@ fn name(command: &Command) -> &'static str {
         Command::Historian => dtaas_historian::WORKER,
         Command::Graph => dtaas_graph::WORKER,
         Command::Assets => dtaas_assets::WORKER,
-        Command::Lifecycle => "lifecycle",
+        Command::Lifecycle => dtaas_lifecycle::WORKER,
         Command::Exec => dtaas_exec::WORKER,
         Command::Up => "up",
         Command::Pt(_) => "pt",
         Command::Usage(_) => "usage",
         Command::Asset(_) => "asset",
+        Command::Dt(_) => "dt",
     }
 }
 
@@ -102,6 +105,7 @@ async fn run_one(
         Command::Graph => dtaas_graph::run(ctx).await,
         Command::Exec => dtaas_exec::run(ctx).await,
         Command::Assets => dtaas_assets::run(ctx).await,
+        Command::Lifecycle => dtaas_lifecycle::run(ctx).await,
         _ => unreachable!("only implemented workers are run"),
     };
     result.map_err(|e| e.context(format!("{worker} worker failed")))?;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dt_config::{DtConfig, DtState};
+use crate::exec::LogLine;
 
 /// The event kind of DT lifecycle events: `dtaas.v1.evt.dt.<dt>.<event>`.
 pub const EVENT_KIND: &str = "dt";
@@ -174,9 +175,9 @@ fn default_lines() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DtReply {
     pub dt: DtState,
-    /// The last log lines of its processes (`dt.get` only).
+    /// The last log lines of its processes (`dt.get` only), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub logs: Vec<String>,
+    pub logs: Vec<LogLine>,
 }
 
 /// One line of `dt.list`.
@@ -200,7 +201,7 @@ pub struct ListReply {
 /// Reply to `dt.logs`: the newest `lines` lines, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogsReply {
-    pub lines: Vec<String>,
+    pub lines: Vec<LogLine>,
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub mod header {
     pub const DLQ_TOPIC: &str = "Dtaas-Dlq-Topic";
     /// The NATS subject a DLQ message arrived on.
     pub const DLQ_SUBJECT: &str = "Dtaas-Dlq-Subject";
+    /// The role (`DTAAS_ROLE`) of a process answering `dtaas.v1.dt.<dt>.ctl.save`.
+    pub const ROLE: &str = "Dtaas-Role";
     /// Error status of a service reply (NATS service API).
     pub const SERVICE_ERROR: &str = "Nats-Service-Error";
     /// Error code of a service reply (NATS service API).

@@ -1,0 +1,71 @@
+//! Errors of lifecycle operations; each becomes an error reply with its code.
+
+use dtaas_schemas::{ErrorCode, ErrorReply};
+
+/// Why an operation on a DT did not happen. The message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The request or the configuration is wrong; the message lists every problem.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such DT (or it belongs to another user).
+    #[error("{0}")]
+    NotFound(String),
+    /// The DT's state forbids it, or another operation holds it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A quota refuses it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// NATS, the registry, an exec node or the asset library is not reachable.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// An unreachable store or peer, with what failed.
+    pub fn unavailable(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
+        Self::Unavailable(format!("{what}: {e}; retry later"))
+    }
+}
+
+impl From<Error> for ErrorReply {
+    fn from(e: Error) -> Self {
+        ErrorReply::new(e.code(), e.to_string())
+    }
+}
+
+impl From<ErrorReply> for Error {
+    fn from(reply: ErrorReply) -> Self {
+        let message = reply.error.message;
+        match reply.error.code {
+            ErrorCode::BadRequest => Self::BadRequest(message),
+            ErrorCode::NotFound => Self::NotFound(message),
+            ErrorCode::Conflict => Self::Conflict(message),
+            ErrorCode::Forbidden => Self::Forbidden(message),
+            ErrorCode::Unavailable => Self::Unavailable(message),
+            ErrorCode::Internal => Self::Internal(message),
+        }
+    }
+}
+
+impl From<dtaas_schemas::SubjectError> for Error {
+    fn from(e: dtaas_schemas::SubjectError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,286 @@
+//! `dtaas dt …`: the people's client of the lifecycle service (`dtaas.v1.<user>.dt.*`),
+//! as `DTAAS_USER`. Configurations are read from YAML, TOML or JSON files; replies are
+//! printed for people, or as JSON with `--json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use dtaas_runtime::Config;
+use dtaas_schemas::dt_config::{DtConfig, DtState};
+use dtaas_schemas::exec::LogLine;
+use dtaas_schemas::lifecycle::{
+    self as api, CreateRequest, DtReply, EvolveRequest, IdRequest, ListReply, ListRequest,
+    LogsReply, LogsRequest, RestoreRequest,
+};
+use dtaas_schemas::subject;
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// `dtaas dt …`
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct DtArgs {
+    /// Print the replies as JSON instead of for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long to wait for the lifecycle service (execute waits for every process to start).
+    #[arg(long, global = true, default_value = "60s", value_parser = duration)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: DtCommand,
+}
+
+#[derive(Debug, Clone, PartialEq, Subcommand)]
+pub enum DtCommand {
+    /// Validates a configuration (YAML, TOML or JSON) and registers the DT and its children.
+    Create {
+        /// The configuration file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Starts the DT's processes (its children first).
+    Execute { id: String },
+    /// Saves the state of every process of an executing DT as a snapshot.
+    Save { id: String },
+    /// Starts the DT from a snapshot (the newest unless --snapshot names one).
+    Restore {
+        id: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+    /// Applies a new configuration; restarts only the processes whose part changed.
+    Evolve {
+        /// The new configuration file; its `id` names the DT.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Stops the DT's processes, then its children's.
+    Terminate { id: String },
+    /// State, configuration version, processes, snapshots and the last log lines.
+    Get { id: String },
+    /// Your DTs.
+    List,
+    /// The last log lines of the DT's processes; -f keeps following them.
+    Logs {
+        id: String,
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines until Ctrl-C.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+}
+
+pub async fn run(args: DtArgs, config: &Config) -> anyhow::Result<()> {
+    let client = dtaas_runtime::nats::connect(config, "dtaas-dt").await?;
+    let call = Call {
+        client: &client,
+        user: &config.user,
+        timeout: args.timeout,
+    };
+    let json = args.json;
+    match args.command {
+        DtCommand::Create { file } => {
+            let config = read_config(&file)?;
+            let reply: DtReply = call
+                .ask(api::VERB_CREATE, &CreateRequest { config })
+                .await?;
+            show_dt(&reply, json)
+        }
+        DtCommand::Evolve { file } => {
+            let config = read_config(&file)?;
+            let request = EvolveRequest {
+                id: config.id.clone(),
+                config,
+            };
+            show_dt(&call.ask(api::VERB_EVOLVE, &request).await?, json)
+        }
+        DtCommand::Execute { id } => {
+            show_dt(&call.ask(api::VERB_EXECUTE, &IdRequest { id }).await?, json)
+        }
+        DtCommand::Save { id } => {
+            show_dt(&call.ask(api::VERB_SAVE, &IdRequest { id }).await?, json)
+        }
+        DtCommand::Terminate { id } => show_dt(
+            &call.ask(api::VERB_TERMINATE, &IdRequest { id }).await?,
+            json,
+        ),
+        DtCommand::Restore { id, snapshot } => {
+            let request = RestoreRequest { id, snapshot };
+            show_dt(&call.ask(api::VERB_RESTORE, &request).await?, json)
+        }
+        DtCommand::Get { id } => show_dt(&call.ask(api::VERB_GET, &IdRequest { id }).await?, json),
+        DtCommand::List => {
+            let reply: ListReply = call.ask(api::VERB_LIST, &ListRequest {}).await?;
+            if json {
+                return print_json(&reply);
+            }
+            println!(
+                "{:<24} {:<11} {:>7} {:>9}  PARENT",
+                "ID", "STATE", "VERSION", "PROCESSES"
+            );
+            for dt in reply.dts {
+                println!(
+                    "{:<24} {:<11} {:>7} {:>9}  {}",
+                    dt.id,
+                    dt.state.as_str(),
+                    dt.config_version,
+                    dt.processes,
+                    dt.parent.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        DtCommand::Logs { id, lines, follow } => {
+            // Subscribe first, so no line falls between the history and the follow.
+            let mut live = if follow {
+                Some(client.subscribe(subject::dt_log_all(&id)?).await?)
+            } else {
+                None
+            };
+            let request = LogsRequest {
+                id: id.clone(),
+                lines,
+            };
+            let reply: LogsReply = call.ask(api::VERB_LOGS, &request).await?;
+            let last_at = reply.lines.last().map_or(0, |l| l.at);
+            for line in &reply.lines {
+                show_line(line, json)?;
+            }
+            let Some(live) = live.as_mut() else {
+                return Ok(());
+            };
+            let shutdown = dtaas_runtime::shutdown::on_signals();
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    message = live.next() => message,
+                };
+                let Some(message) = message else {
+                    return Ok(());
+                };
+                if let Ok(line) = dtaas_schemas::codec::decode::<LogLine>(None, &message.payload) {
+                    if line.at > last_at {
+                        show_line(&line, json)?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    dtaas_schemas::time::parse_duration_ns(text).map(|ns| Duration::from_nanos(ns.max(0) as u64))
+}
+
+/// One request to the lifecycle service as the configured user.
+struct Call<'a> {
+    client: &'a async_nats::Client,
+    user: &'a str,
+    timeout: Duration,
+}
+
+impl Call<'_> {
+    async fn ask<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        verb: &str,
+        request: &Req,
+    ) -> anyhow::Result<Resp> {
+        let subject = subject::request(self.user, api::SERVICE, verb)?;
+        let body = serde_json::to_vec(request)?;
+        let reply = tokio::time::timeout(
+            self.timeout,
+            self.client.request(subject.clone(), body.into()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no reply on {subject} within {:?}; is `dtaas lifecycle` (or `dtaas up`) running?",
+                self.timeout
+            )
+        })?
+        .with_context(|| format!("request on {subject} failed; is `dtaas lifecycle` running?"))?;
+        crate::reply::decode(&reply.payload)
+    }
+}
+
+/// A configuration from a YAML (`.yaml`, `.yml`), TOML (`.toml`) or JSON file.
+pub fn read_config(path: &Path) -> anyhow::Result<DtConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let parsed = match ext {
+        "toml" => toml::from_str(&text).map_err(anyhow::Error::from),
+        "json" => serde_json::from_str(&text).map_err(anyhow::Error::from),
+        _ => serde_yaml::from_str(&text).map_err(anyhow::Error::from),
+    };
+    parsed.with_context(|| format!("{} is not a valid DT configuration", path.display()))
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn show_line(line: &LogLine, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(line)?);
+    } else {
+        println!("{} {}", line.role, line.line);
+    }
+    Ok(())
+}
+
+fn show_dt(reply: &DtReply, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(reply);
+    }
+    let dt: &DtState = &reply.dt;
+    println!(
+        "DT {} of {}: {} (configuration v{})",
+        dt.id,
+        dt.owner,
+        dt.state.as_str(),
+        dt.config_version
+    );
+    if let Some(reason) = &dt.reason {
+        println!("  reason: {reason}");
+    }
+    if let Some(parent) = &dt.parent {
+        println!("  parent: {parent}");
+    }
+    let children: Vec<&str> = dt.config.children.iter().map(|c| c.id.as_str()).collect();
+    if !children.is_empty() {
+        println!("  children: {}", children.join(", "));
+    }
+    for (use_, resolved) in dt.config.assets.iter().zip(&dt.resolved_assets) {
+        println!("  asset {}: {resolved}", use_.name);
+    }
+    if !dt.processes.is_empty() {
+        println!(
+            "  {:<16} {:<12} {:>8} {:<10} {:>8}",
+            "ROLE", "NODE", "PID", "STATUS", "RESTARTS"
+        );
+        for p in &dt.processes {
+            let pid = p.pid.map_or("-".to_owned(), |p| p.to_string());
+            println!(
+                "  {:<16} {:<12} {:>8} {:<10} {:>8}",
+                p.role, p.node, pid, p.status, p.restarts
+            );
+        }
+    }
+    for s in &dt.snapshots {
+        println!(
+            "  snapshot {} (configuration v{}, state of: {})",
+            s.name,
+            s.config_version,
+            s.roles.join(", ")
+        );
+    }
+    for line in &reply.logs {
+        println!("  | {} {}", line.role, line.line);
+    }
+    Ok(())
+}
