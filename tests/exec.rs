@@ -82,13 +82,20 @@ async fn processes_run_restart_and_terminate_across_nodes() {
     let spec_json = serde_json::to_value(&spec).unwrap();
     let started: StartReply = cluster.node_request("n1", "start", spec_json.clone()).await;
     assert!(!started.already_running);
-    let line = next_line(&mut lines, "dt=twin-a", &cluster).await;
+    // stdout and stderr are read apart, so their lines may come in either order.
+    let (mut out, mut err) = (None, None);
+    while out.is_none() || err.is_none() {
+        let line = next_line(&mut lines, "", &cluster).await;
+        match line["stream"].as_str() {
+            Some("stdout") => out = Some(line),
+            _ => err = Some(line),
+        }
+    }
     assert_eq!(
-        line["line"],
+        out.unwrap()["line"],
         "dt=twin-a role=worker in=dtaas.v1.tel.pt9.val nats=nats"
     );
-    assert_eq!(line["stream"], "stdout");
-    next_line(&mut lines, "oops", &cluster).await;
+    assert_eq!(err.unwrap()["line"], "oops");
     let event = next_event(&mut events, ProcessEventKind::Started, &cluster).await;
     assert_eq!((event.pid, event.node.as_str()), (started.pid, "n1"));
 
@@ -139,6 +146,10 @@ async fn processes_run_restart_and_terminate_across_nodes() {
     // A node that dies takes its processes along; its entry goes stale; the same
     // (dt, role) starts on another node.
     let on_n3: StartReply = cluster.node_request("n3", "start", spec_json.clone()).await;
+    eventually("the sleep child starts", || {
+        group_members(on_n3.pid).len() >= 2
+    })
+    .await;
     cluster.node("n3").kill();
     eventually("n3's process dies with n3", || !alive(on_n3.pid)).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -155,6 +166,13 @@ async fn processes_run_restart_and_terminate_across_nodes() {
     }
     let on_n2: StartReply = cluster.node_request("n2", "start", spec_json).await;
     assert!(alive(on_n2.pid));
+    // n3 back: it kills what its killed predecessor left (the process's own child).
+    cluster.node("n3").start().unwrap();
+    cluster.wait_for_node("n3").await;
+    eventually("n3's leftovers are killed", || {
+        group_members(on_n3.pid).is_empty()
+    })
+    .await;
     let n2 = cluster.wait_for_node("n2").await;
     assert!(!n2.is_stale(dtaas_schemas::time::now_ns()));
 
@@ -321,5 +339,97 @@ async fn hundred_start_stop_cycles_leave_nothing_behind() {
     assert!(
         after.1 <= before.1 + 4,
         "threads grew: {before:?} -> {after:?}"
+    );
+}
+
+/// Puts `content` into the library's object store; returns its SHA-256.
+async fn put_file(js: &async_nats::jetstream::Context, content: &[u8]) -> String {
+    use sha2::Digest;
+    let sha = dtaas_schemas::asset_store::hex(&sha2::Sha256::digest(content));
+    let store = js.get_object_store("dtaas-assets").await.unwrap();
+    let name = dtaas_schemas::asset_store::object_name(&sha);
+    timeout(WAIT, store.put(name.as_str(), &mut &content[..]))
+        .await
+        .unwrap()
+        .unwrap();
+    sha
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asset_files_and_snapshots_reach_the_work_directory() {
+    let cluster = Cluster::start(&["a1"]).await;
+    let js = async_nats::jetstream::new(cluster.client.clone());
+    let script =
+        b"#!/bin/sh\necho \"from-asset $(cat data/answer.txt) state=$(cat \"$DTAAS_STATE\")\"\n";
+    let files = json!([
+        {"path": "bin/run.sh", "size": script.len(), "sha256": put_file(&js, script).await, "mode": 0o755},
+        {"path": "data/answer.txt", "size": 2, "sha256": put_file(&js, b"42").await, "mode": 0o644},
+    ]);
+    let meta = json!({"name": "doubler", "owner": "alice", "version": 1, "kind": "function",
+        "files": files, "digest": "d1"});
+    let kv = js.get_key_value("dtaas-assets").await.unwrap();
+    kv.put(
+        dtaas_schemas::asset_store::meta_key("alice", "doubler", 1),
+        meta.to_string().into(),
+    )
+    .await
+    .unwrap();
+    let snapshots = js.get_object_store("dtaas-snapshots").await.unwrap();
+    snapshots
+        .put("snap-1", &mut &b"counter=7"[..])
+        .await
+        .unwrap();
+
+    let mut lines = cluster
+        .client
+        .subscribe(subject::dt_log("lib", "fn").unwrap())
+        .await
+        .unwrap();
+    let mut spec = shell("lib", "fn", "");
+    spec.asset = "alice/doubler@1".into();
+    spec.digest = Some("d1".into());
+    spec.argv = vec!["bin/run.sh".into()];
+    spec.restart = RestartPolicy::Never;
+    spec.state = Some("snap-1".into());
+    let _: StartReply = cluster
+        .node_request("a1", "start", serde_json::to_value(&spec).unwrap())
+        .await;
+    next_line(&mut lines, "from-asset 42 state=counter=7", &cluster).await;
+
+    // A file whose content does not match its digest is refused, and nothing runs.
+    let other = put_file(&js, b"real").await;
+    let store = js.get_object_store("dtaas-assets").await.unwrap();
+    let forged = "0".repeat(64);
+    store
+        .put(
+            dtaas_schemas::asset_store::object_name(&forged).as_str(),
+            &mut &b"forged"[..],
+        )
+        .await
+        .unwrap();
+    let meta = json!({"name": "bad", "owner": "alice", "version": 1, "kind": "function",
+        "files": [{"path": "x", "size": 6, "sha256": forged, "mode": 0o644},
+                  {"path": "y", "size": 4, "sha256": other, "mode": 0o644}]});
+    kv.put(
+        dtaas_schemas::asset_store::meta_key("alice", "bad", 1),
+        meta.to_string().into(),
+    )
+    .await
+    .unwrap();
+    let mut bad = shell("lib", "bad", "true");
+    bad.asset = "alice/bad@1".into();
+    let reply = cluster
+        .request(
+            subject::exec_node("a1", "start").unwrap(),
+            serde_json::to_value(&bad).unwrap(),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SHA-256"),
+        "{reply}"
     );
 }

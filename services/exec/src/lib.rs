@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod events;
+pub mod leftovers;
 pub mod logs;
 pub mod meter;
 pub mod node;
@@ -50,6 +51,13 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     usage::provision(&ctx.js, ctx.config.replicas, config.usage_retention).await?;
     let root = config.dir(&ctx.config);
     prepare_root(&root)?;
+    let killed = leftovers::sweep(&root);
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "Killed processes a previous run of this node left behind."
+        );
+    }
     let run_as = RunAs::resolve(&config.run_as);
     let workdirs = Workdirs {
         root,

@@ -21,6 +21,8 @@ pub struct Stat {
     pub own_cpu: f64,
     /// `own_cpu` plus the time of the children it reaped, seconds.
     pub total_cpu: f64,
+    /// When it started, in clock ticks after boot: with the pid, names one process.
+    pub start_ticks: u64,
 }
 
 /// Reads `/proc/<pid>/stat`; `None` when the process is gone.
@@ -37,6 +39,7 @@ pub fn stat(pid: u32) -> Option<Stat> {
         pgrp,
         own_cpu: (utime + stime) as f64 / TICKS_PER_SECOND,
         total_cpu: (utime + stime + cutime + cstime) as f64 / TICKS_PER_SECOND,
+        start_ticks: number(19)?,
     })
 }
 

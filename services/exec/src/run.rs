@@ -40,6 +40,8 @@ pub struct Run<'a> {
     pub key: &'a Key,
     pub stop: &'a CancellationToken,
     pub grace: &'a Mutex<Duration>,
+    /// The node's directory, where running groups are recorded.
+    pub root: &'a std::path::Path,
 }
 
 /// How a run ended.
@@ -96,6 +98,7 @@ fn reap(mut child: std::process::Child) -> Reaped {
 /// Watches `child` until it ended (and, if stopped, until it was terminated).
 pub async fn watch(run: Run<'_>, mut child: std::process::Child) -> Outcome {
     let pid = child.id();
+    crate::leftovers::record(run.root, pid);
     let mut readers = Vec::new();
     for (pipe, stream) in [
         (child.stdout.take().map(OwnedFd::from), LogStream::Stdout),
@@ -165,6 +168,7 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child) -> Outcome {
         }
         None => (None, None),
     };
+    crate::leftovers::forget(run.root, pid);
     report(&run, &mut meter, true).await;
     for reader in readers {
         // Every writer of the pipes is gone (the group was killed), so they end.

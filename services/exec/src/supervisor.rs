@@ -236,6 +236,7 @@ impl Supervisor {
                 key: &key,
                 stop: &supervised.stop,
                 grace: &supervised.grace,
+                root: &self.workdirs.root,
             };
             let started = std::time::Instant::now();
             let outcome = run::watch(run, child).await;

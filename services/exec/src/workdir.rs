@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use async_nats::jetstream::{self, object_store::ObjectStore};
 use dtaas_schemas::asset::AssetMeta;
-use dtaas_schemas::asset_store::{is_sha256, meta_key, object_name};
+use dtaas_schemas::asset_store::{hex, is_sha256, meta_key, object_name};
 use dtaas_schemas::exec::ProcessSpec;
 use dtaas_schemas::names::{KV_ASSETS, OBJECT_ASSETS, OBJECT_SNAPSHOTS};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::spawn::RunAs;
@@ -173,6 +174,12 @@ impl Workdirs {
                 )),
                 ReadError::Other(e) => unavailable(format!("cannot fetch asset file {sha256}"))(e),
             })?;
+        let actual = hex(&Sha256::digest(&bytes));
+        if actual != sha256 {
+            return Err(WorkdirError::Unavailable(format!(
+                "asset file {sha256} in object store {OBJECT_ASSETS} has the SHA-256 {actual}; the library is damaged"
+            )));
+        }
         // Written under a temporary name and renamed, so a crash never leaves a
         // partial file under the digest's name.
         let partial = path.with_extension(format!("part{}", std::process::id()));
