@@ -69,6 +69,9 @@ pub enum Command {
     /// terminate, get, list, logs -f (as DTAAS_USER).
     #[command(after_help = COMMON_ENV)]
     Dt(crate::dt::DtArgs),
+    /// A PNG or SVG of stored series (the incubator demo's by default), anomalies shaded.
+    #[command(after_help = COMMON_ENV)]
+    Plot(crate::plot::PlotArgs),
 }
 
 /// Help text: the shared environment, then the worker's own.

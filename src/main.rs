@@ -3,6 +3,7 @@
 mod asset_cli;
 mod cli;
 mod dt;
+mod plot;
 mod pt;
 mod reply;
 mod usage;

@@ -54,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             .await
             .map_err(Failure::from),
         Command::Dt(args) => crate::dt::run(args, &config).await.map_err(Failure::from),
+        Command::Plot(args) => crate::plot::run(args, &config).await.map_err(Failure::from),
         Command::Up => up(config).await,
         Command::Usage(args) => crate::usage::run(&config, args)
             .await
@@ -88,6 +89,7 @@ fn name(command: &Command) -> &'static str {
         Command::Usage(_) => "usage",
         Command::Asset(_) => "asset",
         Command::Dt(_) => "dt",
+        Command::Plot(_) => "plot",
     }
 }
 

@@ -66,10 +66,12 @@ impl Handler for Events {
     const STORE: &'static str = "Graph store";
 
     fn decode(&self, message: &Message, batch: &mut Batch) -> Result<usize, Invalid> {
-        let (kind, id, _event) = subject::parse_event(&message.subject)
+        let (kind, id, event) = subject::parse_event(&message.subject)
             .map_err(|e| Invalid(format!("unexpected subject: {e}")))?;
         let content_type = dtaas_runtime::headers::content_type(message.headers.as_ref());
         match kind {
+            // A DT's own events (`anomaly`, …) share the kind but are no transitions.
+            lifecycle::EVENT_KIND if !is_lifecycle_state(event) => Ok(0),
             lifecycle::EVENT_KIND => {
                 let event: lifecycle::LifecycleEvent =
                     codec::decode(content_type, &message.payload)
@@ -131,5 +133,23 @@ impl AssetKinds {
                 }
             }
         }
+    }
+}
+
+/// Whether `event` names a lifecycle state (the last token of a transition event).
+fn is_lifecycle_state(event: &str) -> bool {
+    serde_json::from_value::<lifecycle::LifecycleState>(serde_json::Value::from(event)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lifecycle_states_are_transitions() {
+        assert!(is_lifecycle_state("executing"));
+        assert!(is_lifecycle_state("terminated"));
+        assert!(!is_lifecycle_state("anomaly"));
+        assert!(!is_lifecycle_state("anomaly_cleared"));
     }
 }
