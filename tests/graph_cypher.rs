@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use dtaas_graph::cypher::{self, write_statements};
-use dtaas_graph::queries::{DEFAULT_FROM, DEFAULT_TO};
+use dtaas_graph::requests::{DEFAULT_FROM, DEFAULT_TO};
 use dtaas_graph::store::{assemble_commands, assemble_tree, CommandStatusRow};
 use dtaas_schemas::graph::{AssetUser, Transition};
 use dtaas_test_harness::{FalkorDb, Resp, RespClient};
@@ -237,7 +237,7 @@ async fn neo4j_backend_against_real_neo4j() {
     };
     use dtaas_graph::config::{GraphConfig, Secret};
     use dtaas_graph::neo4j::Neo4jStore;
-    use dtaas_graph::queries::Queries;
+    use dtaas_graph::requests::Queries;
     use dtaas_graph::store::GraphStore;
     use std::time::Duration;
     use tokio::time::timeout;

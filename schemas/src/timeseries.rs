@@ -4,6 +4,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::telemetry::FieldValue;
 
+/// The service name in request subjects: `dtaas.v1.<user>.ts.<verb>`.
+pub const SERVICE: &str = "ts";
+/// Verb of the points-in-a-range request.
+pub const VERB_QUERY: &str = "query";
+/// Verb of the latest-values request.
+pub const VERB_LATEST: &str = "latest";
+
 /// `dtaas.v1.<user>.ts.query`: the points of one PT and measurement in a time range.
 ///
 /// JSON as typed by hand:

@@ -9,18 +9,15 @@ pub mod cypher_guard;
 pub mod embedded;
 pub mod model;
 pub mod neo4j;
-pub mod queries;
+pub mod requests;
 pub mod store;
 
 use std::sync::Arc;
 
 use dtaas_runtime::{Context, WorkerService};
-use dtaas_schemas::graph::{
-    self, CommandsRequest, CypherRequest, HistoryRequest, ImpactRequest, TreeRequest,
-};
 
 use crate::config::{Backend, GraphConfig};
-use crate::queries::Queries;
+use crate::requests::Queries;
 use crate::store::GraphStore;
 
 /// The worker's name: `dtaas graph`, service `dtaas-graph`.
@@ -59,64 +56,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     )
     .await?;
     let queries = Queries {
-        store: store.clone(),
+        store,
         admins: Arc::new(config.admins.clone()),
     };
-    let q = queries.clone();
-    service
-        .endpoint(
-            graph::SERVICE,
-            graph::VERB_TREE,
-            move |_, req: TreeRequest| {
-                let q = q.clone();
-                async move { q.tree(req).await }
-            },
-        )
-        .await?;
-    let q = queries.clone();
-    service
-        .endpoint(
-            graph::SERVICE,
-            graph::VERB_IMPACT,
-            move |_, req: ImpactRequest| {
-                let q = q.clone();
-                async move { q.impact(req).await }
-            },
-        )
-        .await?;
-    let q = queries.clone();
-    service
-        .endpoint(
-            graph::SERVICE,
-            graph::VERB_HISTORY,
-            move |_, req: HistoryRequest| {
-                let q = q.clone();
-                async move { q.history(req).await }
-            },
-        )
-        .await?;
-    let q = queries.clone();
-    service
-        .endpoint(
-            graph::SERVICE,
-            graph::VERB_COMMANDS,
-            move |_, req: CommandsRequest| {
-                let q = q.clone();
-                async move { q.commands(req).await }
-            },
-        )
-        .await?;
-    let q = queries;
-    service
-        .endpoint(
-            graph::SERVICE,
-            graph::VERB_CYPHER,
-            move |info, req: CypherRequest| {
-                let q = q.clone();
-                async move { q.cypher(info, req).await }
-            },
-        )
-        .await?;
+    requests::register(&mut service, &queries).await?;
     let consumer = tokio::spawn(consumer.run(ctx.clone()));
     let result = consumer.await;
     // The service stops on its own once shutdown is cancelled; if the consumer failed

@@ -6,7 +6,7 @@ pub mod consumer;
 pub mod embedded;
 pub mod influx;
 pub mod query;
-pub mod service;
+pub mod requests;
 pub mod sink;
 
 use dtaas_runtime::Context;
@@ -57,7 +57,7 @@ pub async fn run_with<S: Sink>(
     store: S,
 ) -> anyhow::Result<()> {
     let consumer = consumer::new(&config, store.clone());
-    let service = service::start(&ctx, store, consumer.counters()).await?;
+    let service = requests::start(&ctx, store, consumer.counters()).await?;
     let consumer = tokio::spawn(consumer.run(ctx.clone()));
     let result = consumer.await;
     // The service stops on its own once shutdown is cancelled; if the consumer failed

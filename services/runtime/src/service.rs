@@ -89,6 +89,30 @@ impl WorkerService {
             .await
     }
 
+    /// Serves `dtaas.v1.<user>.<service_name>.<verb>` with `handler`, which gets its
+    /// own clone of `state` (the worker's store, configuration, …) with each request:
+    /// `service.endpoint_with(&queries, SERVICE, VERB_TREE, |q, _, req| async move { q.tree(req).await })`.
+    pub async fn endpoint_with<St, Req, Resp, F, Fut>(
+        &mut self,
+        state: &St,
+        service_name: &str,
+        verb: &str,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        St: Clone + Send + Sync + 'static,
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(St, RequestInfo, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
+    {
+        let state = state.clone();
+        self.endpoint(service_name, verb, move |info, request| {
+            handler(state.clone(), info, request)
+        })
+        .await
+    }
+
     /// Serves a subject that is not a user's request (for example an exec node's own
     /// `dtaas.v1.exec.<node>.<verb>`); the handler's `RequestInfo::user` is empty.
     pub async fn endpoint_at<Req, Resp, F, Fut>(

@@ -1,10 +1,11 @@
-//! The `graph.*` request handlers: validate the request, ask the store, shape the reply.
+//! The `graph.*` request handlers: validate the request, ask the store, shape the reply;
+//! and their registration with the service API.
 
 use std::sync::Arc;
 
-use dtaas_runtime::RequestInfo;
+use dtaas_runtime::{RequestInfo, WorkerService};
 use dtaas_schemas::graph::{
-    CommandsReply, CommandsRequest, CypherReply, CypherRequest, HistoryReply, HistoryRequest,
+    self, CommandsReply, CommandsRequest, CypherReply, CypherRequest, HistoryReply, HistoryRequest,
     ImpactReply, ImpactRequest, TreeReply, TreeRequest,
 };
 use dtaas_schemas::subject::validate_token;
@@ -28,6 +29,51 @@ pub struct Queries {
     pub store: Arc<dyn GraphStore>,
     /// Users that may run writing Cypher.
     pub admins: Arc<Vec<String>>,
+}
+
+/// Serves every `graph.*` verb with `queries`.
+pub async fn register(service: &mut WorkerService, queries: &Queries) -> anyhow::Result<()> {
+    use graph::{SERVICE, VERB_COMMANDS, VERB_CYPHER, VERB_HISTORY, VERB_IMPACT, VERB_TREE};
+    service
+        .endpoint_with(
+            queries,
+            SERVICE,
+            VERB_TREE,
+            |q, _, req: TreeRequest| async move { q.tree(req).await },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            queries,
+            SERVICE,
+            VERB_IMPACT,
+            |q, _, req: ImpactRequest| async move { q.impact(req).await },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            queries,
+            SERVICE,
+            VERB_HISTORY,
+            |q, _, req: HistoryRequest| async move { q.history(req).await },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            queries,
+            SERVICE,
+            VERB_COMMANDS,
+            |q, _, req: CommandsRequest| async move { q.commands(req).await },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            queries,
+            SERVICE,
+            VERB_CYPHER,
+            |q, info, req: CypherRequest| async move { q.cypher(info, req).await },
+        )
+        .await
 }
 
 fn bad(message: impl Into<String>) -> ErrorReply {

@@ -2,18 +2,17 @@
 
 use std::sync::Arc;
 
+use dtaas_runtime::consumer::Counters;
 use dtaas_runtime::service::StatsFn;
 use dtaas_runtime::{Context, RequestInfo, WorkerService};
-use dtaas_schemas::timeseries::{TsLatestRequest, TsQueryRequest};
+use dtaas_schemas::timeseries::{
+    TsLatestRequest, TsQueryRequest, SERVICE, VERB_LATEST, VERB_QUERY,
+};
 use dtaas_schemas::{subject, time, ErrorCode, ErrorReply};
 
 use crate::query::Query;
 use crate::sink::{Sink, SinkError};
 use crate::WORKER;
-use dtaas_runtime::consumer::Counters;
-
-/// The service name in request subjects: `dtaas.v1.<user>.ts.<verb>`.
-pub const SERVICE: &str = "ts";
 
 fn reply_error(error: SinkError) -> ErrorReply {
     match error {
@@ -40,7 +39,7 @@ pub async fn start<S: Sink>(
     service
         .endpoint(
             SERVICE,
-            "query",
+            VERB_QUERY,
             move |_: RequestInfo, request: TsQueryRequest| {
                 let store = query_store.clone();
                 async move {
@@ -53,7 +52,7 @@ pub async fn start<S: Sink>(
     service
         .endpoint(
             SERVICE,
-            "latest",
+            VERB_LATEST,
             move |_: RequestInfo, request: TsLatestRequest| {
                 let store = store.clone();
                 async move {
