@@ -87,7 +87,7 @@ impl Library {
         serde_json::from_slice(&reply.payload).expect("JSON reply to a JSON request")
     }
 
-    /// Every KV entry (key → value) and every content object name of the library.
+    /// Every KV entry (key → value) and every object name (contents and upload parts).
     pub async fn snapshot(&self) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
         let kv = self.ctx.js.get_key_value(names::KV_ASSETS).await.unwrap();
         let keys: Vec<String> = timeout(T, async {
@@ -118,7 +118,6 @@ impl Library {
         })
         .await
         .unwrap();
-        objects.retain(|name| name.starts_with("sha256/"));
         objects.sort();
         (entries, objects)
     }

@@ -124,37 +124,40 @@ impl Library {
         let last = req.data.0.clone();
         let feeder = tokio::spawn(async move {
             let mut offsets = Vec::new();
-            let mut pos = 0;
-            while pos < last_offset {
-                let mut part = objects
-                    .get(part_name(&owner, &sha256, pos))
-                    .await
-                    .map_err(|e| format!("the part at offset {pos} is missing ({e})"))?;
-                let n = tokio::io::copy(&mut part, &mut writer)
-                    .await
-                    .map_err(|e| format!("the part at offset {pos} is unreadable ({e})"))?;
-                offsets.push(pos);
-                pos += n;
-                if n == 0 {
-                    return Err(format!("the part at offset {pos} is empty"));
+            let fed = async {
+                let mut pos = 0;
+                while pos < last_offset {
+                    let mut part = objects
+                        .get(part_name(&owner, &sha256, pos))
+                        .await
+                        .map_err(|e| format!("the part at offset {pos} is missing ({e})"))?;
+                    let n = tokio::io::copy(&mut part, &mut writer)
+                        .await
+                        .map_err(|e| format!("the part at offset {pos} is unreadable ({e})"))?;
+                    offsets.push(pos);
+                    if n == 0 {
+                        return Err(format!("the part at offset {pos} is empty"));
+                    }
+                    pos += n;
                 }
+                if pos != last_offset {
+                    return Err(format!(
+                        "the parts end at offset {pos}, not at the last chunk's {last_offset}"
+                    ));
+                }
+                writer
+                    .write_all(&last)
+                    .await
+                    .map_err(|e| format!("cannot pass the last chunk on ({e})"))
             }
-            if pos != last_offset {
-                return Err(format!(
-                    "the parts end at offset {pos}, not at the last chunk's {last_offset}"
-                ));
-            }
-            writer
-                .write_all(&last)
-                .await
-                .map_err(|e| format!("cannot pass the last chunk on ({e})"))?;
-            Ok::<_, String>(offsets)
+            .await;
+            (offsets, fed)
         });
         let put = self
             .objects
             .put(object_name(&req.sha256).as_str(), &mut reader)
             .await;
-        let fed = feeder
+        let (offsets, fed) = feeder
             .await
             .map_err(|e| internal(format!("upload assembly failed: {e}")))?;
         let info = put.map_err(|e| unavailable("store file contents", e))?;
@@ -169,26 +172,24 @@ impl Library {
                 }
             }
         }
-        let offsets = match fed {
-            Err(why) => {
-                return Err(bad_request(format!(
-                    "cannot complete the upload of {}: {why}; upload it again from offset 0",
-                    req.sha256
-                )))
-            }
-            Ok(_) if !matches => {
-                return Err(mismatch(
-                    &req.sha256,
-                    &format!("{} bytes and digest {:?}", info.size, info.digest),
-                ))
-            }
-            Ok(offsets) => offsets,
-        };
+        // The parts go either way: a failed upload starts again from offset 0.
         for offset in offsets {
             let _ = self
                 .objects
                 .delete(part_name(user, &req.sha256, offset))
                 .await;
+        }
+        if let Err(why) = fed {
+            return Err(bad_request(format!(
+                "cannot complete the upload of {}: {why}; upload it again from offset 0",
+                req.sha256
+            )));
+        }
+        if !matches {
+            return Err(mismatch(
+                &req.sha256,
+                &format!("{} bytes and digest {:?}", info.size, info.digest),
+            ));
         }
         Ok(())
     }
