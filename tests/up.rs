@@ -77,7 +77,12 @@ async fn up_runs_every_worker_end_to_end() {
     .unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
 
-    for worker in ["dtaas-bridge", "dtaas-historian", "dtaas-graph"] {
+    for worker in [
+        "dtaas-bridge",
+        "dtaas-historian",
+        "dtaas-graph",
+        "dtaas-assets",
+    ] {
         let ping = eventually(
             &up,
             &client,
