@@ -16,10 +16,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct UsageArgs {
     /// Start of the range: RFC 3339, `now`, or relative like `-7d`.
-    #[arg(long, default_value = "-24h")]
+    #[arg(long, default_value = "-24h", allow_hyphen_values = true)]
     pub from: String,
     /// End of the range.
-    #[arg(long, default_value = "now")]
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
     pub to: String,
     /// Another user's usage (admins only); `*` for every user.
     #[arg(long)]

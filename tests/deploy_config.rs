@@ -10,6 +10,7 @@ fn deploy_example_config_is_valid_for_every_worker() {
     dtaas_bridge::config::BridgeConfig::load(&config).unwrap();
     dtaas_historian::HistorianConfig::load(&config).unwrap();
     dtaas_graph::config::GraphConfig::load(&config).unwrap();
+    dtaas_exec::config::ExecConfig::load(&config).unwrap();
 }
 
 #[test]

@@ -292,6 +292,34 @@ async fn usage_of_a_busy_process_matches_proc() {
     assert_eq!(busy.usage.runs, 1);
     assert_eq!(usage.total.cpu_seconds, busy.usage.cpu_seconds);
 
+    // `dtaas usage` as alice: the same figures, as JSON and as a table.
+    let url = cluster.nats.url();
+    let cli = move |json: bool| {
+        let url = url.clone();
+        async move {
+            let mut args = vec!["usage", "--from", "-5m"];
+            if json {
+                args.push("--json");
+            }
+            let run = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_dtaas"))
+                    .args(args)
+                    .env("DTAAS_NATS_URL", url)
+                    .env("DTAAS_USER", "alice")
+                    .output()
+                    .unwrap()
+            });
+            let output = timeout(WAIT, run).await.unwrap().unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    let printed: UsageReply = serde_json::from_str(&cli(true).await).unwrap();
+    assert_eq!(printed.dts, usage.dts);
+    let table = cli(false).await;
+    assert!(table.lines().any(|l| l.starts_with("busy ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("total ")), "{table}");
+
     // Another user sees none of it, and may not ask for alice's.
     let bob = subject::request("bob", "usage", "get").unwrap();
     let reply = cluster.request(bob.clone(), json!({})).await;
