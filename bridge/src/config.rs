@@ -49,6 +49,11 @@ pub struct BridgeConfig {
     /// CA certificates (PEM) the broker's certificate is checked against with
     /// `mqtts://` (`DTAAS_MQTT_CA_FILE`); default: the system's.
     pub mqtt_ca_file: Option<PathBuf>,
+    /// Most bytes the durable backlog under `DTAAS_DATA_DIR/bridge-backlog` holds while
+    /// JetStream cannot take messages (`DTAAS_BRIDGE_BACKLOG_MAX_BYTES`, default
+    /// 1 GiB; 0 turns it off). When full the bridge waits for JetStream and the
+    /// broker queues.
+    pub backlog_max_bytes: u64,
 }
 
 impl Default for BridgeConfig {
@@ -67,6 +72,7 @@ impl Default for BridgeConfig {
             known_pts: Vec::new(),
             maps: Vec::new(),
             default_map: true,
+            backlog_max_bytes: 1 << 30,
             mqtt_username: None,
             mqtt_password: None,
             mqtt_ca_file: None,
@@ -212,6 +218,10 @@ impl BridgeConfig {
         bridge.client_id = Some(client_id);
         dtaas_runtime::config::env_override(&mut bridge.mqtt_protocol, "DTAAS_MQTT_PROTOCOL")?;
         dtaas_runtime::config::env_override(&mut bridge.in_flight, "DTAAS_BRIDGE_IN_FLIGHT")?;
+        dtaas_runtime::config::env_override(
+            &mut bridge.backlog_max_bytes,
+            "DTAAS_BRIDGE_BACKLOG_MAX_BYTES",
+        )?;
         bridge.resolve_credentials(&config.mqtt_url, &|name| std::env::var(name).ok())?;
         if let Ok(path) = std::env::var("DTAAS_MQTT_CA_FILE") {
             bridge.mqtt_ca_file = Some(path.into());
@@ -270,6 +280,8 @@ pub const ENV_HELP: &str = "\
 Bridge environment (overrides [bridge] in the config file):
   DTAAS_BRIDGE_CLIENT_ID      MQTT client id, stable across restarts [default: dtaas-bridge-<user>]
   DTAAS_BRIDGE_IN_FLIGHT      MQTT messages received but not yet acknowledged [default: 1000]
+  DTAAS_BRIDGE_BACKLOG_MAX_BYTES  disk backlog while JetStream cannot take messages,
+                              0 turns it off [default: 1073741824]
   DTAAS_MQTT_PROTOCOL         MQTT version: auto (5, else 3.1.1), 5 or 3.1.1 [default: auto]
   DTAAS_MQTT_USERNAME         MQTT user name [default: the user of DTAAS_MQTT_URL, if any]
   DTAAS_MQTT_PASSWORD         MQTT password, never logged

@@ -3,6 +3,7 @@
 //! Tasks: the MQTT poller (`mqtt::poll`), the uplink (`uplink`), the downlink
 //! (`downlink`) and the request endpoints (`requests`). See `docs/bridge.md`.
 
+pub mod backlog;
 pub mod config;
 pub mod downlink;
 pub mod ledger;
@@ -69,6 +70,14 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         "Bridge starting."
     );
 
+    let backlog = match bridge.backlog_max_bytes {
+        0 => None,
+        max => Some(backlog::Backlog::open(
+            &ctx.config.data_dir.join("bridge-backlog"),
+            max,
+            stats.backlog.clone(),
+        )?),
+    };
     let uplink = Arc::new(uplink::Uplink {
         js: ctx.publisher(),
         client: client.clone(),
@@ -80,7 +89,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             .then(|| bridge.known_pts.iter().cloned().collect::<HashSet<_>>()),
         window: bridge.in_flight as usize,
         msg_ids: msg_id::MsgIds::default(),
+        backlog: backlog.clone(),
     });
+    let drain_task = backlog
+        .map(|backlog| tokio::spawn(uplink.clone().drain_backlog(backlog, ctx.shutdown.clone())));
     let uplink_task = tokio::spawn(uplink.run(rx, ctx.shutdown.clone()));
     let downlink_task = tokio::spawn(
         downlink::Downlink {
@@ -111,6 +123,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     ctx.shutdown.cancelled().await;
     tracing::info!("Bridge stopping: finishing in-flight messages.");
     let _ = uplink_task.await;
+    if let Some(drain_task) = drain_task {
+        // What is not drained stays on disk for the next run.
+        let _ = drain_task.await;
+    }
     let _ = downlink_task.await;
     // Acks queued by the uplink go out before the DISCONNECT, which ends the poller.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;

@@ -2,7 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use crate::backlog::BacklogStats;
 
 use crate::mqtt::Protocol;
 
@@ -33,6 +37,8 @@ pub struct Stats {
     pub mqtt_subscribed: AtomicBool,
     /// MQTT version of the last connection: 0 none yet, 5, or 4 (3.1.1).
     mqtt_protocol: AtomicU8,
+    /// The durable backlog's size, age and drain rate.
+    pub backlog: Arc<BacklogStats>,
 }
 
 /// A snapshot, the body of the `bridge.stats` reply.
@@ -51,6 +57,21 @@ pub struct StatsSnapshot {
     pub mqtt_subscribed: bool,
     /// `"5"` or `"3.1.1"` once connected.
     pub mqtt_protocol: Option<String>,
+    /// Messages in the durable backlog, waiting for JetStream.
+    #[serde(default)]
+    pub backlog_messages: u64,
+    /// Their bytes on disk.
+    #[serde(default)]
+    pub backlog_bytes: u64,
+    /// Age of the oldest, in milliseconds (0 when empty).
+    #[serde(default)]
+    pub backlog_age_ms: u64,
+    /// Backlog messages published in the last second.
+    #[serde(default)]
+    pub backlog_drain_rate: u64,
+    /// Backlog messages published since start.
+    #[serde(default)]
+    pub backlog_drained: u64,
 }
 
 impl Stats {
@@ -88,6 +109,11 @@ impl Stats {
             mqtt_connected: self.mqtt_connected.load(Relaxed),
             mqtt_subscribed: self.mqtt_subscribed.load(Relaxed),
             mqtt_protocol: self.protocol().map(|p| p.name().to_owned()),
+            backlog_messages: self.backlog.messages.load(Relaxed),
+            backlog_bytes: self.backlog.bytes.load(Relaxed),
+            backlog_age_ms: self.backlog.age_ms(),
+            backlog_drain_rate: self.backlog.drain_rate.load(Relaxed),
+            backlog_drained: self.backlog.drained.load(Relaxed),
         }
     }
 }

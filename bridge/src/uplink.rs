@@ -34,6 +34,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{Backlog, Entry};
 use crate::ledger::Ledger;
 use crate::mqtt::{Client, Message, QoS};
 use crate::msg_id::MsgIds;
@@ -60,6 +61,8 @@ pub struct Uplink {
     pub window: usize,
     /// Ids for messages without one, so a publish sent again is not stored twice.
     pub msg_ids: MsgIds,
+    /// Where messages wait while JetStream cannot take them; `None`: turned off.
+    pub backlog: Option<Arc<Backlog>>,
 }
 
 /// What becomes of one MQTT message.
@@ -139,6 +142,13 @@ impl Uplink {
                     for message in &mut messages {
                         self.msg_ids.ensure(&mut message.headers);
                     }
+                    if self.backlog.as_ref().is_some_and(|b| !b.is_empty()) {
+                        // Behind the messages already waiting, in order.
+                        for message in &messages {
+                            self.spill_or_publish(message, &publish).await;
+                        }
+                        return publish;
+                    }
                     let mut acks = Vec::with_capacity(messages.len());
                     for message in &messages {
                         let sent = self
@@ -151,23 +161,17 @@ impl Uplink {
                         acks.push(sent.ok().map(|ack| tokio::spawn(ack.into_future())));
                     }
                     for (message, first) in messages.iter().zip(acks) {
-                        let Outgoing {
-                            subject,
-                            headers,
-                            body,
-                            records,
-                        } = message;
                         let ok = match first {
                             Some(ack) => matches!(ack.await, Ok(Ok(_))),
                             None => false,
                         };
-                        if !ok {
-                            if let Err(reason) = self.publish_retrying(subject, headers, body).await
-                            {
-                                self.dlq(&publish, &reason).await;
-                            }
+                        if ok {
+                            self.stats
+                                .records_out
+                                .fetch_add(message.records as u64, Relaxed);
+                        } else {
+                            self.spill_or_publish(message, &publish).await;
                         }
-                        self.stats.records_out.fetch_add(*records as u64, Relaxed);
                     }
                 }
                 Outcome::Dlq(reason) => self.dlq(&publish, &reason).await,
@@ -213,6 +217,95 @@ impl Uplink {
         match outgoing::messages(&parsed) {
             Ok(messages) => Outcome::Records(messages),
             Err(reason) => Outcome::Dlq(reason),
+        }
+    }
+
+    /// Appends `message` to the backlog (synced) so its MQTT message can be acked;
+    /// when there is no room, publishes it in place, retrying until JetStream takes it.
+    async fn spill_or_publish(&self, message: &Outgoing, publish: &Message) {
+        if let Some(backlog) = &self.backlog {
+            match backlog.append(&Entry::from_outgoing(message)).await {
+                Ok(()) => return,
+                Err(error) => throttled_warn(&format!(
+                    "{error}; waiting for JetStream instead, the broker queues meanwhile"
+                )),
+            }
+        }
+        match self
+            .publish_retrying(&message.subject, &message.headers, &message.body)
+            .await
+        {
+            Ok(()) => {
+                self.stats
+                    .records_out
+                    .fetch_add(message.records as u64, Relaxed);
+            }
+            Err(reason) => self.dlq(publish, &reason).await,
+        }
+    }
+
+    /// Publishes what waits in the backlog, oldest first, until `shutdown`.
+    pub async fn drain_backlog(
+        self: Arc<Self>,
+        backlog: Arc<Backlog>,
+        shutdown: CancellationToken,
+    ) {
+        let mut second = tokio::time::Instant::now();
+        let (mut drained_before, mut logged_size) = (backlog.stats.drained.load(Relaxed), 0u64);
+        loop {
+            if second.elapsed() >= Duration::from_secs(1) {
+                let drained = backlog.stats.drained.load(Relaxed);
+                backlog
+                    .stats
+                    .drain_rate
+                    .store(drained - drained_before, Relaxed);
+                drained_before = drained;
+                second = tokio::time::Instant::now();
+                let size = backlog.stats.messages.load(Relaxed);
+                if size > logged_size.max(100) * 2 || (size > 0 && logged_size == 0) {
+                    tracing::warn!(
+                        messages = size,
+                        bytes = backlog.stats.bytes.load(Relaxed),
+                        age_ms = backlog.stats.age_ms(),
+                        "JetStream is not taking messages in time; the bridge backlog grows."
+                    );
+                    logged_size = size;
+                } else if size == 0 && logged_size > 0 {
+                    tracing::info!("Bridge backlog drained.");
+                    logged_size = 0;
+                }
+            }
+            let next = match backlog.peek() {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::error!(%error, "Cannot read the bridge backlog; retrying.");
+                    None
+                }
+            };
+            let Some((entry, size)) = next else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = backlog.appended.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            };
+            let headers = entry.header_map();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = self.publish_retrying(&entry.subject, &headers, &entry.body) => {
+                    match result {
+                        Ok(()) => self.stats.records_out.fetch_add(entry.records, Relaxed),
+                        Err(reason) => {
+                            tracing::error!(subject = %entry.subject, reason, "Dropped a backlog message JetStream can never take.");
+                            0
+                        }
+                    };
+                }
+            }
+            if let Err(error) = backlog.pop(size) {
+                tracing::error!(%error, "Cannot move the bridge backlog on; its messages may be published again.");
+            }
         }
     }
 

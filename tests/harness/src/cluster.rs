@@ -21,6 +21,22 @@ impl NatsCluster {
 
     /// Like `start`, every node also with `options` (authorization, MQTT, …).
     pub fn start_with(size: usize, options: NatsOptions) -> anyhow::Result<Self> {
+        // Ports are free when picked but may be taken by another test before a node
+        // binds them; a cluster whose node could not start is tried again on others.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(size, options.clone()) {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) if attempt < 3 => {
+                    eprintln!("NATS cluster did not start (attempt {attempt}): {error:#}");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn start_once(size: usize, options: NatsOptions) -> anyhow::Result<Self> {
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<String> = ports
             .iter()
