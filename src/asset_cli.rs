@@ -340,7 +340,7 @@ fn report_put(reply: &PutReply, origin: &str) {
     println!("{origin} → {} ({what})", reply.asset.address());
 }
 
-async fn import(client: &AssetClient, dir: &Path, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn import(client: &AssetClient, dir: &Path, json: bool) -> anyhow::Result<()> {
     let (entries, skipped) = layout::scan(dir).map_err(anyhow::Error::from)?;
     if entries.is_empty() {
         anyhow::bail!(

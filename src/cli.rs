@@ -55,7 +55,7 @@ pub enum Command {
     Exec,
     /// Runs every implemented worker in one process: a whole platform on one machine.
     #[command(after_help = COMMON_ENV)]
-    Up,
+    Up(crate::demo::UpArgs),
     /// Physical-twin tools: the simulated incubator, sending a PT a command.
     #[command(after_help = COMMON_ENV)]
     Pt(crate::pt::PtArgs),

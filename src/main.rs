@@ -2,6 +2,7 @@
 
 mod asset_cli;
 mod cli;
+mod demo;
 mod dt;
 mod plot;
 mod pt;

@@ -55,7 +55,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             .map_err(Failure::from),
         Command::Dt(args) => crate::dt::run(args, &config).await.map_err(Failure::from),
         Command::Plot(args) => crate::plot::run(args, &config).await.map_err(Failure::from),
-        Command::Up => up(config).await,
+        Command::Up(args) if args.demo.is_some() => {
+            crate::demo::run(args, config).await.map_err(Failure::from)
+        }
+        Command::Up(_) => up(config).await,
         Command::Usage(args) => crate::usage::run(&config, args)
             .await
             .map_err(Failure::from),
@@ -84,7 +87,7 @@ fn name(command: &Command) -> &'static str {
         Command::Assets => dtaas_assets::WORKER,
         Command::Lifecycle => dtaas_lifecycle::WORKER,
         Command::Exec => dtaas_exec::WORKER,
-        Command::Up => "up",
+        Command::Up(_) => "up",
         Command::Pt(_) => "pt",
         Command::Usage(_) => "usage",
         Command::Asset(_) => "asset",
@@ -118,6 +121,15 @@ async fn run_one(
 /// Runs every implemented worker; when one fails, the others are shut down too.
 async fn up(config: Arc<Config>) -> Result<(), Failure> {
     let shutdown = shutdown::on_signals();
+    let workers = spawn_all(config, shutdown.clone());
+    join_all(workers, shutdown).await.map_err(Failure::from)
+}
+
+/// Starts every implemented worker; they stop when `shutdown` is cancelled.
+pub fn spawn_all(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinSet<anyhow::Result<()>> {
     let mut workers = tokio::task::JoinSet::new();
     for command in IMPLEMENTED {
         let (config, shutdown) = (config.clone(), shutdown.clone());
@@ -127,6 +139,14 @@ async fn up(config: Arc<Config>) -> Result<(), Failure> {
         "dtaas up: running {}",
         IMPLEMENTED.map(|c| name(&c)).join(", ")
     );
+    workers
+}
+
+/// Waits for every worker; when one fails, the others are shut down too.
+pub async fn join_all(
+    mut workers: tokio::task::JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut first_error = None;
     while let Some(result) = workers.join_next().await {
         let result = result.map_err(anyhow::Error::from).and_then(|r| r);
@@ -135,5 +155,5 @@ async fn up(config: Arc<Config>) -> Result<(), Failure> {
             first_error.get_or_insert(error);
         }
     }
-    first_error.map_or(Ok(()), |e| Err(e.into()))
+    first_error.map_or(Ok(()), Err)
 }

@@ -168,11 +168,7 @@ async fn lid_open_is_detected_and_the_supervisor_retunes_the_pt() {
     let last_before = last_ts(&before);
     let t_heater_before = *values(&before, "t_heater").last().unwrap();
     let state_file = platform.dir().join("filter.state.json");
-    std::fs::write(
-        &state_file,
-        serde_json::to_vec(&json!({"role": "filter", "state": filter_state})).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&state_file, serde_json::to_vec(&filter_state).unwrap()).unwrap();
     let filter = start_filter(&platform, Some(&state_file));
     let after = query_until(
         &client,
@@ -303,11 +299,13 @@ async fn save(client: &async_nats::Client, dt: &str) -> serde_json::Map<String, 
     while states.len() < 3 {
         match tokio::time::timeout_at(deadline, replies.next()).await {
             Ok(Some(reply)) => {
-                let body: Value = serde_json::from_slice(&reply.payload).unwrap();
-                states.insert(
-                    body["role"].as_str().unwrap().to_owned(),
-                    body["state"].clone(),
-                );
+                let role = reply
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(dtaas_schemas::names::header::ROLE))
+                    .expect("a save reply names its role")
+                    .to_string();
+                states.insert(role, serde_json::from_slice(&reply.payload).unwrap());
             }
             _ => break,
         }

@@ -249,6 +249,12 @@ pub fn parse_dt_output(subject: &str) -> Result<(&str, &str), SubjectError> {
     Ok((dt, output))
 }
 
+/// Every output of one DT.
+pub fn dt_outputs(dt: &str) -> Result<String, SubjectError> {
+    validate_token("DT id", dt)?;
+    Ok(join(&[DT, dt, OUT, ">"]))
+}
+
 /// Every output of every DT.
 pub fn dt_output_all() -> String {
     join(&[DT, "*", OUT, ">"])

@@ -8,9 +8,11 @@ use dtaas_runtime::Config;
 use dtaas_schemas::command::{
     CommandStatusEvent, CommandStatusRequest, SendCommandReply, SendCommandRequest,
 };
-use dtaas_schemas::subject;
 
 use super::SendArgs;
+
+/// How long one request may take.
+const REQUEST_LIMIT: Duration = Duration::from_secs(10);
 
 /// How often the ledger is asked while waiting.
 const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -63,21 +65,11 @@ pub async fn run(args: SendArgs, config: &Config) -> anyhow::Result<()> {
     )
 }
 
-/// One `cmd.<verb>` request in JSON; an error reply becomes an error naming its code.
 async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     client: &async_nats::Client,
     user: &str,
     verb: &str,
-    request: &Req,
+    body: &Req,
 ) -> anyhow::Result<Resp> {
-    let subject = subject::request(user, "cmd", verb)?;
-    let body = serde_json::to_vec(request)?;
-    let message = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(subject.clone(), body.into()),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no reply on {subject} within 10 s"))?
-    .with_context(|| format!("no reply on {subject}; is the bridge running (`dtaas up`)?"))?;
-    crate::reply::decode(&message.payload)
+    crate::reply::request(client, user, "cmd", verb, body, REQUEST_LIMIT).await
 }

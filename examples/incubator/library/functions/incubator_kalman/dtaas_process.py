@@ -6,7 +6,7 @@ DTAAS_OUT_<NAME> (subjects), DTAAS_WORKDIR and, when restoring, DTAAS_STATE (a f
 Inputs are telemetry records (MessagePack or JSON, one or an array); outputs are
 telemetry records on dtaas.v1.dt.<dt>.out.<output>, published to JetStream and
 confirmed before the next input is taken; `dtaas.v1.dt.<dt>.ctl.save` is answered
-with the process's state.
+with the process's state as the body and its role in the `Dtaas-Role` header.
 
 This module is vendored, identical, into every incubator function asset (an asset must
 run alone on any exec node); tests/incubator_assets.rs checks that the copies agree.
@@ -353,8 +353,10 @@ class Process:
                 continue
             if msg.subject == save_subject:
                 if msg.reply:
-                    body = json.dumps({"role": self.role, "state": self.function.state()})
-                    self.nats.publish(msg.reply, body.encode())
+                    # The state is the body; the role travels in the Dtaas-Role header.
+                    body = json.dumps(self.function.state()).encode()
+                    self.nats.publish(msg.reply, body, headers={
+                        "Dtaas-Role": self.role, "Content-Type": "application/json"})
                 continue
             names = by_subject.get(msg.subject)
             if names is None:
