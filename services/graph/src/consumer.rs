@@ -99,7 +99,21 @@ impl Handler for Events {
     }
 }
 
-/// Asset kinds from the asset library (KV `dtaas-assets`, key `<id>.<version>`),
+/// The KV key of an asset version: the library's `v.<owner>.<name>.<version>` for an
+/// address `owner/name@version`, else the older `<id>.<version>`.
+fn asset_key(asset: &str, version: &str) -> String {
+    use dtaas_schemas::asset_address::AssetAddress;
+    match format!("{asset}@{version}").parse::<AssetAddress>() {
+        Ok(AssetAddress {
+            owner: Some(owner),
+            name,
+            version: Some(v),
+        }) => dtaas_schemas::asset_store::meta_key(&owner, &name, v),
+        _ => format!("{asset}.{version}"),
+    }
+}
+
+/// Asset kinds from the asset library (KV `dtaas-assets`, `asset_key`),
 /// cached: an asset version's kind never changes.
 struct AssetKinds {
     kv: Option<jetstream::kv::Store>,
@@ -124,7 +138,7 @@ impl AssetKinds {
             }
             // A missing or unreadable entry leaves the kind unknown (null); the graph
             // must not stall on the asset library.
-            let entry = kv.get(format!("{}.{}", row.asset, row.version)).await;
+            let entry = kv.get(asset_key(&row.asset, &row.version)).await;
             if let Ok(Some(value)) = entry {
                 if let Ok(meta) = codec::decode::<AssetMeta>(None, &value) {
                     let kind = meta.kind.as_str().to_owned();
@@ -151,5 +165,11 @@ mod tests {
         assert!(is_lifecycle_state("terminated"));
         assert!(!is_lifecycle_state("anomaly"));
         assert!(!is_lifecycle_state("anomaly_cleared"));
+    }
+
+    #[test]
+    fn asset_keys_follow_the_library_layout() {
+        assert_eq!(asset_key("alice/pid", "2"), "v.alice.pid.2");
+        assert_eq!(asset_key("pid", "1.2.0"), "pid.1.2.0");
     }
 }
