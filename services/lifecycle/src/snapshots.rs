@@ -140,6 +140,13 @@ impl Core {
             let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
                 break;
             };
+            // The server's "no responders" status: no process listens (yet).
+            if reply
+                .status
+                .is_some_and(|s| s == async_nats::StatusCode::NO_RESPONDERS)
+            {
+                break;
+            }
             let role = reply
                 .headers
                 .as_ref()

@@ -1,0 +1,423 @@
+//! The lifecycle worker against real parts: nats-server, `dtaas exec` nodes running
+//! real processes, the asset library and the historian, all as `dtaas` processes.
+
+mod exec_support;
+mod lifecycle_support;
+
+use std::time::Duration;
+
+use exec_support::{alive, eventually, group_members};
+use futures::StreamExt;
+use lifecycle_support::{pids, script, Platform, WAIT};
+use serde_json::{json, Value};
+use tokio::time::timeout;
+
+const DOUBLER: &[u8] = include_bytes!("lifecycle_support/doubler.py");
+const COUNTER: &[u8] = include_bytes!("lifecycle_support/counter.py");
+
+fn number_io() -> Value {
+    json!({"inputs": [{"name": "x", "type": "number"}],
+           "outputs": [{"name": "y", "type": "number"}],
+           "params": [{"name": "factor", "type": "integer", "default": 2, "min": 1, "max": 10}]})
+}
+
+async fn put_doubler(p: &Platform) -> String {
+    p.put_asset(
+        "alice",
+        "doubler",
+        &[("doubler.py", DOUBLER, 0o644)],
+        number_io(),
+        json!({"command": ["python3", "doubler.py"]}),
+    )
+    .await
+}
+
+async fn put_sleeper(p: &Platform) -> String {
+    let files = script("echo sleeping; exec sleep 600");
+    let files: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(n, c, m)| (*n, c.as_slice(), *m))
+        .collect();
+    p.put_asset(
+        "alice",
+        "sleeper",
+        &files,
+        json!({}),
+        json!({"command": ["./run.sh"]}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_stores_outputs_and_terminate_leaves_no_process() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle", "historian"]).await;
+    put_doubler(&p).await;
+    let config = json!({"id": "dbl-1", "assets": [{"name": "doubler", "asset": "alice/doubler",
+        "inputs": {"x": "dtaas.v1.tel.pt9.val"}, "params": {"factor": 3}}]});
+    let created = p.ok("alice", "create", json!({"config": config})).await;
+    assert_eq!(created["dt"]["state"], "created");
+    assert_eq!(created["dt"]["resolved_assets"], json!(["alice/doubler@1"]));
+    p.ok("alice", "execute", json!({"id": "dbl-1"})).await;
+    let dt = p
+        .until("alice", "dbl-1", "the doubler runs", |dt| {
+            dt["state"] == "executing" && dt["processes"][0]["status"] == "running"
+        })
+        .await;
+    let pid = pids(&dt)[0];
+    let js = async_nats::jetstream::new(p.client.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut latest = Value::Null;
+    // Input until the doubled value is in the historian (the doubler subscribes a
+    // moment after it started).
+    while tokio::time::Instant::now() < deadline {
+        let record = json!({"pt": "pt9", "measurement": "val", "ts": dtaas_schemas::time::now_ns(),
+                            "fields": {"val": 7.0}});
+        timeout(WAIT, async {
+            js.publish("dtaas.v1.tel.pt9.val", record.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let reply = timeout(
+            WAIT,
+            p.client.request(
+                "dtaas.v1.alice.ts.latest",
+                json!({"pt": "dbl-1"}).to_string().into(),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        latest = serde_json::from_slice(&reply.payload).unwrap();
+        if latest["latest"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|r| r["measurement"] == "y" && r["value"] == 21.0)
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(latest.to_string().contains("21"), "{latest}\n{}", p.logs());
+    let terminated = p.ok("alice", "terminate", json!({"id": "dbl-1"})).await;
+    assert_eq!(terminated["dt"]["state"], "terminated");
+    eventually("the doubler's process group is gone", || {
+        group_members(pid).is_empty() && !alive(pid)
+    })
+    .await;
+    let again = p.dt("alice", "terminate", json!({"id": "dbl-1"})).await;
+    assert_eq!(again["error"]["code"], "conflict", "{again}");
+    assert!(again["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("terminated"));
+    let other = p.dt("bob", "get", json!({"id": "dbl-1"})).await;
+    assert_eq!(other["error"]["code"], "not_found", "{other}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_executes_start_once() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let config = json!({"id": "c-1", "assets": [{"name": "s", "asset": "sleeper"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    let mut started = p
+        .client
+        .subscribe("dtaas.v1.evt.proc.c-1.started")
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        p.dt("alice", "execute", json!({"id": "c-1"})),
+        p.dt("alice", "execute", json!({"id": "c-1"}))
+    );
+    let errors: Vec<&Value> = [&a, &b]
+        .into_iter()
+        .filter(|r| r.get("error").is_some())
+        .collect();
+    assert_eq!(errors.len(), 1, "one wins, one is refused: {a}\n{b}");
+    assert_eq!(errors[0]["error"]["code"], "conflict", "{}", errors[0]);
+    timeout(WAIT, started.next())
+        .await
+        .expect("one start event");
+    let more = timeout(Duration::from_secs(2), started.next()).await;
+    assert!(more.is_err(), "a second process was started: {more:?}");
+    let list: Value = p
+        .client
+        .request(
+            "dtaas.v1.exec.n1.list",
+            json!({"dt": "c-1"}).to_string().into(),
+        )
+        .await
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .unwrap();
+    assert_eq!(list["processes"].as_array().unwrap().len(), 1, "{list}");
+    p.ok("alice", "terminate", json!({"id": "c-1"})).await;
+}
+
+/// The DT ids in the order their `<state>` events came, until `count` arrived.
+async fn order(events: &mut async_nats::Subscriber, state: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    while ids.len() < count {
+        let message = timeout(WAIT, events.next()).await.unwrap().unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        if event["to"] == state {
+            ids.push(event["dt"].as_str().unwrap().to_owned());
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_level_hierarchy_starts_bottom_up_and_stops_top_down() {
+    let p = Platform::start(&["n1", "n2"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let level = |id: &str| json!({"id": id, "assets": [{"name": "s", "asset": "sleeper"}]});
+    let mut robot = level("robot");
+    let mut line = level("line");
+    let mut factory = level("factory");
+    robot["pt"] = json!([{"id": "robot1", "signals": ["joints"]}]);
+    line["children"] = json!([robot]);
+    factory["children"] = json!([line]);
+    p.ok("alice", "create", json!({"config": factory})).await;
+    let list = p.ok("alice", "list", json!({})).await;
+    assert_eq!(list["dts"].as_array().unwrap().len(), 3, "{list}");
+    let mut events = p.client.subscribe("dtaas.v1.evt.dt.*.*").await.unwrap();
+    p.ok("alice", "execute", json!({"id": "factory"})).await;
+    assert_eq!(
+        order(&mut events, "executing", 3).await,
+        ["robot", "line", "factory"]
+    );
+    let mut all_pids = Vec::new();
+    for id in ["robot", "line", "factory"] {
+        let dt = p
+            .until("alice", id, "its process runs", |dt| {
+                dt["processes"][0]["status"] == "running"
+            })
+            .await;
+        all_pids.extend(pids(&dt));
+    }
+    let refused = p.dt("alice", "terminate", json!({"id": "line"})).await;
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("factory"),
+        "{refused}"
+    );
+    p.ok("alice", "terminate", json!({"id": "factory"})).await;
+    assert_eq!(
+        order(&mut events, "terminated", 3).await,
+        ["factory", "line", "robot"]
+    );
+    for pid in all_pids {
+        eventually("every process of the tree is gone", || !alive(pid)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_then_restore_keeps_a_counters_state() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    p.put_asset(
+        "alice",
+        "counter",
+        &[("counter.py", COUNTER, 0o644)],
+        json!({}),
+        json!({"command": ["python3", "counter.py"]}),
+    )
+    .await;
+    let config = json!({"id": "cnt", "assets": [{"name": "counter", "asset": "counter"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "cnt"})).await;
+    let saved_count = |p: &Platform, reply: Value| {
+        let js = async_nats::jetstream::new(p.client.clone());
+        async move {
+            let snapshot = reply["dt"]["snapshots"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .clone();
+            assert_eq!(snapshot["roles"], json!(["counter"]), "{reply}");
+            let name = snapshot["name"].as_str().unwrap().to_owned();
+            let store = js.get_object_store("dtaas-snapshots").await.unwrap();
+            let mut object = store.get(format!("cnt/{name}/counter")).await.unwrap();
+            let mut text = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut object, &mut text)
+                .await
+                .unwrap();
+            text.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|e| panic!("state {text:?} of {name}: {e}; {reply}"))
+        }
+    };
+    // Saves until the counter is well past what a fresh one reaches in a few seconds.
+    let mut first = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while first < 100 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let reply = p.dt("alice", "save", json!({"id": "cnt"})).await;
+        let last = reply["dt"]["snapshots"]
+            .as_array()
+            .and_then(|s| s.last().cloned());
+        if last.is_some_and(|s| s["roles"] == json!(["counter"])) {
+            first = timeout(WAIT, saved_count(&p, reply)).await.unwrap();
+        }
+    }
+    assert!(
+        first >= 100,
+        "the counter never answered a save\n{}",
+        p.logs()
+    );
+    p.ok("alice", "terminate", json!({"id": "cnt"})).await;
+    let restored = p.ok("alice", "restore", json!({"id": "cnt"})).await;
+    assert_eq!(restored["dt"]["state"], "executing", "{restored}");
+    let mut second = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while second == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reply = p.dt("alice", "save", json!({"id": "cnt"})).await;
+        let last = reply["dt"]["snapshots"]
+            .as_array()
+            .and_then(|s| s.last().cloned());
+        if last.is_some_and(|s| s["roles"] == json!(["counter"])) {
+            second = timeout(WAIT, saved_count(&p, reply)).await.unwrap();
+        }
+    }
+    assert!(
+        second >= first,
+        "restored counter {second} < saved {first}\n{}",
+        p.logs()
+    );
+    p.ok("alice", "terminate", json!({"id": "cnt"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_evolve_changes_nothing_and_a_valid_one_restarts_only_what_changed() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_doubler(&p).await;
+    put_sleeper(&p).await;
+    let config = |factor: Value, extra: Value| {
+        json!({"id": "evo", "assets": [
+            {"name": "dbl", "asset": "doubler", "inputs": {"x": "dtaas.v1.tel.pt9.val"},
+             "params": {"factor": factor}},
+            {"name": "idle", "asset": "sleeper", "params": extra}]})
+    };
+    p.ok(
+        "alice",
+        "create",
+        json!({"config": config(json!(2), json!({}))}),
+    )
+    .await;
+    p.ok("alice", "execute", json!({"id": "evo"})).await;
+    let before = p
+        .until("alice", "evo", "both run", |dt| {
+            dt["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["status"] == "running")
+        })
+        .await;
+    let bad = p
+        .dt(
+            "alice",
+            "evolve",
+            json!({"id": "evo", "config": config(json!(50), json!({"speed": 1}))}),
+        )
+        .await;
+    assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(message.contains("assets[0].params.factor"), "{message}");
+    assert!(message.contains("assets[1].params.speed"), "{message}");
+    let unchanged = p.ok("alice", "get", json!({"id": "evo"})).await;
+    assert_eq!(unchanged["dt"]["config_version"], 1);
+    assert_eq!(pids(&unchanged["dt"]), pids(&before));
+    assert!(
+        pids(&before).iter().all(|&pid| alive(pid)),
+        "the old processes still run"
+    );
+
+    p.ok(
+        "alice",
+        "evolve",
+        json!({"id": "evo", "config": config(json!(4), json!({}))}),
+    )
+    .await;
+    let after = p
+        .until("alice", "evo", "the changed role runs again", |dt| {
+            dt["config_version"] == 2
+                && dt["processes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["status"] == "running")
+        })
+        .await;
+    let pid_of = |dt: &Value, role: &str| {
+        dt["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == role)
+            .unwrap()["pid"]
+            .clone()
+    };
+    assert_ne!(
+        pid_of(&after, "dbl"),
+        pid_of(&before, "dbl"),
+        "the changed role restarted"
+    );
+    assert_eq!(
+        pid_of(&after, "idle"),
+        pid_of(&before, "idle"),
+        "the unchanged one kept running"
+    );
+    p.ok("alice", "terminate", json!({"id": "evo"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtaas_layout_dts_scripts_run_in_order() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("order.log");
+    let step = |phase: &str| format!("#!/bin/bash\necho {phase} >> \"$ORDER_LOG\"\n");
+    let scripts: Vec<(String, Vec<u8>)> = ["create", "execute", "terminate", "clean"]
+        .iter()
+        .map(|phase| (format!("lifecycle/{phase}"), step(phase).into_bytes()))
+        .collect();
+    let files: Vec<(&str, &[u8], u32)> = scripts
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_slice(), 0o755))
+        .collect();
+    let lifecycle: Value = ["create", "execute", "terminate", "clean"]
+        .iter()
+        .map(|phase| (phase.to_string(), json!(format!("lifecycle/{phase}"))))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    p.put_asset(
+        "alice",
+        "incubator-dt",
+        &files,
+        json!({}),
+        json!({"lifecycle": lifecycle}),
+    )
+    .await;
+    let config = json!({"id": "layout", "assets": [{"name": "twin", "asset": "incubator-dt"}],
+        "infrastructure": {"env": {"ORDER_LOG": log.display().to_string()}}});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "layout"})).await;
+    // The execute script ends: a completed step.
+    p.until("alice", "layout", "the DT completed", |dt| {
+        dt["state"] == "completed"
+    })
+    .await;
+    p.ok("alice", "terminate", json!({"id": "layout"})).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["create", "execute", "terminate", "clean"]
+    );
+}

@@ -1,0 +1,29 @@
+# A DT function for the lifecycle tests and docs/process-contract.md: reads input x,
+# publishes factor * x as output y.
+import asyncio, json, os, time
+
+import nats
+
+
+async def main():
+    nc = await nats.connect(os.environ["DTAAS_NATS_URL"])
+    params = json.loads(os.environ.get("DTAAS_PARAMS", "{}"))
+    factor = params.get("factor", 2)
+    out = os.environ["DTAAS_OUT_Y"]
+
+    async def on_input(msg):
+        record = json.loads(msg.data)
+        if isinstance(record, list):
+            record = record[-1]
+        x = next(iter(record["fields"].values()))
+        y = {"pt": os.environ["DTAAS_DT"], "measurement": "y", "ts": time.time_ns(),
+             "fields": {"y": factor * x}}
+        await nc.publish(out, json.dumps(y).encode())
+
+    await nc.subscribe(os.environ["DTAAS_IN_X"], cb=on_input)
+    print("doubler ready, factor", factor, flush=True)
+    while True:
+        await asyncio.sleep(3600)
+
+
+asyncio.run(main())

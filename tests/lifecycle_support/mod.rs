@@ -1,0 +1,239 @@
+//! Shared setup of the lifecycle tests: a nats-server, exec nodes, the assets,
+//! lifecycle (and historian) workers as `dtaas` processes, assets put through the
+//! library, and `dt.*` requests as JSON.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use dtaas_assets::client::AssetClient;
+use dtaas_schemas::asset_api::{self, PutReply, PutRequest};
+use dtaas_schemas::subject;
+use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
+use dtaas_test_harness::{NatsServer, Process};
+use serde_json::{json, Value};
+use tokio::time::timeout;
+
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// A whole platform without MQTT: nats-server, exec nodes and the workers named.
+pub struct Platform {
+    pub nats: NatsServer,
+    pub client: async_nats::Client,
+    pub dir: tempfile::TempDir,
+    /// (name, process): `exec-<node>`, `assets`, `lifecycle`, `historian`.
+    pub processes: Vec<(String, Process)>,
+}
+
+impl Platform {
+    pub async fn start(nodes: &[&str], workers: &[&str]) -> Self {
+        let nats = NatsServer::start().expect("nats-server starts");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let client = timeout(WAIT, async_nats::connect(nats.url()))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut platform = Self {
+            nats,
+            client,
+            dir,
+            processes: Vec::new(),
+        };
+        for node in nodes {
+            // Kept as root: the test's Python (with nats-py) may live under /root.
+            platform.spawn(
+                &format!("exec-{node}"),
+                "exec",
+                &[
+                    ("DTAAS_EXEC_NODE", node),
+                    ("DTAAS_EXEC_RUN_AS", ""),
+                    ("DTAAS_EXEC_GRACE", "2s"),
+                ],
+            );
+        }
+        for worker in workers {
+            platform.spawn(worker, worker, &[]);
+        }
+        for node in nodes {
+            platform.wait_for_node(node).await;
+        }
+        platform.wait_for("lifecycle", "dt", "list", "dts").await;
+        platform
+            .wait_for("assets", asset_api::SERVICE, asset_api::VERB_LIST, "assets")
+            .await;
+        platform
+    }
+
+    pub fn spawn(&mut self, name: &str, worker: &str, extra: &[(&str, &str)]) {
+        let data_dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = WorkerEnv {
+            nats_url: self.nats.url(),
+            mqtt_url: "mqtt://127.0.0.1:1".into(),
+            data_dir,
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let process = spawn_worker(env!("CARGO_BIN_EXE_dtaas").as_ref(), worker, &env)
+            .unwrap_or_else(|e| panic!("dtaas {worker} starts: {e}"));
+        self.processes.push((name.to_owned(), process));
+    }
+
+    pub fn process(&mut self, name: &str) -> &mut Process {
+        &mut self
+            .processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    }
+
+    pub fn logs(&self) -> String {
+        self.processes
+            .iter()
+            .map(|(id, p)| format!("--- {id}:\n{}", p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn wait_for_node(&self, id: &str) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(kv) = js.get_key_value("dtaas-nodes").await {
+                if let Ok(Some(_)) = kv.get(id).await {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("node {id} never registered\n{}", self.logs());
+    }
+
+    async fn wait_for(&self, name: &str, service: &str, verb: &str, field: &str) {
+        if !self.processes.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        let subject = subject::request("probe", service, verb).unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Ok(reply)) = timeout(
+                Duration::from_secs(5),
+                self.client.request(subject.clone(), "{}".into()),
+            )
+            .await
+            {
+                if serde_json::from_slice::<Value>(&reply.payload)
+                    .is_ok_and(|v| v[field].is_array())
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{name} never answered\n{}", self.logs());
+    }
+
+    /// Puts asset `name` of `user` with `files` (path, content, mode), `interface` and
+    /// `run` as JSON; answers its address.
+    pub async fn put_asset(
+        &self,
+        user: &str,
+        name: &str,
+        files: &[(&str, &[u8], u32)],
+        interface: Value,
+        run: Value,
+    ) -> String {
+        let client = AssetClient::new(self.client.clone(), user);
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries = Vec::new();
+        for (path, content, mode) in files {
+            let local = dir.path().join(path.replace('/', "_"));
+            std::fs::write(&local, content).unwrap();
+            let file = timeout(WAIT, client.upload_file(&local, path, *mode, &|_| {}))
+                .await
+                .unwrap()
+                .unwrap();
+            entries.push(file);
+        }
+        let request: PutRequest = serde_json::from_value(json!({
+            "name": name, "kind": "function", "files": entries,
+            "interface": interface, "run": run,
+        }))
+        .unwrap();
+        let reply: PutReply = timeout(WAIT, client.call(asset_api::VERB_PUT, &request))
+            .await
+            .unwrap()
+            .unwrap();
+        reply.asset.address()
+    }
+
+    /// A `dt.<verb>` request of `user` with a JSON body; the JSON reply (errors too).
+    pub async fn dt(&self, user: &str, verb: &str, body: Value) -> Value {
+        let subject = subject::request(user, "dt", verb).unwrap();
+        let reply = timeout(
+            WAIT,
+            self.client
+                .request(subject.clone(), body.to_string().into()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{subject} timed out\n{}", self.logs()))
+        .unwrap_or_else(|e| panic!("{subject}: {e}\n{}", self.logs()));
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+
+    /// A `dt.<verb>` request that must succeed.
+    pub async fn ok(&self, user: &str, verb: &str, body: Value) -> Value {
+        let reply = self.dt(user, verb, body.clone()).await;
+        assert!(
+            reply.get("error").is_none(),
+            "dt.{verb} {body}: {reply}\n{}",
+            self.logs()
+        );
+        reply
+    }
+
+    /// Polls `dt.get` until `check` accepts the DT.
+    pub async fn until(
+        &self,
+        user: &str,
+        id: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut last = Value::Null;
+        while tokio::time::Instant::now() < deadline {
+            last = self.dt(user, "get", json!({"id": id})).await;
+            if check(&last["dt"]) {
+                return last["dt"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "{what} did not happen within {WAIT:?}; last: {last}\n{}",
+            self.logs()
+        );
+    }
+}
+
+/// A shell script asset's files: `run.sh` with `body`.
+pub fn script(body: &str) -> Vec<(&'static str, Vec<u8>, u32)> {
+    vec![("run.sh", format!("#!/bin/sh\n{body}\n").into_bytes(), 0o755)]
+}
+
+/// The pids of a DT's processes from a `dt.get` reply.
+pub fn pids(dt: &Value) -> Vec<u32> {
+    dt["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect()
+}
