@@ -8,9 +8,11 @@ mod bridge_support;
 use std::time::Duration;
 
 use bridge_support::*;
+use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::command::CommandStatus;
 use dtaas_schemas::names::{header, STREAM_DLQ};
 use dtaas_schemas::subject;
+use dtaas_schemas::telemetry::{FieldValue, TelemetryRecord};
 use rumqttc::QoS;
 
 /// 5,001 line-protocol lines alternating between two measurements make 5,001 NATS
@@ -56,7 +58,7 @@ async fn dlq_reasons(setup: &Setup, source: &str, n: usize) -> Vec<String> {
 }
 
 /// A request to `dtaas.v1.alice.<service>.<verb>`: the reply's JSON, answered in time.
-async fn ask(
+async fn ask_any(
     setup: &Setup,
     service: &str,
     verb: &str,
@@ -69,12 +71,20 @@ async fn ask(
     let reply = within(STEP, "a reply, not a timeout", request)
         .await
         .unwrap();
-    assert!(
-        reply.payload.len() < 4096,
-        "a short reply: {} bytes",
-        reply.payload.len()
-    );
     serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// Like `ask_any`, for replies that must be short (errors quoting huge input).
+async fn ask(
+    setup: &Setup,
+    service: &str,
+    verb: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let reply = ask_any(setup, service, verb, body).await;
+    let size = reply.to_string().len();
+    assert!(size < 4096, "a short reply: {size} bytes");
+    reply
 }
 
 /// Asserts `reply` is a `bad_request` whose message contains every one of `needles`.
@@ -250,4 +260,120 @@ async fn a_record_naming_another_pt_than_its_subject_is_refused() {
     assert_eq!(setup.stored("other", "y", "v").await, Some(Vec::new()));
     let ping = setup.client.request("$SRV.PING.dtaas-historian", "".into());
     within(STEP, "historian ping", ping).await.unwrap();
+}
+
+/// The number of points of `field` stored for `pt`/`measurement`, by `ts.query`'s
+/// `count` aggregate (the points themselves would not fit in a reply).
+async fn count_stored(setup: &Setup, pt: &str, measurement: &str, field: &str) -> i64 {
+    let body = serde_json::json!({"pt": pt, "measurement": measurement, "fields": [field],
+        "from": "-1d", "to": "2100-01-01T00:00:00Z", "agg": "count"});
+    let reply = ask(setup, "ts", "query", &body).await;
+    reply["series"][0]["points"][0][1].as_i64().unwrap_or(0)
+}
+
+/// Row 2: MQTT payloads over 1 MiB are taken (up to `max_payload`, 16 MiB by default):
+/// a JSON array of 1.7 MB is split into NATS messages and stored whole; a payload
+/// that is no telemetry, and a single record too large for NATS, go to the DLQ with
+/// their reason and their first 64 KiB. Nothing is dropped silently by the broker.
+#[tokio::test(flavor = "multi_thread")]
+async fn payloads_over_a_mebibyte_are_stored_or_dead_lettered() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let port = setup.broker.port();
+    const READINGS: i64 = 40_000;
+    let array: Vec<String> = (0..READINGS)
+        .map(|i| format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(24)))
+        .collect();
+    let array = format!("[{}]", array.join(","));
+    assert!(array.len() > 1_600_000);
+    mosquitto_pub_bytes(port, "dtaas/pt/big/tel/env", array.as_bytes());
+    mosquitto_pub_bytes(port, "dtaas/pt/big/tel/junk", &vec![b'x'; 1_049_000]);
+    let huge_record = format!(r#"{{"text":"{}"}}"#, "t".repeat(2_000_000));
+    mosquitto_pub_bytes(port, "dtaas/pt/big/tel/text", huge_record.as_bytes());
+
+    setup.wait_historian().await;
+    let count = poll_until(
+        Duration::from_secs(180),
+        || count_stored(&setup, "big", "env", "n"),
+        |n| *n >= READINGS,
+    )
+    .await;
+    assert_eq!(count, READINGS, "every reading of the 1.7 MB array stored");
+    let filter = subject::dlq("bridge").unwrap();
+    let dlq = poll_until(
+        Duration::from_secs(60),
+        || read_all(&setup.js, STREAM_DLQ, &filter),
+        |m| m.len() >= 2,
+    )
+    .await;
+    assert_eq!(dlq.len(), 2);
+    let mut sizes = Vec::new();
+    for message in &dlq {
+        let headers = message.headers.as_ref().unwrap();
+        let reason = headers.get(header::DLQ_REASON).unwrap().as_str();
+        assert!(!reason.is_empty());
+        assert_eq!(message.payload.len(), 64 * 1024, "{reason}");
+        sizes.push(
+            headers
+                .get(header::DLQ_TRUNCATED)
+                .unwrap()
+                .as_str()
+                .to_owned(),
+        );
+    }
+    sizes.sort();
+    assert_eq!(sizes, ["1049000", huge_record.len().to_string().as_str()]);
+    assert_still_serving(&setup, "after-big").await;
+}
+
+/// Row 6: a `ts.query` whose reply would exceed the server's max payload gets a
+/// `bad_request` saying so and how to ask for less, not a timeout; a smaller `limit`
+/// works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_over_the_max_payload_is_an_error_saying_how_to_page() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let base = dtaas_schemas::time::now_ns() - 3_600_000_000_000;
+    let records: Vec<TelemetryRecord> = (0..10_000)
+        .map(|i| TelemetryRecord {
+            pt: "wide".into(),
+            measurement: "env".into(),
+            ts: base + i,
+            tags: Default::default(),
+            fields: [("s".to_owned(), FieldValue::Str(format!("{i:0>120}")))].into(),
+        })
+        .collect();
+    let subject = subject::telemetry("wide", "env").unwrap();
+    for chunk in records.chunks(1_000) {
+        let body = Encoding::MsgPack.encode(&chunk).unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
+        let publish = setup
+            .js
+            .publish_with_headers(subject.clone(), headers, body);
+        within(STEP, "publish", async {
+            publish.await.unwrap().await.unwrap()
+        })
+        .await;
+    }
+    setup.wait_historian().await;
+    let stored = poll_until(
+        Duration::from_secs(120),
+        || count_stored(&setup, "wide", "env", "s"),
+        |n| *n >= 10_000,
+    )
+    .await;
+    assert_eq!(stored, 10_000);
+    let body = serde_json::json!({"pt": "wide", "measurement": "env", "from": "-1d",
+        "limit": 1_000_000});
+    let reply = ask(&setup, "ts", "query", &body).await;
+    assert_bad_request(&reply, &["max payload", "`limit`"]);
+    let body = serde_json::json!({"pt": "wide", "measurement": "env", "from": "-1d",
+        "limit": 1_000});
+    let reply = ask_any(&setup, "ts", "query", &body).await;
+    assert_eq!(
+        reply["series"][0]["points"].as_array().unwrap().len(),
+        1_000
+    );
+    assert_still_serving(&setup, "after-wide").await;
 }

@@ -31,6 +31,11 @@ pub struct BridgeConfig {
     pub command_consumer: String,
     /// Largest command payload accepted by `cmd.send`, in bytes.
     pub max_command_payload: usize,
+    /// Largest MQTT payload the bridge takes, in bytes (`DTAAS_BRIDGE_MAX_PAYLOAD`); it
+    /// sets the packet size the bridge announces to the broker, which drops larger
+    /// messages for the bridge: set the broker's own limit (mosquitto
+    /// `message_size_limit`) to it or lower, so a device is refused instead.
+    pub max_payload: usize,
     /// Largest TTL accepted by `cmd.send`, in milliseconds.
     pub max_command_ttl_ms: u64,
     /// When true, telemetry of PTs not listed in `known_pts` goes to the DLQ.
@@ -67,6 +72,7 @@ impl Default for BridgeConfig {
             command_qos: 1,
             command_consumer: "dtaas-bridge-commands".into(),
             max_command_payload: 64 * 1024,
+            max_payload: DEFAULT_MAX_PAYLOAD,
             max_command_ttl_ms: 24 * 3600 * 1000,
             reject_unknown_pts: false,
             known_pts: Vec::new(),
@@ -206,6 +212,12 @@ fn default_timestamp_field() -> String {
     "ts".into()
 }
 
+/// The default of `max_payload`: 16 MiB, far above common device payloads.
+pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// The largest `max_payload`: MQTT's largest packet (256 MiB) less 64 KiB for the topic
+/// and properties.
+pub const MAX_MAX_PAYLOAD: usize = 268_435_455 - 65_536;
+
 impl BridgeConfig {
     /// Reads `[bridge]` and the `DTAAS_BRIDGE_*` environment variables.
     pub fn load(config: &dtaas_runtime::Config) -> anyhow::Result<Self> {
@@ -222,6 +234,7 @@ impl BridgeConfig {
             &mut bridge.backlog_max_bytes,
             "DTAAS_BRIDGE_BACKLOG_MAX_BYTES",
         )?;
+        dtaas_runtime::config::env_override(&mut bridge.max_payload, "DTAAS_BRIDGE_MAX_PAYLOAD")?;
         bridge.resolve_credentials(&config.mqtt_url, &|name| std::env::var(name).ok())?;
         if let Ok(path) = std::env::var("DTAAS_MQTT_CA_FILE") {
             bridge.mqtt_ca_file = Some(path.into());
@@ -231,6 +244,11 @@ impl BridgeConfig {
             "[bridge] in_flight must be at least 1"
         );
         anyhow::ensure!(bridge.qos <= 2, "[bridge] qos must be 0, 1 or 2");
+        anyhow::ensure!(
+            (1024..=MAX_MAX_PAYLOAD).contains(&bridge.max_payload),
+            "[bridge] max_payload must be between 1024 and {MAX_MAX_PAYLOAD} bytes \
+             (the MQTT limit, less room for the topic)"
+        );
         anyhow::ensure!(
             bridge.command_qos <= 2,
             "[bridge] command_qos must be 0, 1 or 2"
@@ -282,6 +300,7 @@ Bridge environment (overrides [bridge] in the config file):
   DTAAS_BRIDGE_IN_FLIGHT      MQTT messages received but not yet acknowledged [default: 1000]
   DTAAS_BRIDGE_BACKLOG_MAX_BYTES  disk backlog while JetStream cannot take messages,
                               0 turns it off [default: 1073741824]
+  DTAAS_BRIDGE_MAX_PAYLOAD    largest MQTT payload taken, bytes [default: 16777216]
   DTAAS_MQTT_PROTOCOL         MQTT version: auto (5, else 3.1.1), 5 or 3.1.1 [default: auto]
   DTAAS_MQTT_USERNAME         MQTT user name [default: the user of DTAAS_MQTT_URL, if any]
   DTAAS_MQTT_PASSWORD         MQTT password, never logged

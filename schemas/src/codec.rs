@@ -97,7 +97,9 @@ impl Encoding {
                 Ok(value)
             }
             Self::MsgPack => {
-                Ok(seed.deserialize(&mut rmp_serde::Deserializer::from_read_ref(body))?)
+                let mut deserializer = rmp_serde::Deserializer::from_read_ref(body);
+                deserializer.set_max_depth(MAX_MSGPACK_DEPTH);
+                Ok(seed.deserialize(&mut deserializer)?)
             }
         }
     }
@@ -124,6 +126,12 @@ impl Encoding {
         Ok(())
     }
 }
+
+/// The deepest nesting of MessagePack arrays and maps decoded. rmp-serde allows 1,024
+/// levels, and decoding (and dropping) a value that deep overflows a task's stack, which
+/// kills the whole process: a few kilobytes of `0x91` did. JSON has serde_json's own
+/// limit (128).
+pub const MAX_MSGPACK_DEPTH: usize = 64;
 
 /// Decodes a message body, choosing the encoding from `content_type` or the body.
 pub fn decode<T: DeserializeOwned>(
@@ -186,5 +194,15 @@ mod tests {
         ));
         let err = decode::<Probe>(None, br#"{"pt":"inc1"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field `value`"), "{err}");
+    }
+
+    #[test]
+    fn deep_msgpack_is_refused_not_a_stack_overflow() {
+        let mut body = vec![0x91u8; 100_000];
+        body.push(0x01);
+        let err = Encoding::MsgPack
+            .decode::<serde_json::Value>(&body)
+            .unwrap_err();
+        assert!(err.to_string().contains("depth"), "{err}");
     }
 }

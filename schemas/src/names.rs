@@ -42,6 +42,9 @@ pub mod header {
     pub const DLQ_SUBJECT: &str = "Dtaas-Dlq-Subject";
     /// The role (`DTAAS_ROLE`) of a process answering `dtaas.v1.dt.<dt>.ctl.save`.
     pub const ROLE: &str = "Dtaas-Role";
+    /// Set when the DLQ keeps only a prefix of a payload too large for NATS: its size
+    /// in bytes.
+    pub const DLQ_TRUNCATED: &str = "Dtaas-Dlq-Truncated";
     /// Error status of a service reply (NATS service API).
     pub const SERVICE_ERROR: &str = "Nats-Service-Error";
     /// Error code of a service reply (NATS service API).

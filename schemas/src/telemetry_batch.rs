@@ -88,8 +88,11 @@ impl<'de> Visitor<'de> for AppendRecords<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // The length comes from the sender: a 5-byte MessagePack header can claim four
+        // billion records, and reserving that aborts the process. So reserve no more
+        // than a well-formed message holds; a longer array still decodes, growing.
         if let Some(len) = seq.size_hint() {
-            self.0.reserve(len);
+            self.0.reserve(len.min(MAX_RECORDS_PER_MESSAGE));
         }
         let mut index = 0;
         while let Some(record) = seq
@@ -181,5 +184,18 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown field"), "{err}");
         assert_eq!(out, vec![record(0)]);
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_refused_not_allocated() {
+        let mut records = Vec::new();
+        let err = decode_records_into(
+            Encoding::MsgPack,
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+            &mut records,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().is_empty());
+        assert!(records.capacity() <= MAX_RECORDS_PER_MESSAGE);
     }
 }

@@ -272,6 +272,29 @@ pub fn mosquitto_pub_with(port: u16, args: &[&str], topic: &str, message: &str) 
     run_mosquitto_pub(port, args, topic, Err(message));
 }
 
+/// `mosquitto_pub -q 1 -f <file>`: one message of any size (a `-m` argument is
+/// limited to 128 KiB by the kernel).
+pub fn mosquitto_pub_bytes(port: u16, topic: &str, message: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), message).unwrap();
+    let path = file.path().display().to_string();
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ])
+        .args(["-f", &path])
+        .status()
+        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
+    assert!(status.success(), "mosquitto_pub failed for {topic}");
+}
+
 /// `mosquitto_pub <args> -t topic -l`: every line is one message, one connection.
 pub fn mosquitto_pub_lines(port: u16, args: &[&str], topic: &str, lines: &[String]) {
     run_mosquitto_pub(port, args, topic, Ok(lines));

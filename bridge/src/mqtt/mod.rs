@@ -37,8 +37,9 @@ pub use poller::{poll, Poller};
 pub use rumqttc::QoS;
 pub use v5::COMMAND_ID_PROPERTY;
 
-/// Largest MQTT packet the bridge accepts or sends.
-const MAX_PACKET: u32 = 1024 * 1024;
+/// Room in a packet beside its payload: fixed header, topic (at most 64 KiB in MQTT)
+/// and properties.
+const PACKET_OVERHEAD: usize = 65_536;
 /// Keep-alive interval of the MQTT connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
@@ -61,6 +62,9 @@ pub struct Settings {
     pub protocol: MqttProtocol,
     /// Most received but unacknowledged messages (MQTT 5 receive maximum).
     pub in_flight: u16,
+    /// Largest packet the bridge accepts or sends: `max_payload` and room for the
+    /// topic. Announced to an MQTT 5 broker, which drops larger ones for the bridge.
+    pub max_packet: usize,
     /// MQTT 5 session expiry interval, seconds.
     pub session_expiry_secs: u32,
     /// The user name the bridge logs in with, if any.
@@ -91,6 +95,7 @@ impl Settings {
             port: config.mqtt_url.port,
             protocol: bridge.mqtt_protocol,
             in_flight: bridge.in_flight,
+            max_packet: bridge.max_payload + PACKET_OVERHEAD,
             session_expiry_secs: bridge.session_expiry_secs,
             username: bridge.mqtt_username.clone(),
             password: bridge.mqtt_password.clone().unwrap_or_default(),

@@ -9,7 +9,7 @@ use rumqttc::{
 };
 
 use super::client::{ClientError, Event, Message, PollError};
-use super::{QoS, Settings, KEEP_ALIVE, MAX_PACKET};
+use super::{QoS, Settings, KEEP_ALIVE};
 
 /// Persistent session (clean session off), manual acks, bounded outgoing in-flight.
 pub(super) fn options(settings: &Settings) -> MqttOptions {
@@ -18,7 +18,7 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_inflight(settings.in_flight)
-        .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
+        .set_max_packet_size(settings.max_packet, settings.max_packet)
         .set_keep_alive(KEEP_ALIVE);
     if let Some(username) = &settings.username {
         options.set_credentials(username, settings.password.expose());

@@ -9,7 +9,7 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event as Event5, EventLoop, Mqtt
 use rumqttc::Outgoing;
 
 use super::client::{ClientError, Event, Message, PollError};
-use super::{QoS, Settings, KEEP_ALIVE, MAX_PACKET};
+use super::{QoS, Settings, KEEP_ALIVE};
 
 /// Persistent session (clean start off, session expiry), manual acks, receive maximum.
 pub(super) fn options(settings: &Settings) -> MqttOptions {
@@ -19,7 +19,7 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
         .set_session_expiry_interval(Some(settings.session_expiry_secs))
         .set_manual_acks(true)
         .set_receive_maximum(Some(settings.in_flight))
-        .set_max_packet_size(Some(MAX_PACKET))
+        .set_max_packet_size(Some(settings.max_packet as u32))
         .set_keep_alive(KEEP_ALIVE);
     if let Some(username) = &settings.username {
         options.set_credentials(username, settings.password.expose());

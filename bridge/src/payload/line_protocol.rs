@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::telemetry::FieldValue;
 
 /// One parsed line.
@@ -70,13 +71,13 @@ fn parse_line(line: &str) -> Result<Line, String> {
     let parts = split_unescaped(line, ' ', 3);
     let (series, fields_text) = match parts.as_slice() {
         [series, fields, ..] => (*series, *fields),
-        _ => return Err(format!("{line:?} has no fields")),
+        _ => return Err(format!("{} has no fields", excerpt(line))),
     };
     let timestamp = match parts.get(2).map(|t| t.trim()) {
         None | Some("") => None,
         Some(t) => Some(
             t.parse::<i64>()
-                .map_err(|_| format!("timestamp {t:?} is not an integer"))?,
+                .map_err(|_| format!("timestamp {} is not an integer", excerpt(t)))?,
         ),
     };
     let mut series_parts = split_unescaped(series, ',', usize::MAX).into_iter();
@@ -88,7 +89,7 @@ fn parse_line(line: &str) -> Result<Line, String> {
     for tag in series_parts {
         let kv = split_unescaped(tag, '=', 2);
         let [k, v] = kv.as_slice() else {
-            return Err(format!("tag {tag:?} lacks '='"));
+            return Err(format!("tag {} lacks '='", excerpt(tag)));
         };
         tags.insert(unescape(k), unescape(v));
     }
@@ -96,9 +97,10 @@ fn parse_line(line: &str) -> Result<Line, String> {
     for field in split_unescaped(fields_text, ',', usize::MAX) {
         let kv = split_unescaped(field, '=', 2);
         let [k, v] = kv.as_slice() else {
-            return Err(format!("field {field:?} lacks '='"));
+            return Err(format!("field {} lacks '='", excerpt(field)));
         };
-        let value = field_value(v).ok_or_else(|| format!("field {k:?} has invalid value {v:?}"))?;
+        let value = field_value(v)
+            .ok_or_else(|| format!("field {} has invalid value {}", excerpt(k), excerpt(v)))?;
         fields.insert(unescape(k), value);
     }
     Ok(Line {

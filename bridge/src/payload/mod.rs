@@ -26,6 +26,14 @@ pub fn parse(
     target: &Target<'_>,
     stamps: &mut Stamper,
 ) -> Result<Vec<Parsed>, String> {
+    // A UTF-8 byte order mark (some Windows tools write one) says nothing about the
+    // format; without removing it, JSON would be taken for line protocol.
+    let payload = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            "payload is empty; send a JSON reading, an array of readings or line protocol".into(),
+        );
+    }
     let map = target.map;
     let format = match map.format {
         Format::Auto => detect(payload),
@@ -211,6 +219,12 @@ mod tests {
     #[test]
     fn bad_payloads_say_why() {
         let t = "dtaas/pt/inc1/tel/env";
+        assert!(parse_on(t, b"").unwrap_err().contains("payload is empty"));
+        assert!(parse_on(t, b" \n")
+            .unwrap_err()
+            .contains("payload is empty"));
+        let bom = parse_on(t, b"\xEF\xBB\xBF{\"temp\":1}").unwrap();
+        assert_eq!(bom[0].record.fields["temp"], FieldValue::I64(1));
         assert!(parse_on(t, b"{\"a\":").unwrap_err().contains("JSON"));
         assert!(parse_on(t, b"{}").unwrap_err().contains("no fields"));
         assert!(parse_on(t, b"not valid")

@@ -1,8 +1,13 @@
 //! MessagePack payloads: decoded into the same value tree as JSON.
 
-/// Decodes a MessagePack payload into a JSON value.
+use dtaas_schemas::Encoding;
+
+/// Decodes a MessagePack payload into a JSON value, at most `MAX_MSGPACK_DEPTH` levels
+/// deep (deeper ones would overflow the stack).
 pub fn parse(payload: &[u8]) -> Result<serde_json::Value, String> {
-    rmp_serde::from_slice(payload).map_err(|e| format!("payload is not valid MessagePack: {e}"))
+    Encoding::MsgPack
+        .decode(payload)
+        .map_err(|e| format!("payload is not valid MessagePack: {e}"))
 }
 
 /// True when the first byte starts a MessagePack map (fixmap, map16, map32) or array
@@ -25,5 +30,8 @@ mod tests {
         assert!(!super::looks_like_map_or_array(b"{\"t\":1}"));
         assert_eq!(super::parse(&body).unwrap()["n"]["a"], 2);
         assert!(super::parse(&[0xc1]).is_err());
+        let mut deep = vec![0x91u8; 10_000];
+        deep.push(0x01);
+        assert!(super::parse(&deep).unwrap_err().contains("depth"));
     }
 }

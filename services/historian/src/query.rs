@@ -56,7 +56,10 @@ impl Query {
         subject::validate_token("PT id", &request.pt).map_err(|e| bad("pt", e))?;
         subject::validate_token("measurement", &request.measurement)
             .map_err(|e| bad("measurement", e))?;
-        let fields = request.fields.unwrap_or_default();
+        let mut fields = request.fields.unwrap_or_default();
+        // A field named twice is one series, not two.
+        let mut seen = std::collections::HashSet::new();
+        fields.retain(|f| seen.insert(f.clone()));
         if let Some(empty) = fields.iter().find(|f| f.is_empty()) {
             return Err(bad("fields", format!("{empty:?} is not a field name")));
         }
@@ -140,6 +143,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.window, Some((None, Agg::Count)));
+        let q = Query::parse(
+            request(r#"{"pt":"inc1","measurement":"t","fields":["b","a","b","b","a"]}"#),
+            now,
+        )
+        .unwrap();
+        assert_eq!(q.fields, ["b", "a"], "a field named twice is one series");
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Sending input that could not be processed to `dtaas.v1.dlq.<source>`.
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use dtaas_schemas::names::header;
 
 /// Publishes `payload` to the DLQ of `source` with `reason` (and `context` headers such
 /// as the original topic) and waits for JetStream's acknowledgement, so the caller may
-/// then acknowledge the original.
+/// then acknowledge the original. A payload too large for NATS is kept by its first
+/// 64 KiB, with its full size in `Dtaas-Dlq-Truncated`.
 pub async fn publish(
     js: &jetstream::Context,
     source: &str,
@@ -22,11 +23,25 @@ pub async fn publish(
     for (name, value) in context {
         headers.insert(*name, single_line(value).as_str());
     }
-    js.publish_with_headers(subject, headers, payload)
-        .await?
-        .await?;
+    let sent = js
+        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+        .await;
+    let ack = match sent {
+        // Input larger than NATS takes (a big MQTT payload) is kept by its prefix:
+        // retrying it whole would fail forever and block what comes after it.
+        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+            headers.insert(header::DLQ_TRUNCATED, payload.len().to_string().as_str());
+            let kept = payload.slice(..payload.len().min(KEPT_WHEN_TOO_LARGE));
+            js.publish_with_headers(subject, headers, kept).await?
+        }
+        sent => sent?,
+    };
+    ack.await?;
     Ok(())
 }
+
+/// How much of a payload too large for NATS the DLQ keeps.
+const KEPT_WHEN_TOO_LARGE: usize = 64 * 1024;
 
 /// Header values cannot hold line breaks; long reasons are cut.
 fn single_line(text: &str) -> String {

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod falkordb;
 pub mod http;
 pub mod mosquitto;
+pub mod mutate;
 pub mod nats;
 pub mod ports;
 pub mod process;
