@@ -50,18 +50,22 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     // Room for the whole receive window plus QoS 0 messages: see `mqtt`.
     let (tx, rx) = mpsc::channel(bridge.in_flight as usize + 64);
     let poll_stop = CancellationToken::new();
-    let mut poller = tokio::spawn(mqtt::poll(
-        mqtt::Poller {
-            settings,
-            client: client.clone(),
-            filters,
-            incoming: tx,
-            stats: stats.clone(),
-            acks: acks.clone(),
-        },
-        eventloop,
-        poll_stop.clone(),
-    ));
+    let mut poller = dtaas_runtime::task::spawn(
+        "mqtt poller",
+        &ctx.shutdown,
+        mqtt::poll(
+            mqtt::Poller {
+                settings,
+                client: client.clone(),
+                filters,
+                incoming: tx,
+                stats: stats.clone(),
+                acks: acks.clone(),
+            },
+            eventloop,
+            poll_stop.clone(),
+        ),
+    );
     tracing::info!(
         client_id = bridge.client_id(),
         broker = %ctx.config.mqtt_url,
@@ -91,10 +95,21 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         msg_ids: msg_id::MsgIds::default(),
         backlog: backlog.clone(),
     });
-    let drain_task = backlog
-        .map(|backlog| tokio::spawn(uplink.clone().drain_backlog(backlog, ctx.shutdown.clone())));
-    let uplink_task = tokio::spawn(uplink.run(rx, ctx.shutdown.clone()));
-    let downlink_task = tokio::spawn(
+    let drain_task = backlog.map(|backlog| {
+        dtaas_runtime::task::spawn(
+            "backlog drain",
+            &ctx.shutdown,
+            uplink.clone().drain_backlog(backlog, ctx.shutdown.clone()),
+        )
+    });
+    let uplink_task = dtaas_runtime::task::spawn(
+        "uplink",
+        &ctx.shutdown,
+        uplink.run(rx, ctx.shutdown.clone()),
+    );
+    let downlink_task = dtaas_runtime::task::spawn(
+        "downlink",
+        &ctx.shutdown,
         downlink::Downlink {
             js: ctx.js.clone(),
             client: client.clone(),
@@ -120,27 +135,32 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     requests::register(&mut svc, ctx.js.clone(), ledger, stats.clone(), limits).await?;
     let svc_task = tokio::spawn(svc.run());
 
+    // A task that panics cancels the shutdown token too (`dtaas_runtime::task`).
     ctx.shutdown.cancelled().await;
     tracing::info!("Bridge stopping: finishing in-flight messages.");
-    let _ = uplink_task.await;
-    if let Some(drain_task) = drain_task {
-        // What is not drained stays on disk for the next run.
-        let _ = drain_task.await;
-    }
-    let _ = downlink_task.await;
+    // What the backlog drain did not finish stays on disk for the next run.
+    let links = dtaas_runtime::task::join_all(
+        std::iter::once(uplink_task)
+            .chain(drain_task)
+            .chain([downlink_task]),
+    )
+    .await;
     // Acks queued by the uplink go out before the DISCONNECT, which ends the poller.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
-    if tokio::time::timeout(Duration::from_secs(5), &mut poller)
-        .await
-        .is_err()
-    {
-        poll_stop.cancel();
-        let _ = poller.await;
-    }
-    let _ = svc_task.await;
+    let polled = match tokio::time::timeout(Duration::from_secs(5), &mut poller).await {
+        Ok(polled) => polled,
+        Err(_) => {
+            poll_stop.cancel();
+            poller.await
+        }
+    };
+    let served = svc_task.await;
     if let Err(error) = ctx.nats.flush().await {
         tracing::warn!(%error, "Cannot flush NATS.");
     }
     tracing::info!(stats = ?stats.snapshot(), "Bridge stopped.");
+    links?;
+    polled??;
+    served??;
     Ok(())
 }

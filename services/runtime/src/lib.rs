@@ -18,6 +18,7 @@ pub mod provision;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
+pub mod task;
 pub mod userinfo;
 
 pub use config::{Config, ConfigError, MqttUrl};
