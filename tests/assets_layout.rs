@@ -258,15 +258,47 @@ async fn dtaas_layout_round_trip() {
     );
     assert_eq!(lib.snapshot().await, before);
 
+    // put, fetch, share and delete by hand.
+    std::fs::remove_file(tree.join("data/incubator-temps/pw")).unwrap();
+    let doubler_dir = tree.join("functions/doubler");
+    let (ok, out, err) = cli(&lib, "alice", &["put", doubler_dir.to_str().unwrap()]).await;
+    assert!(
+        ok && out.contains("alice/doubler@3 (new version)"),
+        "{out}{err}"
+    );
+    let fetched = dir.path().join("fetched");
+    let (ok, _, err) = cli(
+        &lib,
+        "alice",
+        &["fetch", "doubler@3", fetched.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        contents(&fetched)["doubler.py"],
+        (b"print(4)\n".to_vec(), 0o755)
+    );
+    let (ok, out, _) = cli(&lib, "alice", &["share", "plotter"]).await;
+    assert!(ok && out.contains("shared with everyone"), "{out}");
+    let (ok, out, _) = cli(&lib, "alice", &["delete", "doubler@1"]).await;
+    assert!(ok && out.contains("Deleted alice/doubler@1"), "{out}");
+    let (ok, _, err) = cli(
+        &lib,
+        "alice",
+        &["put", tree.join("nowhere").to_str().unwrap()],
+    )
+    .await;
+    assert!(!ok && err.contains("does not exist"), "{err}");
+
     // People's errors say what to do.
     let (ok, _, err) = cli(&lib, "alice", &["show", "alice/nothing"]).await;
     assert!(
         !ok && err.contains("not_found") && err.contains("dtaas asset list"),
         "{err}"
     );
-    let (ok, out, _) = cli(&lib, "alice", &["show", "doubler@1"]).await;
+    let (ok, out, _) = cli(&lib, "alice", &["show", "doubler@2"]).await;
     assert!(
-        ok && out.contains("alice/doubler@1")
+        ok && out.contains("alice/doubler@2")
             && out.contains("param factor: number = 2.0 in 0..10"),
         "{out}"
     );
