@@ -16,7 +16,7 @@
 //! while JetStream acknowledges in time nothing is written to disk.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -267,30 +267,40 @@ impl Backlog {
             .map_err(|_| BacklogError("writer stopped".into()))?
     }
 
-    /// The oldest entry not yet drained and its size, if any.
-    pub fn peek(&self) -> Result<Option<(Entry, u64)>, BacklogError> {
+    /// Up to `max` of the oldest entries not yet drained, each with its size.
+    pub fn peek(&self, max: usize) -> Result<Vec<(Entry, u64)>, BacklogError> {
         let files = self.files.lock().unwrap();
+        let io = |e: std::io::Error| BacklogError(e.to_string());
+        let mut entries = Vec::new();
         if files.read >= files.end {
-            return Ok(None);
+            return Ok(entries);
         }
-        let mut file = File::open(&files.log_path).map_err(|e| BacklogError(e.to_string()))?;
-        match read_entry(&mut file, files.read) {
-            Ok(Some((entry, size))) => Ok(Some((entry, size))),
-            Ok(None) => Err(BacklogError(format!(
-                "damaged entry at offset {}",
-                files.read
-            ))),
-            Err(e) => Err(BacklogError(e.to_string())),
+        let mut file = File::open(&files.log_path).map_err(io)?;
+        file.seek(SeekFrom::Start(files.read)).map_err(io)?;
+        let mut reader = BufReader::new(file);
+        let mut offset = files.read;
+        while offset < files.end && entries.len() < max {
+            let Some((entry, size)) = read_entry(&mut reader).map_err(io)? else {
+                return Err(BacklogError(format!("damaged entry at offset {offset}")));
+            };
+            offset += size;
+            entries.push((entry, size));
         }
+        Ok(entries)
     }
 
-    /// Marks the oldest entry (of `size` bytes) drained; empties the file once all are.
-    pub fn pop(&self, size: u64) -> Result<(), BacklogError> {
+    /// Marks the `count` oldest entries (`bytes` in all) drained; empties the file once
+    /// all are.
+    pub fn pop(&self, count: u64, bytes: u64) -> Result<(), BacklogError> {
         let mut files = self.files.lock().unwrap();
-        files.read += size;
-        let left = self.stats.messages.fetch_sub(1, Relaxed).saturating_sub(1);
-        self.stats.bytes.fetch_sub(size, Relaxed);
-        self.stats.drained.fetch_add(1, Relaxed);
+        files.read += bytes;
+        let left = self
+            .stats
+            .messages
+            .fetch_sub(count, Relaxed)
+            .saturating_sub(count);
+        self.stats.bytes.fetch_sub(bytes, Relaxed);
+        self.stats.drained.fetch_add(count, Relaxed);
         let io = |e: std::io::Error| BacklogError(e.to_string());
         if left == 0 && files.read == files.end {
             // Everything drained: start the file over, so it does not grow forever.
@@ -299,11 +309,12 @@ impl Backlog {
             files.read = 0;
             files.end = 0;
             self.stats.oldest_ns.store(0, Relaxed);
-        } else if let Ok(Some((next, _))) = File::open(&files.log_path)
-            .map_err(io)
-            .and_then(|mut f| read_entry(&mut f, files.read).map_err(io))
-        {
-            self.stats.oldest_ns.store(next.appended_ns, Relaxed);
+        } else {
+            let mut file = File::open(&files.log_path).map_err(io)?;
+            file.seek(SeekFrom::Start(files.read)).map_err(io)?;
+            if let Some((next, _)) = read_entry(&mut file).map_err(io)? {
+                self.stats.oldest_ns.store(next.appended_ns, Relaxed);
+            }
         }
         // Not synced: after a crash an older position only publishes entries again,
         // and JetStream drops them by their ids.
@@ -318,8 +329,10 @@ pub fn entries_in(dir: &Path) -> std::io::Result<u64> {
     let len = log.metadata()?.len();
     let mut offset = read_position(&dir.join("backlog.pos"));
     let mut count = 0;
+    log.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(log);
     while offset < len {
-        let Some((_, size)) = read_entry(&mut log, offset)? else {
+        let Some((_, size)) = read_entry(&mut reader)? else {
             break;
         };
         offset += size;
@@ -341,8 +354,10 @@ fn recover(log: &mut File, read: u64, stats: &BacklogStats) -> std::io::Result<(
     let len = log.metadata()?.len();
     let read = if read > len { 0 } else { read };
     let mut offset = read;
+    log.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(&*log);
     while offset < len {
-        match read_entry(log, offset)? {
+        match read_entry(&mut reader)? {
             Some((entry, size)) => {
                 if stats.messages.fetch_add(1, Relaxed) == 0 {
                     stats.oldest_ns.store(entry.appended_ns, Relaxed);
@@ -352,6 +367,7 @@ fn recover(log: &mut File, read: u64, stats: &BacklogStats) -> std::io::Result<(
             }
             None => {
                 tracing::warn!(offset, "Cut a torn entry at the end of the bridge backlog (a crash while writing; its MQTT message was not acknowledged).");
+                drop(reader);
                 log.set_len(offset)?;
                 break;
             }
@@ -367,9 +383,8 @@ fn recover(log: &mut File, read: u64, stats: &BacklogStats) -> std::io::Result<(
     Ok((read, offset))
 }
 
-/// The entry at `offset` and its size with framing; `None` if torn or damaged.
-fn read_entry(file: &mut File, offset: u64) -> std::io::Result<Option<(Entry, u64)>> {
-    file.seek(SeekFrom::Start(offset))?;
+/// The entry `file` is at and its size with framing; `None` if torn or damaged.
+fn read_entry(file: &mut impl Read) -> std::io::Result<Option<(Entry, u64)>> {
     let mut frame = [0u8; FRAME as usize];
     if file.read_exact(&mut frame).is_err() {
         return Ok(None);
@@ -451,9 +466,9 @@ mod tests {
         for n in 0..3 {
             backlog.append(&entry(n)).await.unwrap();
         }
-        let (first, size) = backlog.peek().unwrap().unwrap();
-        assert_eq!(first, entry(0));
-        backlog.pop(size).unwrap();
+        let first = backlog.peek(1).unwrap();
+        assert_eq!(first[0].0, entry(0));
+        backlog.pop(1, first[0].1).unwrap();
         drop(backlog);
         // A crash in the middle of writing a fourth entry.
         let mut log = OpenOptions::new()
@@ -463,13 +478,13 @@ mod tests {
         log.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         let backlog = Backlog::open(dir.path(), 1 << 20, Default::default()).unwrap();
         assert_eq!(backlog.stats.messages.load(Relaxed), 2);
-        let (next, size) = backlog.peek().unwrap().unwrap();
-        assert_eq!(next, entry(1));
-        backlog.pop(size).unwrap();
-        let (last, size) = backlog.peek().unwrap().unwrap();
-        assert_eq!(last, entry(2));
-        backlog.pop(size).unwrap();
-        assert!(backlog.is_empty() && backlog.peek().unwrap().is_none());
+        let rest = backlog.peek(10).unwrap();
+        let entries: Vec<Entry> = rest.iter().map(|(e, _)| e.clone()).collect();
+        assert_eq!(entries, [entry(1), entry(2)]);
+        backlog
+            .pop(2, rest.iter().map(|(_, size)| size).sum())
+            .unwrap();
+        assert!(backlog.is_empty() && backlog.peek(10).unwrap().is_empty());
         assert_eq!(
             std::fs::metadata(dir.path().join("backlog.log"))
                 .unwrap()

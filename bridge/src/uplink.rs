@@ -45,6 +45,9 @@ use crate::stats::Stats;
 use crate::topic_map::{Route, TopicMaps};
 use crate::WORKER;
 
+/// Backlog entries published together while draining.
+const DRAIN_BATCH: usize = 256;
+
 /// How long shutdown waits for in-flight publishes before leaving them to redelivery.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -275,35 +278,42 @@ impl Uplink {
                     logged_size = 0;
                 }
             }
-            let next = match backlog.peek() {
-                Ok(next) => next,
+            let batch = match backlog.peek(DRAIN_BATCH) {
+                Ok(batch) => batch,
                 Err(error) => {
                     tracing::error!(%error, "Cannot read the bridge backlog; retrying.");
-                    None
+                    Vec::new()
                 }
             };
-            let Some((entry, size)) = next else {
+            if batch.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = backlog.appended.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
                 continue;
-            };
-            let headers = entry.header_map();
+            }
+            // The batch's publishes go out together and are retried one by one; the
+            // drain position moves on only once JetStream took all of them.
+            let uplink = &self;
+            let publishes = batch.iter().map(|(entry, _)| async move {
+                let headers = entry.header_map();
+                match uplink.publish_retrying(&entry.subject, &headers, &entry.body).await {
+                    Ok(()) => entry.records,
+                    Err(reason) => {
+                        tracing::error!(subject = %entry.subject, reason, "Dropped a backlog message JetStream can never take.");
+                        0
+                    }
+                }
+            });
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                result = self.publish_retrying(&entry.subject, &headers, &entry.body) => {
-                    match result {
-                        Ok(()) => self.stats.records_out.fetch_add(entry.records, Relaxed),
-                        Err(reason) => {
-                            tracing::error!(subject = %entry.subject, reason, "Dropped a backlog message JetStream can never take.");
-                            0
-                        }
-                    };
+                records = futures::future::join_all(publishes) => {
+                    self.stats.records_out.fetch_add(records.iter().sum::<u64>(), Relaxed);
                 }
             }
-            if let Err(error) = backlog.pop(size) {
+            let bytes = batch.iter().map(|(_, size)| size).sum();
+            if let Err(error) = backlog.pop(batch.len() as u64, bytes) {
                 tracing::error!(%error, "Cannot move the bridge backlog on; its messages may be published again.");
             }
         }
