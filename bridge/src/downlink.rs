@@ -37,8 +37,6 @@ use crate::WORKER;
 const BROKER_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a waiting command tells JetStream it is still being worked on.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-/// How often a waiting command checks the MQTT connection and its TTL.
-const WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// The command sender.
 pub struct Downlink {
@@ -163,6 +161,7 @@ impl Downlink {
         let expires_at = command.expires_at();
         let expired = || expires_at.is_some_and(|at| now_ns() >= at);
         let mut last_progress = tokio::time::Instant::now();
+        let mut connected = self.stats.mqtt_connected.subscribe();
         loop {
             if expired() {
                 let reason = "its TTL passed before the MQTT broker could take it".to_owned();
@@ -175,14 +174,25 @@ impl Downlink {
             if shutdown.is_cancelled() {
                 return Ok(Done::Nak);
             }
-            if self.stats.mqtt_connected.load(Relaxed) {
+            if *connected.borrow_and_update() {
                 break;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = tokio::time::Instant::now();
                 let _ = message.ack_with(AckKind::Progress).await;
             }
-            tokio::time::sleep(WAIT_STEP).await;
+            // Wake when the connection comes up, at shutdown, for the next progress
+            // ack, or when the TTL passes.
+            let mut wake = last_progress + PROGRESS_EVERY;
+            if let Some(at) = expires_at {
+                let left = Duration::from_nanos(at.saturating_sub(now_ns()).max(0) as u64);
+                wake = wake.min(tokio::time::Instant::now() + left);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = connected.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
         }
         // Whole seconds, rounded up, so the broker never drops it early. Only MQTT 5
         // carries it; with 3.1.1 the TTL check above is all there is (and the check

@@ -31,8 +31,8 @@ pub struct Stats {
     pub commands_expired: AtomicU64,
     /// Device acknowledgements received.
     pub commands_acknowledged: AtomicU64,
-    /// True while the MQTT connection is up.
-    pub mqtt_connected: AtomicBool,
+    /// True while the MQTT connection is up; the downlink waits on its changes.
+    pub mqtt_connected: tokio::sync::watch::Sender<bool>,
     /// True once the broker acknowledged the subscriptions of the current connection.
     pub mqtt_subscribed: AtomicBool,
     /// MQTT version of the last connection: 0 none yet, 5, or 4 (3.1.1).
@@ -106,7 +106,7 @@ impl Stats {
             commands_sent: self.commands_sent.load(Relaxed),
             commands_expired: self.commands_expired.load(Relaxed),
             commands_acknowledged: self.commands_acknowledged.load(Relaxed),
-            mqtt_connected: self.mqtt_connected.load(Relaxed),
+            mqtt_connected: *self.mqtt_connected.borrow(),
             mqtt_subscribed: self.mqtt_subscribed.load(Relaxed),
             mqtt_protocol: self.protocol().map(|p| p.name().to_owned()),
             backlog_messages: self.backlog.messages.load(Relaxed),

@@ -100,7 +100,7 @@ pub async fn poll(poller: Poller, mut eventloop: EventLoop, stop: CancellationTo
                 settled = true;
                 let protocol = eventloop.protocol();
                 stats.set_protocol(Some(protocol));
-                stats.mqtt_connected.store(true, Relaxed);
+                stats.mqtt_connected.send_replace(true);
                 tracing::info!(
                     protocol = protocol.name(),
                     session_present,
@@ -126,14 +126,14 @@ pub async fn poll(poller: Poller, mut eventloop: EventLoop, stop: CancellationTo
             Ok(Event::PublishWritten { pkid }) => acks.written(pkid),
             Ok(Event::DisconnectSent) => break,
             Ok(Event::Disconnected(reason)) => {
-                stats.mqtt_connected.store(false, Relaxed);
+                stats.mqtt_connected.send_replace(false);
                 tracing::warn!(%reason, "The MQTT broker disconnected us.");
             }
             Ok(Event::Other) => {}
             Err(error) => {
                 let connecting = !connected;
                 connected = false;
-                stats.mqtt_connected.store(false, Relaxed);
+                stats.mqtt_connected.send_replace(false);
                 stats.mqtt_subscribed.store(false, Relaxed);
                 if !settled && connecting {
                     match eventloop.protocol() {
@@ -189,7 +189,7 @@ pub async fn poll(poller: Poller, mut eventloop: EventLoop, stop: CancellationTo
             }
         }
     }
-    stats.mqtt_connected.store(false, Relaxed);
+    stats.mqtt_connected.send_replace(false);
 }
 
 /// Replaces the client behind `client` with a new one speaking `protocol`; returns
