@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use exec_support::{alive, eventually, group_members};
 use futures::StreamExt;
-use lifecycle_support::{pids, script, Platform, WAIT};
+use lifecycle_support::{pids, put_sleeper, Platform, WAIT};
 use serde_json::{json, Value};
 use tokio::time::timeout;
 
@@ -28,22 +28,6 @@ async fn put_doubler(p: &Platform) -> String {
         &[("doubler.py", DOUBLER, 0o644)],
         number_io(),
         json!({"command": ["python3", "doubler.py"]}),
-    )
-    .await
-}
-
-async fn put_sleeper(p: &Platform) -> String {
-    let files = script("echo sleeping; exec sleep 600");
-    let files: Vec<(&str, &[u8], u32)> = files
-        .iter()
-        .map(|(n, c, m)| (*n, c.as_slice(), *m))
-        .collect();
-    p.put_asset(
-        "alice",
-        "sleeper",
-        &files,
-        json!({}),
-        json!({"command": ["./run.sh"]}),
     )
     .await
 }

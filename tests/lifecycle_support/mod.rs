@@ -222,9 +222,17 @@ impl Platform {
     }
 }
 
-/// A shell script asset's files: `run.sh` with `body`.
-pub fn script(body: &str) -> Vec<(&'static str, Vec<u8>, u32)> {
-    vec![("run.sh", format!("#!/bin/sh\n{body}\n").into_bytes(), 0o755)]
+/// Puts `alice/sleeper`: a shell script that sleeps until it is stopped.
+pub async fn put_sleeper(p: &Platform) -> String {
+    let run = b"#!/bin/sh\necho sleeping\nexec sleep 600\n";
+    p.put_asset(
+        "alice",
+        "sleeper",
+        &[("run.sh", run, 0o755)],
+        json!({}),
+        json!({"command": ["./run.sh"]}),
+    )
+    .await
 }
 
 /// The pids of a DT's processes from a `dt.get` reply.
