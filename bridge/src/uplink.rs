@@ -48,6 +48,10 @@ use crate::WORKER;
 /// Backlog entries published together while draining.
 const DRAIN_BATCH: usize = 256;
 
+/// Room for a message's headers next to its body, when checking it against NATS's max
+/// payload.
+const HEADER_ROOM: usize = 1024;
+
 /// How long shutdown waits for in-flight publishes before leaving them to redelivery.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -226,6 +230,16 @@ impl Uplink {
     /// Appends `message` to the backlog (synced) so its MQTT message can be acked;
     /// when there is no room, publishes it in place, retrying until JetStream takes it.
     async fn spill_or_publish(&self, message: &Outgoing, publish: &Message) {
+        // A message NATS can never take is dead-lettered now: from the backlog it could
+        // only be dropped.
+        let max_payload = self.js.client().server_info().max_payload;
+        if message.body.len() + HEADER_ROOM > max_payload {
+            let reason = format!(
+                "a record of {} bytes is too large for NATS (max payload {max_payload} bytes)",
+                message.body.len()
+            );
+            return self.dlq(publish, &reason).await;
+        }
         if let Some(backlog) = &self.backlog {
             match backlog.append(&Entry::from_outgoing(message)).await {
                 Ok(()) => return,
