@@ -26,10 +26,10 @@ pub enum ConnectError {
     },
 }
 
-/// The delay before reconnect attempt `attempt`: 100 ms doubling up to 5 s.
+/// The delay before reconnect attempt `attempt`: 100 ms doubling up to 5 s. The same
+/// as every other retry loop's ([`crate::backoff`]); kept for existing callers.
 pub fn backoff(attempt: usize) -> Duration {
-    let exponent = attempt.min(6) as u32;
-    Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(5))
+    crate::backoff::delay(attempt)
 }
 
 /// Connects as `name` to any of the seeds, retrying until `config.nats_connect_timeout`
@@ -114,16 +114,4 @@ async fn options(config: &Config, login: &Login, name: &str) -> Result<ConnectOp
                 other => tracing::warn!(event = %other, "NATS event."),
             }
         }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped() {
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(100), Duration::from_secs(5));
-    }
 }
