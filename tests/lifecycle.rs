@@ -405,3 +405,53 @@ async fn a_dtaas_layout_dts_scripts_run_in_order() {
         ["create", "execute", "terminate", "clean"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_of_a_killed_exec_node_move_to_another_node() {
+    let mut p = Platform::start(&["n1", "n2"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let config = json!({"id": "mover", "assets": [{"name": "s", "asset": "sleeper"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "mover"})).await;
+    let before = p
+        .until("alice", "mover", "it runs", |dt| {
+            dt["processes"][0]["status"] == "running"
+        })
+        .await;
+    let node = before["processes"][0]["node"].as_str().unwrap().to_owned();
+    let orphan = pids(&before)[0];
+    let mut events = p
+        .client
+        .subscribe("dtaas.v1.evt.dt.mover.executing")
+        .await
+        .unwrap();
+    p.process(&format!("exec-{node}")).kill();
+    let after = p
+        .until(
+            "alice",
+            "mover",
+            "the process runs on the other node",
+            |dt| {
+                dt["processes"][0]["node"] != node.as_str()
+                    && dt["processes"][0]["status"] == "running"
+            },
+        )
+        .await;
+    let event: Value =
+        serde_json::from_slice(&timeout(WAIT, events.next()).await.unwrap().unwrap().payload)
+            .unwrap();
+    assert!(
+        event["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("from node {node}")),
+        "{event}"
+    );
+    assert_eq!(after["state"], "executing");
+    // The killed node could not stop its child; this test does.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(orphan as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    p.ok("alice", "terminate", json!({"id": "mover"})).await;
+}
