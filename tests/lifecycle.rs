@@ -455,3 +455,38 @@ async fn processes_of_a_killed_exec_node_move_to_another_node() {
     );
     p.ok("alice", "terminate", json!({"id": "mover"})).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refuses_before_anything_starts() {
+    let mut p = Platform::start(&["n1"], &["assets"]).await;
+    p.spawn(
+        "lifecycle",
+        "lifecycle",
+        &[("DTAAS_QUOTA_MAX_EXECUTING", "1")],
+    );
+    p.wait_for("lifecycle", "dt", "list", "dts").await;
+    put_sleeper(&p).await;
+    for id in ["q1", "q2"] {
+        let config = json!({"id": id, "assets": [{"name": "s", "asset": "sleeper"}]});
+        p.ok("alice", "create", json!({"config": config})).await;
+    }
+    p.ok("alice", "execute", json!({"id": "q1"})).await;
+    let refused = p.dt("alice", "execute", json!({"id": "q2"})).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1"),
+        "{refused}"
+    );
+    let q2 = p.ok("alice", "get", json!({"id": "q2"})).await;
+    assert_eq!(q2["dt"]["state"], "created");
+    assert!(
+        q2["dt"]["processes"].as_array().unwrap().is_empty(),
+        "nothing started: {q2}"
+    );
+    p.ok("alice", "terminate", json!({"id": "q1"})).await;
+    p.ok("alice", "execute", json!({"id": "q2"})).await;
+    p.ok("alice", "terminate", json!({"id": "q2"})).await;
+}

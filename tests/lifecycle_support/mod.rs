@@ -115,7 +115,7 @@ impl Platform {
         panic!("node {id} never registered\n{}", self.logs());
     }
 
-    async fn wait_for(&self, name: &str, service: &str, verb: &str, field: &str) {
+    pub async fn wait_for(&self, name: &str, service: &str, verb: &str, field: &str) {
         if !self.processes.iter().any(|(n, _)| n == name) {
             return;
         }
