@@ -248,6 +248,10 @@ impl Downlink {
     /// Decodes the command and fills in what a plain publish may leave out.
     fn command(&self, message: &jetstream::Message) -> Result<Command, String> {
         let (pt, name) = subject::parse_command(&message.subject).map_err(|e| e.to_string())?;
+        // A plain publish skips `cmd.send`'s checks: a control character or `/` here
+        // would reach MQTT (a malformed packet, or a topic aliasing an ack topic).
+        subject::validate_token("PT id", pt).map_err(|e| e.to_string())?;
+        subject::validate_token("command", name).map_err(|e| e.to_string())?;
         let headers = message.headers.as_ref();
         let content_type = dtaas_runtime::headers::content_type(headers);
         let mut command: Command = if message.payload.iter().all(u8::is_ascii_whitespace) {
