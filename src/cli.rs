@@ -53,7 +53,7 @@ pub enum Command {
     /// An exec node: runs DT processes (limits, restarts, logs) and meters their usage.
     #[command(after_help = const_format(COMMON_ENV, dtaas_exec::ENV_HELP))]
     Exec,
-    /// Runs every implemented worker in one process: a whole platform on one machine.
+    /// Runs every worker in one process: a whole platform on one machine.
     #[command(after_help = COMMON_ENV)]
     Up(crate::demo::UpArgs),
     /// Physical-twin tools: the simulated incubator, sending a PT a command.

@@ -36,8 +36,8 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// Workers that exist today; `up` runs these.
-const IMPLEMENTED: [Command; 6] = [
+/// Every worker; `up` runs them all.
+const WORKERS: [Command; 6] = [
     Command::Bridge,
     Command::Historian,
     Command::Graph,
@@ -62,20 +62,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Usage(args) => crate::usage::run(&config, args)
             .await
             .map_err(Failure::from),
-        command if IMPLEMENTED.contains(&command) => {
+        worker => {
             let shutdown = shutdown::on_signals();
-            run_one(command, config, shutdown)
+            run_one(worker, config, shutdown)
                 .await
                 .map_err(Failure::from)
         }
-        command => Err(Failure {
-            error: anyhow::anyhow!(
-                "the {} worker is not implemented yet; `dtaas up` runs the workers that exist ({})",
-                name(&command),
-                IMPLEMENTED.map(|c| name(&c)).join(", ")
-            ),
-            code: 2,
-        }),
     }
 }
 
@@ -111,34 +103,31 @@ async fn run_one(
         Command::Exec => dtaas_exec::run(ctx).await,
         Command::Assets => dtaas_assets::run(ctx).await,
         Command::Lifecycle => dtaas_lifecycle::run(ctx).await,
-        _ => unreachable!("only implemented workers are run"),
+        _ => unreachable!("only workers reach run_one"),
     };
     result.map_err(|e| e.context(format!("{worker} worker failed")))?;
     tracing::info!(worker, "stopped");
     Ok(())
 }
 
-/// Runs every implemented worker; when one fails, the others are shut down too.
+/// Runs every worker; when one fails, the others are shut down too.
 async fn up(config: Arc<Config>) -> Result<(), Failure> {
     let shutdown = shutdown::on_signals();
     let workers = spawn_all(config, shutdown.clone());
     join_all(workers, shutdown).await.map_err(Failure::from)
 }
 
-/// Starts every implemented worker; they stop when `shutdown` is cancelled.
+/// Starts every worker; they stop when `shutdown` is cancelled.
 pub fn spawn_all(
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinSet<anyhow::Result<()>> {
     let mut workers = tokio::task::JoinSet::new();
-    for command in IMPLEMENTED {
+    for command in WORKERS {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         workers.spawn(async move { run_one(command, config, shutdown).await });
     }
-    tracing::info!(
-        "dtaas up: running {}",
-        IMPLEMENTED.map(|c| name(&c)).join(", ")
-    );
+    tracing::info!("dtaas up: running {}", WORKERS.map(|c| name(&c)).join(", "));
     workers
 }
 

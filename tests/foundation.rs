@@ -357,19 +357,6 @@ fn help_lists_every_worker_and_up() {
 }
 
 #[test]
-fn unimplemented_worker_says_so_and_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut process = dtaas(&["assets"], &[], &dir);
-    let code = process.wait(WAIT).unwrap();
-    assert_eq!(code, Some(2));
-    assert!(
-        process.log().contains("not implemented yet"),
-        "{}",
-        process.log()
-    );
-}
-
-#[test]
 fn unreachable_nats_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!(

@@ -157,6 +157,23 @@ async fn the_deploy_authorization_admits_workers_and_users() {
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert!(body.is_object(), "{body}");
 
+    // The CLI connects through the runtime as DTAAS_USER; its replies must come to the
+    // inbox her permissions allow.
+    let url = format!("nats://alice:{ALICE_PASSWORD}@127.0.0.1:{}", nats.port);
+    let as_alice = Config::from_toml("user = \"alice\"", "test", &|name| {
+        (name == "DTAAS_NATS_URL").then(|| url.clone())
+    })
+    .unwrap();
+    let cli = timeout(WAIT, dtaas_runtime::nats::connect(&as_alice, "dtaas-cli"))
+        .await
+        .unwrap()
+        .expect("alice connects through the runtime");
+    let reply = timeout(WAIT, cli.request("dtaas.v1.alice.ts.query", "{}".into()))
+        .await
+        .expect("the runtime client's request answered in time")
+        .expect("the runtime client gets its reply on _INBOX.alice");
+    assert!(serde_json::from_slice::<serde_json::Value>(&reply.payload).is_ok());
+
     let refused = timeout(
         Duration::from_secs(5),
         alice.request("dtaas.v1.bob.ts.query", "{}".into()),

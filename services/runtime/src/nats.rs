@@ -96,8 +96,11 @@ async fn options(config: &Config, login: &Login, name: &str) -> Result<ConnectOp
     if let Some(ca) = &config.nats_auth.ca_file {
         options = options.add_root_certificates(ca.clone());
     }
+    // Replies come to `_INBOX.<user>`, the only inbox the deploy's authorization lets a
+    // user subscribe to (deploy/nats/auth.conf), so the CLI works with it on.
     Ok(options
         .name(name)
+        .custom_inbox_prefix(format!("_INBOX.{}", config.user))
         .connection_timeout(Duration::from_secs(2))
         .max_reconnects(None)
         .reconnect_delay_callback(backoff)

@@ -97,8 +97,8 @@ impl NatsCluster {
 fn has_leader(jsz: &str) -> bool {
     jsz.split("\"leader\":")
         .nth(1)
-        .map(|rest| rest.trim_start().trim_start_matches('"'))
-        .is_some_and(|name| !name.starts_with('"') && !name.is_empty())
+        .and_then(|rest| rest.trim_start().strip_prefix('"'))
+        .is_some_and(|name| !name.starts_with('"'))
 }
 
 #[cfg(test)]
