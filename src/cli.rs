@@ -74,6 +74,18 @@ pub enum Command {
     Plot(crate::plot::PlotArgs),
 }
 
+impl Command {
+    /// Whether this is one of the people's commands, whose output is their answer: their
+    /// logs stay below warnings unless `RUST_LOG` asks for more.
+    pub fn is_client(&self) -> bool {
+        match self {
+            Self::Asset(_) | Self::Dt(_) | Self::Usage(_) | Self::Plot(_) => true,
+            Self::Pt(args) => matches!(args.command, crate::pt::PtCommand::Send(_)),
+            _ => false,
+        }
+    }
+}
+
 /// Help text: the shared environment, then the worker's own.
 fn const_format(common: &'static str, own: &'static str) -> String {
     if own.is_empty() {
