@@ -21,7 +21,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let default_level = if cli.command.is_client() { "warn" } else { "info" };
+    let default_level = if cli.command.is_client() {
+        "warn"
+    } else {
+        "info"
+    };
     dtaas_runtime::logging::init_with_default(default_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
