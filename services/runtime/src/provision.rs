@@ -88,11 +88,23 @@ pub async fn ensure_stream(js: &jetstream::Context, wanted: StreamConfig) -> any
         }
         Err(e) if is_not_found(&e) => {
             let name = wanted.name.clone();
-            js.create_stream(wanted)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot create stream {name}: {e}"))?;
-            tracing::info!(stream = %name, "created stream");
-            Ok(())
+            match js.create_stream(wanted.clone()).await {
+                Ok(_) => {
+                    tracing::info!(stream = %name, "created stream");
+                    Ok(())
+                }
+                // Workers starting at the same moment race to create it; whoever lost
+                // checks what the winner created.
+                Err(create_error) => match js.get_stream(&name).await {
+                    Ok(stream) => {
+                        compare("stream", &name, &stream.cached_info().config, &wanted)?;
+                        Ok(())
+                    }
+                    Err(_) => Err(anyhow::anyhow!(
+                        "cannot create stream {name}: {create_error}"
+                    )),
+                },
+            }
         }
         Err(e) => Err(anyhow::anyhow!(
             "cannot look up stream {}: {e}. Is JetStream enabled on the server (nats-server -js)?",
