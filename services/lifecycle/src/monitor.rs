@@ -180,15 +180,21 @@ async fn replace_lost(core: &Core) -> Result<(), Error> {
         if dt.state != LifecycleState::Executing || dt.busy.is_some() || moving.is_empty() {
             continue;
         }
-        let Ok(claimed) = core
+        let claim = core
             .registry
             .claim(&dt.id, "re-place", core.lease_ns(), |d| match d.state {
                 LifecycleState::Executing => Ok(()),
                 _ => Err(Error::Conflict(String::new())),
             })
-            .await
-        else {
-            continue;
+            .await;
+        let claimed = match claim {
+            Ok(claimed) => claimed,
+            // Busy or changed under us: the next tick tries again. Said, so that a DT
+            // whose processes never move shows why.
+            Err(error) => {
+                tracing::info!(dt = %dt.id, %error, "Cannot claim the DT to re-place its processes yet.");
+                continue;
+            }
         };
         let avoid: Vec<String> = nodes
             .iter()
