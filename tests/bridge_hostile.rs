@@ -377,3 +377,72 @@ async fn a_reply_over_the_max_payload_is_an_error_saying_how_to_page() {
     );
     assert_still_serving(&setup, "after-wide").await;
 }
+
+/// Row 10: an empty (or blank) MQTT payload is dead-lettered as empty, not as bad line
+/// protocol; JSON behind a UTF-8 byte order mark is stored; an empty body published
+/// straight to a telemetry subject is dead-lettered by the historian as empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_payloads_and_byte_order_marks_are_told_apart() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let port = setup.broker.port();
+    mosquitto_pub_bytes(port, "dtaas/pt/bom/tel/env", b"");
+    mosquitto_pub_bytes(port, "dtaas/pt/bom/tel/env", b" \n\t\n");
+    mosquitto_pub_bytes(port, "dtaas/pt/bom/tel/env", b"\xEF\xBB\xBF{\"temp\":21}");
+    let reasons = dlq_reasons(&setup, "bridge", 2).await;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    for reason in &reasons {
+        assert!(reason.starts_with("payload is empty"), "{reason}");
+    }
+    let stored = setup
+        .wait_stored("bom", "env", "temp", 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        int_values(&stored),
+        [21],
+        "the JSON behind the BOM is stored"
+    );
+
+    let subject = subject::telemetry("bom", "raw").unwrap();
+    let publish = setup.js.publish(subject, "".into());
+    within(STEP, "publish", async {
+        publish.await.unwrap().await.unwrap()
+    })
+    .await;
+    let reasons = dlq_reasons(&setup, "historian", 1).await;
+    assert!(reasons[0].contains("body is empty"), "{reasons:?}");
+    assert_still_serving(&setup, "after-empty").await;
+}
+
+/// Row 11: `ts.query` with `fields` naming the same field 10,000 times answers one
+/// series per distinct field, in the order first named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_field_named_many_times_is_one_series() {
+    let setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    let readings: Vec<String> = (0..5).map(|i| format!(r#"{{"a":{i},"b":{i}}}"#)).collect();
+    mosquitto_pub_lines(
+        setup.broker.port(),
+        &["-q", "1"],
+        "dtaas/pt/dup/tel/env",
+        &readings,
+    );
+    setup
+        .wait_stored("dup", "env", "a", 5, Duration::from_secs(60))
+        .await;
+    let mut fields = vec!["b"; 10_000];
+    fields.push("a");
+    let body = serde_json::json!({"pt": "dup", "measurement": "env", "fields": fields,
+        "from": "-1d", "to": "2100-01-01T00:00:00Z"});
+    let reply = ask(&setup, "ts", "query", &body).await;
+    let series = reply["series"].as_array().unwrap();
+    let names: Vec<&str> = series
+        .iter()
+        .map(|s| s["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b", "a"], "{reply}");
+    for s in series {
+        assert_eq!(s["points"].as_array().unwrap().len(), 5, "{reply}");
+    }
+    assert_still_serving(&setup, "after-dup").await;
+}
