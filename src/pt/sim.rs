@@ -158,11 +158,11 @@ async fn poll(
     tx: mpsc::Sender<Received>,
 ) {
     let filter = topic_map::command_filter(&pt);
-    let mut attempt = 0;
+    let mut backoff = dtaas_runtime::backoff::Backoff::new();
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                attempt = 0;
+                backoff.reset();
                 tracing::info!(%filter, "Connected to the MQTT broker.");
                 if let Err(error) = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
                     tracing::error!(%error, "Cannot subscribe to commands.");
@@ -181,10 +181,8 @@ async fn poll(
                 if tx.is_closed() {
                     return;
                 }
-                let delay = dtaas_runtime::nats::backoff(attempt);
-                tracing::warn!(%error, retry_in = ?delay, "MQTT connection lost; reconnecting.");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+                tracing::warn!(%error, attempt = backoff.attempt(), "MQTT connection lost; reconnecting.");
+                backoff.sleep().await;
             }
         }
     }

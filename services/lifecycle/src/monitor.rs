@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, Message};
-use dtaas_runtime::nats::backoff;
+use dtaas_runtime::backoff::Backoff;
 use dtaas_schemas::codec::decode;
 use dtaas_schemas::exec::{self, ProcessEvent, ProcessEventKind, HEARTBEAT_INTERVAL_MS};
 use dtaas_schemas::lifecycle::LifecycleState;
@@ -29,17 +29,14 @@ use crate::{events, peers};
 
 /// Runs the process-event consumer until shutdown; recreates it with backoff.
 pub async fn follow_processes(core: Core, shutdown: CancellationToken) {
-    let mut attempt = 0;
+    let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         match consume(&core, &shutdown).await {
             Ok(()) => break,
             Err(error) => {
-                let delay = backoff(attempt);
-                attempt += 1;
-                tracing::warn!(error = %format!("{error:#}"), retry_in = ?delay, "Process event consumer failed; restarting it.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
+                tracing::warn!(error = %format!("{error:#}"), attempt = backoff.attempt(), "Process event consumer failed; restarting it.");
+                if !backoff.wait(&shutdown).await {
+                    break;
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 
+use crate::backoff::Backoff;
 use crate::nats_auth::Login;
 use crate::Config;
 
@@ -51,7 +52,7 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, ConnectError
         }
     }
     let started = Instant::now();
-    let mut attempt = 0;
+    let mut backoff = Backoff::new();
     loop {
         let options = options(config, &login, name).await.map_err(setup)?;
         match options.connect(config.nats_url.servers()).await {
@@ -74,10 +75,11 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, ConnectError
                         last_error: error.to_string(),
                     });
                 }
-                let delay = backoff(attempt).min(config.nats_connect_timeout - elapsed);
+                let delay = backoff
+                    .next_delay()
+                    .min(config.nats_connect_timeout - elapsed);
                 tracing::warn!(%url, %error, retry_in = ?delay, "NATS is not reachable yet.");
                 tokio::time::sleep(delay).await;
-                attempt += 1;
             }
         }
     }
@@ -103,7 +105,7 @@ async fn options(config: &Config, login: &Login, name: &str) -> Result<ConnectOp
         .custom_inbox_prefix(format!("_INBOX.{}", config.user))
         .connection_timeout(Duration::from_secs(2))
         .max_reconnects(None)
-        .reconnect_delay_callback(backoff)
+        .reconnect_delay_callback(crate::backoff::delay)
         .event_callback(|event| async move {
             match event {
                 Event::Connected => tracing::info!("NATS connection restored."),
