@@ -267,7 +267,12 @@ fn cpu_secs(process: &Process) -> f64 {
 }
 
 async fn wait_bridge(client: &async_nats::Client, bridge: &Process) {
-    let subject = dtaas_schemas::subject::request("bench", "bridge", "stats").unwrap();
+    let subject = dtaas_schemas::subject::request(
+        "bench",
+        dtaas_schemas::bridge::SERVICE,
+        dtaas_schemas::bridge::VERB_STATS,
+    )
+    .unwrap();
     let start = Instant::now();
     loop {
         if let Ok(Ok(reply)) = tokio::time::timeout(

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use dtaas_runtime::nats::backoff;
 use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::command::{Command, CommandStatus};
-use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::names::{self, header};
 use dtaas_schemas::subject;
 use dtaas_schemas::time::now_ns;
@@ -240,6 +239,7 @@ impl Downlink {
                 self.ledger
                     .record(id, pt, name, CommandStatus::Failed, Some(reason))
                     .await?;
+                self.stats.commands_failed.fetch_add(1, Relaxed);
             }
         }
         Ok(Done::Ack)
@@ -277,30 +277,10 @@ impl Downlink {
                 }
             };
         }
-        validate_id(&command.id)?;
+        dtaas_schemas::command::validate_id(&command.id).map_err(|e| e.to_string())?;
         if command.issued_at == 0 {
             command.issued_at = now_ns();
         }
         Ok(command)
     }
-}
-
-/// Command ids become subject tokens and KV keys: letters, digits, `-` and `_` only.
-pub fn validate_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(format!(
-            "command id {} must have 1 to 128 characters",
-            excerpt(id)
-        ));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "command id {} may only contain letters, digits, '-' and '_'",
-            excerpt(id)
-        ));
-    }
-    Ok(())
 }

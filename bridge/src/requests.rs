@@ -5,23 +5,18 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use dtaas_runtime::service::{RequestInfo, WorkerService};
+use dtaas_schemas::bridge::{self, BridgeStats, BridgeStatsRequest};
 use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::command::{
-    Command, CommandStatus, CommandStatusEvent, CommandStatusRequest, SendCommandReply,
+    self, Command, CommandStatus, CommandStatusEvent, CommandStatusRequest, SendCommandReply,
     SendCommandRequest,
 };
 use dtaas_schemas::names::header;
 use dtaas_schemas::time::now_ns;
 use dtaas_schemas::{subject, ErrorCode, ErrorReply};
-use serde::{Deserialize, Serialize};
 
 use crate::ledger::Ledger;
-use crate::stats::{Stats, StatsSnapshot};
-
-/// Request `dtaas.v1.<user>.bridge.stats`: no fields.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatsRequest {}
+use crate::stats::Stats;
 
 /// Limits `cmd.send` enforces.
 #[derive(Debug, Clone, Copy)]
@@ -81,8 +76,8 @@ pub async fn register(
 ) -> anyhow::Result<()> {
     let send_ledger = ledger.clone();
     svc.endpoint(
-        "cmd",
-        "send",
+        command::SERVICE,
+        command::VERB_SEND,
         move |info: RequestInfo, req: SendCommandRequest| {
             let (js, ledger) = (js.clone(), send_ledger.clone());
             async move {
@@ -117,13 +112,12 @@ pub async fn register(
     )
     .await?;
     svc.endpoint(
-        "cmd",
-        "status",
+        command::SERVICE,
+        command::VERB_STATUS,
         move |_info: RequestInfo, req: CommandStatusRequest| {
             let ledger = ledger.clone();
             async move {
-                crate::downlink::validate_id(&req.id)
-                    .map_err(|e| bad(format!("field `id`: {e}")))?;
+                command::validate_id(&req.id).map_err(|e| bad(format!("field `id`: {e}")))?;
                 match ledger.get(&req.id).await {
                     Ok(Some(event)) => Ok::<CommandStatusEvent, _>(event),
                     Ok(None) => Err(ErrorReply::new(
@@ -140,11 +134,11 @@ pub async fn register(
     )
     .await?;
     svc.endpoint(
-        "bridge",
-        "stats",
-        move |_info: RequestInfo, _req: StatsRequest| {
+        bridge::SERVICE,
+        bridge::VERB_STATS,
+        move |_info: RequestInfo, _req: BridgeStatsRequest| {
             let snapshot = stats.snapshot();
-            async move { Ok::<StatsSnapshot, ErrorReply>(snapshot) }
+            async move { Ok::<BridgeStats, ErrorReply>(snapshot) }
         },
     )
     .await?;
@@ -178,7 +172,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.issued_by.as_deref(), Some("alice"));
-        assert!(crate::downlink::validate_id(&ok.id).is_ok());
+        assert!(command::validate_id(&ok.id).is_ok());
         let err = validate(req("in c1", None, serde_json::json!(1)), "a", LIMITS).unwrap_err();
         assert!(err.error.message.contains("PT id"));
         let err = validate(req("inc1", Some(5000), serde_json::json!(1)), "a", LIMITS).unwrap_err();

@@ -1,10 +1,11 @@
-//! Counters shared by the bridge tasks, reported by `$SRV.STATS` and `bridge.stats`.
+//! Counters shared by the bridge tasks, reported by `$SRV.STATS` and `bridge.stats`
+//! (as `dtaas_schemas::bridge::BridgeStats`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use dtaas_schemas::bridge::BridgeStats;
 
 use crate::backlog::BacklogStats;
 
@@ -31,6 +32,8 @@ pub struct Stats {
     pub commands_expired: AtomicU64,
     /// Device acknowledgements received.
     pub commands_acknowledged: AtomicU64,
+    /// Commands that ended `failed`.
+    pub commands_failed: AtomicU64,
     /// True while the MQTT connection is up; the downlink waits on its changes.
     pub mqtt_connected: tokio::sync::watch::Sender<bool>,
     /// True once the broker acknowledged the subscriptions of the current connection.
@@ -39,39 +42,6 @@ pub struct Stats {
     mqtt_protocol: AtomicU8,
     /// The durable backlog's size, age and drain rate.
     pub backlog: Arc<BacklogStats>,
-}
-
-/// A snapshot, the body of the `bridge.stats` reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatsSnapshot {
-    pub mqtt_in: u64,
-    pub records_out: u64,
-    pub dlq: u64,
-    pub in_flight: u64,
-    pub publish_retries: u64,
-    pub commands_pending: u64,
-    pub commands_sent: u64,
-    pub commands_expired: u64,
-    pub commands_acknowledged: u64,
-    pub mqtt_connected: bool,
-    pub mqtt_subscribed: bool,
-    /// `"5"` or `"3.1.1"` once connected.
-    pub mqtt_protocol: Option<String>,
-    /// Messages in the durable backlog, waiting for JetStream.
-    #[serde(default)]
-    pub backlog_messages: u64,
-    /// Their bytes on disk.
-    #[serde(default)]
-    pub backlog_bytes: u64,
-    /// Age of the oldest, in milliseconds (0 when empty).
-    #[serde(default)]
-    pub backlog_age_ms: u64,
-    /// Backlog messages published in the last second.
-    #[serde(default)]
-    pub backlog_drain_rate: u64,
-    /// Backlog messages published since start.
-    #[serde(default)]
-    pub backlog_drained: u64,
 }
 
 impl Stats {
@@ -95,8 +65,8 @@ impl Stats {
     }
 
     /// The current values.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
+    pub fn snapshot(&self) -> BridgeStats {
+        BridgeStats {
             mqtt_in: self.mqtt_in.load(Relaxed),
             records_out: self.records_out.load(Relaxed),
             dlq: self.dlq.load(Relaxed),
@@ -106,6 +76,7 @@ impl Stats {
             commands_sent: self.commands_sent.load(Relaxed),
             commands_expired: self.commands_expired.load(Relaxed),
             commands_acknowledged: self.commands_acknowledged.load(Relaxed),
+            commands_failed: self.commands_failed.load(Relaxed),
             mqtt_connected: *self.mqtt_connected.borrow(),
             mqtt_subscribed: self.mqtt_subscribed.load(Relaxed),
             mqtt_protocol: self.protocol().map(|p| p.name().to_owned()),

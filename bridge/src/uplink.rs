@@ -466,7 +466,7 @@ pub fn command_id(payload: &[u8]) -> Result<String, String> {
         Ok(serde_json::Value::String(s)) => s,
         _ => String::from_utf8_lossy(payload).trim().to_owned(),
     };
-    crate::downlink::validate_id(&id)?;
+    dtaas_schemas::command::validate_id(&id).map_err(|e| e.to_string())?;
     Ok(id)
 }
 

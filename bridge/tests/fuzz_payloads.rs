@@ -83,7 +83,7 @@ proptest! {
             }
             Route::CommandAck { .. } => {
                 if let Ok(id) = dtaas_bridge::uplink::command_id(&body) {
-                    prop_assert!(dtaas_bridge::downlink::validate_id(&id).is_ok());
+                    prop_assert!(dtaas_schemas::command::validate_id(&id).is_ok());
                 }
             }
             Route::Unmapped(reason) => prop_assert!(reason.len() < 1024),

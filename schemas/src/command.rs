@@ -1,6 +1,42 @@
-//! Commands for PTs, their status events and the command requests.
+//! Commands for PTs, their status events, the command requests and the command-id rule.
 
 use serde::{Deserialize, Serialize};
+
+use crate::excerpt::excerpt;
+
+/// The service name in request subjects: `dtaas.v1.<user>.cmd.<verb>`.
+pub const SERVICE: &str = "cmd";
+/// Verb of the request that sends a command.
+pub const VERB_SEND: &str = "send";
+/// Verb of the request that reads a command's status.
+pub const VERB_STATUS: &str = "status";
+
+/// Longest command id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// A command id that breaks the rule of [`validate_id`]; `id` is an excerpt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandIdError {
+    #[error("command id {id} must have 1 to 128 characters")]
+    Length { id: String },
+    #[error("command id {id} may only contain letters, digits, '-' and '_'")]
+    Characters { id: String },
+}
+
+/// Command ids become subject tokens (`dtaas.v1.evt.cmd.<id>.<status>`) and KV keys:
+/// 1 to 128 ASCII letters, digits, `-` and `_`.
+pub fn validate_id(id: &str) -> Result<(), CommandIdError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(CommandIdError::Length { id: excerpt(id) });
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(CommandIdError::Characters { id: excerpt(id) });
+    }
+    Ok(())
+}
 
 /// A command on its way to a PT, as stored in `DTAAS_CMD`.
 ///
@@ -159,6 +195,22 @@ mod tests {
         );
         let json = serde_json::to_string(&event).unwrap();
         assert!(json.contains(r#""status":"acknowledged""#));
+    }
+
+    #[test]
+    fn command_ids_follow_the_rule() {
+        assert!(validate_id("0193a-b_c").is_ok());
+        assert!(matches!(
+            validate_id(""),
+            Err(CommandIdError::Length { .. })
+        ));
+        assert!(matches!(
+            validate_id(&"a".repeat(129)),
+            Err(CommandIdError::Length { .. })
+        ));
+        let err = validate_id("a.b").unwrap_err();
+        assert!(matches!(err, CommandIdError::Characters { .. }));
+        assert!(err.to_string().contains("command id \"a.b\""), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod asset;
 pub mod asset_address;
 pub mod asset_api;
 pub mod asset_store;
+pub mod bridge;
 pub mod codec;
 pub mod command;
 pub mod dt_config;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
-use dtaas_schemas::subject;
+use dtaas_schemas::{bridge, subject};
 use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
 use dtaas_test_harness::{Mosquitto, NatsServer, Process, TcpProxy};
 use futures::StreamExt;
@@ -166,7 +166,7 @@ impl Setup {
 
     /// Waits until the bridge answers `bridge.stats` with its subscriptions in place.
     pub async fn wait_ready(&self) {
-        let subject = subject::request("test", "bridge", "stats").unwrap();
+        let subject = subject::request("test", bridge::SERVICE, bridge::VERB_STATS).unwrap();
         let ready = async {
             loop {
                 let reply = tokio::time::timeout(
@@ -194,7 +194,7 @@ impl Setup {
 
     /// The bridge's stats.
     pub async fn stats(&self) -> serde_json::Value {
-        let subject = subject::request("test", "bridge", "stats").unwrap();
+        let subject = subject::request("test", bridge::SERVICE, bridge::VERB_STATS).unwrap();
         let reply = within(STEP, "stats", self.client.request(subject, "{}".into()))
             .await
             .unwrap();
