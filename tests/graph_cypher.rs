@@ -108,6 +108,7 @@ fn answers(db: &mut RespClient) -> Value {
         typed(run(db, cypher::TREE_EDGES, &params)),
         typed(run(db, cypher::TREE_ASSETS, &params)),
         typed(run(db, cypher::TREE_PTS, &params)),
+        typed(run(db, cypher::TREE_PROCESSES, &params)),
     )
     .expect("factory exists");
     let unknown = cypher::tree_rows(
@@ -115,8 +116,16 @@ fn answers(db: &mut RespClient) -> Value {
         vec![],
         vec![],
         vec![],
+        vec![],
     );
     assert!(unknown.is_none());
+    let processes = |db: &mut RespClient, dt: Option<&str>, node: Option<&str>| {
+        typed::<cypher::ProcessCols>(run(
+            db,
+            cypher::PROCESSES,
+            &cypher::processes_params(dt, node, 1000),
+        ))
+    };
     let impact = |db: &mut RespClient, version: Option<&str>| -> Vec<AssetUser> {
         typed(run(
             db,
@@ -148,6 +157,9 @@ fn answers(db: &mut RespClient) -> Value {
         "window": commands(db, "robot1", T0 + 15 * S, T0 + 25 * S),
         "all-robot1": commands(db, "robot1", DEFAULT_FROM, DEFAULT_TO),
         "history-limit": run(db, cypher::HISTORY, &cypher::history_params("factory", 2)).len(),
+        "n1": processes(db, None, Some("n1")),
+        "robot-1-on-n2": processes(db, Some("robot-1"), Some("n2")),
+        "robot-1-on-n1": processes(db, Some("robot-1"), Some("n1")),
     })
 }
 
@@ -171,6 +183,7 @@ fn neo4j_cypher_runs_on_falkordb() {
         cypher::WRITE_CHILDREN,
         cypher::WRITE_TRANSITIONS,
         cypher::WRITE_COMMANDS,
+        cypher::WRITE_PROCESSES,
     ]
     .into();
     assert_eq!(written, expected_writes, "every write statement ran");
@@ -186,6 +199,13 @@ fn neo4j_cypher_runs_on_falkordb() {
     assert_eq!(first["history"], expected_history());
     assert_eq!(first["history-limit"], json!(2));
     assert_eq!(first["window"], expected_robot1_window());
+    assert_eq!(first["n1"], expected_n1_processes());
+    assert_eq!(first["robot-1-on-n2"][0]["pid"], json!(202), "{first}");
+    assert_eq!(
+        first["robot-1-on-n1"],
+        json!([]),
+        "the move to n2 left no edge to n1"
+    );
     let all: Vec<_> = first["all-robot1"]
         .as_array()
         .unwrap()
@@ -254,7 +274,7 @@ async fn neo4j_backend_against_real_neo4j() {
         .unwrap();
     let store: Arc<dyn GraphStore> = Arc::new(store);
     let ns = format!("neo4j test {}", dtaas_schemas::time::now_ns());
-    timeout(t, store.cypher("MATCH (n) WHERE n:Dt OR n:Asset OR n:Pt OR n:Transition OR n:Command OR n:CommandStatus DETACH DELETE n".into(), Map::new(), true))
+    timeout(t, store.cypher("MATCH (n) WHERE n:Dt OR n:Asset OR n:Pt OR n:Transition OR n:Command OR n:CommandStatus OR n:Process OR n:ExecNode DETACH DELETE n".into(), Map::new(), true))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{ns}: cannot clear the fixture labels: {e}"));

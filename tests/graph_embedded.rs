@@ -122,6 +122,10 @@ async fn publish_fixture(js: &jetstream::Context, recent_at: i64) {
         let body = Encoding::MsgPack.encode(&event).unwrap();
         publish(js, event.subject().unwrap(), Encoding::MsgPack, body).await;
     }
+    for event in process_events() {
+        let body = Encoding::Json.encode(&event).unwrap();
+        publish(js, event.subject().unwrap(), Encoding::Json, body).await;
+    }
 }
 
 /// Registers the asset kinds the asset library knows.
@@ -168,13 +172,17 @@ async fn answers(ctx: &Context) -> Value {
         "history": ask(ctx, "history", json!({"dt": "factory"})).await,
         "window": ask(ctx, "commands", json!({"pt": "robot1", "from": rfc3339(15), "to": rfc3339(25)})).await,
         "all-robot1": ask(ctx, "commands", json!({"pt": "robot1"})).await,
+        "n1": ask(ctx, "processes", json!({"node": "n1"})).await,
+        "robot-1-on-n2": ask(ctx, "processes", json!({"dt": "robot-1", "node": "n2"})).await,
     })
 }
 
 async fn fixture_complete(ctx: &Context) -> bool {
     let history = ask(ctx, "history", json!({"dt": "factory"})).await;
     let robot2 = ask(ctx, "commands", json!({"pt": "robot2"})).await;
+    let vision = ask(ctx, "processes", json!({"dt": "robot-2"})).await;
     history["transitions"].as_array().map(Vec::len) == Some(4)
+        && vision["processes"][0]["status"] == "exited"
         && robot2["commands"]
             .as_array()
             .is_some_and(|c| c.len() == 2 && c[1]["history"].as_array().map(Vec::len) == Some(2))
@@ -219,6 +227,12 @@ async fn queries_answer_the_known_composition() {
     );
     assert_eq!(first["history"]["transitions"], expected_history());
     assert_eq!(first["window"]["commands"], expected_robot1_window());
+    assert_eq!(first["n1"]["processes"], expected_n1_processes());
+    assert_eq!(
+        first["robot-1-on-n2"]["processes"][0]["pid"], 202,
+        "the move to n2 and the restart there: {}",
+        first["robot-1-on-n2"]
+    );
     let all: Vec<_> = first["all-robot1"]["commands"]
         .as_array()
         .unwrap()
@@ -281,6 +295,8 @@ async fn queries_answer_the_known_composition() {
         ("tree", json!({"dt": "a b"}), "`dt`"),
         ("impact", json!({"asset": "pid", "versoin": "1"}), "versoin"),
         ("history", json!({"dt": "factory", "limit": 0}), "`limit`"),
+        ("processes", json!({}), "`node`"),
+        ("processes", json!({"node": "n.1"}), "`node`"),
         (
             "commands",
             json!({"pt": "robot1", "from": "yesterday"}),

@@ -491,3 +491,81 @@ async fn a_quota_refuses_before_anything_starts() {
     p.ok("alice", "execute", json!({"id": "q2"})).await;
     p.ok("alice", "terminate", json!({"id": "q2"})).await;
 }
+
+/// A `graph.<verb>` request of alice; the JSON reply.
+async fn graph(p: &Platform, verb: &str, body: Value) -> Value {
+    let subject = dtaas_schemas::subject::request("alice", "graph", verb).unwrap();
+    match timeout(
+        Duration::from_secs(5),
+        p.client.request(subject, body.to_string().into()),
+    )
+    .await
+    {
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).unwrap(),
+        _ => Value::Null,
+    }
+}
+
+/// Polls `graph.tree` of `dt` until `check` accepts the tree.
+async fn tree_until(p: &Platform, dt: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        last = graph(p, "tree", json!({ "dt": dt })).await;
+        if check(&last["tree"]) {
+            return last["tree"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{what} not in the graph within {WAIT:?}; last: {last}\n{}",
+        p.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_shows_a_dts_processes_from_execute_to_terminate() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle", "graph"]).await;
+    put_sleeper(&p).await;
+    let config = json!({"id": "g-1", "assets": [{"name": "s", "asset": "sleeper"}],
+        "children": [{"id": "g-kid", "assets": [{"name": "k", "asset": "sleeper"}]}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "g-1"})).await;
+    let running = |dt: &Value| dt["processes"][0]["status"] == "running";
+    let parent = p.until("alice", "g-1", "its process runs", running).await;
+    let child = p.until("alice", "g-kid", "its process runs", running).await;
+    let tree = tree_until(&p, "g-1", "both processes running", |t| {
+        t["state"] == "executing"
+            && t["processes"][0]["status"] == "running"
+            && t["children"][0]["processes"][0]["status"] == "running"
+    })
+    .await;
+    let shown = &tree["processes"][0];
+    assert_eq!(shown["role"], "s", "{tree}");
+    assert_eq!(shown["node"], "n1", "{tree}");
+    assert_eq!(shown["pid"], parent["processes"][0]["pid"], "{tree}");
+    assert_eq!(shown["restarts"], 0, "{tree}");
+    assert_eq!(tree["assets"][0]["id"], "alice/sleeper", "{tree}");
+    assert_eq!(
+        tree["children"][0]["processes"][0]["pid"], child["processes"][0]["pid"],
+        "{tree}"
+    );
+    let on_n1 = graph(&p, "processes", json!({"node": "n1"})).await;
+    let listed: Vec<(&str, &str)> = on_n1["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{on_n1}"))
+        .iter()
+        .map(|p| (p["dt"].as_str().unwrap(), p["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("g-1", "s"), ("g-kid", "k")], "{on_n1}");
+
+    p.ok("alice", "terminate", json!({"id": "g-1"})).await;
+    let tree = tree_until(&p, "g-1", "both processes killed", |t| {
+        t["state"] == "terminated"
+            && t["processes"][0]["status"] == "killed"
+            && t["children"][0]["state"] == "terminated"
+            && t["children"][0]["processes"][0]["status"] == "killed"
+    })
+    .await;
+    assert_eq!(tree["processes"][0]["pid"], shown["pid"], "{tree}");
+}

@@ -16,6 +16,8 @@ pub const VERB_HISTORY: &str = "history";
 pub const VERB_COMMANDS: &str = "commands";
 /// Verb of the raw Cypher request (Neo4j backend only).
 pub const VERB_CYPHER: &str = "cypher";
+/// Verb of the DT processes request (by DT and/or exec node).
+pub const VERB_PROCESSES: &str = "processes";
 
 /// `graph.tree`: `{"dt":"factory"}`, the composition tree of a DT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,75 @@ pub struct DtNode {
     pub pts: Vec<PtNode>,
     /// Sorted by DT id.
     pub children: Vec<DtNode>,
+    /// The DT's processes as exec reported them last, sorted by role.
+    #[serde(default)]
+    pub processes: Vec<ProcessNode>,
+}
+
+/// A process of a DT, from its latest process event (`dtaas.v1.evt.proc.<dt>.<status>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessNode {
+    /// The asset use's name (`DTAAS_ROLE`); `<role>-<phase>` for a DTaaS lifecycle script.
+    pub role: String,
+    /// The exec node it runs (or ran) on.
+    pub node: String,
+    pub pid: u32,
+    /// `running`, `exited`, `failed` or `killed`.
+    pub status: String,
+    pub restarts: u32,
+    pub exit_code: Option<i32>,
+    /// When the event that set this status happened (ns since the epoch).
+    pub at: i64,
+}
+
+/// `graph.processes`: `{"dt":"factory"}`, `{"node":"n1"}` or both: the processes of a
+/// DT, of an exec node, or of a DT on a node. `limit` as in history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessesRequest {
+    #[serde(default)]
+    pub dt: Option<String>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// Reply to `graph.processes`, sorted by DT, then role; empty when none match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessesReply {
+    pub processes: Vec<DtProcess>,
+}
+
+/// A process with the DT it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DtProcess {
+    pub dt: String,
+    pub role: String,
+    pub node: String,
+    pub pid: u32,
+    pub status: String,
+    pub restarts: u32,
+    pub exit_code: Option<i32>,
+    pub at: i64,
+}
+
+impl DtProcess {
+    /// The process without its DT, as a tree shows it.
+    pub fn node(self) -> (String, ProcessNode) {
+        (
+            self.dt,
+            ProcessNode {
+                role: self.role,
+                node: self.node,
+                pid: self.pid,
+                status: self.status,
+                restarts: self.restarts,
+                exit_code: self.exit_code,
+                at: self.at,
+            },
+        )
+    }
 }
 
 /// An asset a DT uses.

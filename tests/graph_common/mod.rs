@@ -1,11 +1,13 @@
 //! The known event set shared by the graph tests: a three-level composition
 //! (factory → robots → grippers) with assets and PTs, its lifecycle, an evolution that
-//! moves one robot to a new controller version, and commands to the robots' PTs.
+//! moves one robot to a new controller version, commands to the robots' PTs, and the
+//! process events of exec nodes `n1` and `n2`.
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
 use dtaas_schemas::command::{CommandStatus, CommandStatusEvent};
 use dtaas_schemas::dt_config::DtConfig;
+use dtaas_schemas::exec::{ProcessEvent, ProcessEventKind};
 use dtaas_schemas::lifecycle::{LifecycleEvent, LifecycleState};
 use serde_json::{json, Value};
 
@@ -118,6 +120,97 @@ pub fn command_events(recent_at: i64) -> Vec<CommandStatusEvent> {
     ]
 }
 
+#[allow(clippy::too_many_arguments)]
+fn process(
+    dt: &str,
+    role: &str,
+    node: &str,
+    pid: u32,
+    status: ProcessEventKind,
+    restarts: u32,
+    exit_code: Option<i32>,
+    at: i64,
+) -> ProcessEvent {
+    ProcessEvent {
+        dt: dt.into(),
+        role: role.into(),
+        node: node.into(),
+        pid,
+        status,
+        exit_code,
+        signal: None,
+        restarts,
+        at,
+        detail: None,
+    }
+}
+
+/// Process events, in publish order: the planner's `killed` comes before its
+/// `started` (the newer one must win); robot-1's controller moves from n1 to n2 and
+/// is restarted there; robot-2's vision ends with success.
+pub fn process_events() -> Vec<ProcessEvent> {
+    use ProcessEventKind::*;
+    vec![
+        process("factory", "planner", "n1", 100, Killed, 0, None, T0 + 5 * S),
+        process("factory", "planner", "n1", 100, Started, 0, None, T0 + S),
+        process("robot-1", "controller", "n1", 200, Started, 0, None, T0 + S),
+        process(
+            "robot-1",
+            "controller",
+            "n2",
+            201,
+            Started,
+            0,
+            None,
+            T0 + 2 * S,
+        ),
+        process(
+            "robot-1",
+            "controller",
+            "n2",
+            202,
+            Restarted,
+            1,
+            Some(1),
+            T0 + 3 * S,
+        ),
+        process("robot-2", "vision", "n1", 300, Started, 0, None, T0 + S),
+        process(
+            "robot-2",
+            "vision",
+            "n1",
+            300,
+            Exited,
+            0,
+            Some(0),
+            T0 + 4 * S,
+        ),
+    ]
+}
+
+fn proc_json(
+    role: &str,
+    node: &str,
+    pid: u32,
+    status: &str,
+    restarts: u32,
+    exit: Option<i32>,
+    at: i64,
+) -> Value {
+    json!({"role": role, "node": node, "pid": pid, "status": status, "restarts": restarts,
+           "exit_code": exit, "at": at})
+}
+
+/// The expected `graph.processes` of exec node `n1`.
+pub fn expected_n1_processes() -> Value {
+    json!([
+        {"dt": "factory", "role": "planner", "node": "n1", "pid": 100, "status": "killed",
+         "restarts": 0, "exit_code": null, "at": T0 + 5 * S},
+        {"dt": "robot-2", "role": "vision", "node": "n1", "pid": 300, "status": "exited",
+         "restarts": 0, "exit_code": 0, "at": T0 + 4 * S},
+    ])
+}
+
 /// The expected `graph.tree` of `factory` after every event.
 pub fn expected_tree() -> Value {
     let pt = |id: &str, signals: &[&str], commands: &[&str]| json!({"id": id, "signals": signals, "commands": commands});
@@ -125,21 +218,24 @@ pub fn expected_tree() -> Value {
     let gripper = |id: &str, pt_id: &str| {
         json!({"id": id, "state": null, "description": null,
                "assets": [asset("grip-model", "grip", "1.0", None)],
-               "pts": [pt(pt_id, &["force"], &[])], "children": []})
+               "pts": [pt(pt_id, &["force"], &[])], "children": [], "processes": []})
     };
     json!({"tree": {
         "id": "factory", "state": "executing", "description": "the whole plant",
         "assets": [asset("planner", "scheduler", "2.0", Some("tool"))],
         "pts": [],
+        "processes": [proc_json("planner", "n1", 100, "killed", 0, None, T0 + 5 * S)],
         "children": [
             {"id": "robot-1", "state": null, "description": null,
              "assets": [asset("controller", "pid", "1.2.0", Some("function"))],
              "pts": [pt("robot1", &["joints"], &["stop", "move"])],
+             "processes": [proc_json("controller", "n2", 202, "running", 1, Some(1), T0 + 3 * S)],
              "children": [gripper("gripper-1", "gripper1")]},
             {"id": "robot-2", "state": null, "description": null,
              "assets": [asset("controller", "pid", "2.0.0", None),
                         asset("vision", "camera-model", "0.9", None)],
              "pts": [pt("robot2", &["joints"], &["stop"])],
+             "processes": [proc_json("vision", "n1", 300, "exited", 0, Some(0), T0 + 4 * S)],
              "children": [gripper("gripper-2", "gripper2")]}
         ]
     }})
@@ -184,8 +280,8 @@ pub fn rfc3339(secs: i64) -> String {
     format!("2026-01-01T00:00:{secs:02}Z")
 }
 
-/// The fixture as the consumer would batch it: lifecycle and commands split over two
-/// batches, asset kinds filled in from `KNOWN_KINDS`.
+/// The fixture as the consumer would batch it: lifecycle, commands and process events
+/// split over two batches, asset kinds filled in from `KNOWN_KINDS`.
 pub fn fixture_batches(recent_at: i64) -> Vec<dtaas_graph::model::Batch> {
     let mut batches = vec![dtaas_graph::model::Batch::default(); 2];
     for (i, event) in lifecycle_events().iter().enumerate() {
@@ -196,6 +292,13 @@ pub fn fixture_batches(recent_at: i64) -> Vec<dtaas_graph::model::Batch> {
     for (i, event) in commands.iter().enumerate() {
         batches[usize::from(i >= half)]
             .add_command(&event.id, event)
+            .unwrap();
+    }
+    let processes = process_events();
+    let half = processes.len() / 2;
+    for (i, event) in processes.iter().enumerate() {
+        batches[usize::from(i >= half)]
+            .add_process(&event.dt, event)
             .unwrap();
     }
     for batch in &mut batches {

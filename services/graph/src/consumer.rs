@@ -19,7 +19,7 @@ use dtaas_runtime::consumer::{self, AckPolicy, ConsumerConfig, Handler, Invalid,
 use dtaas_runtime::Context;
 use dtaas_schemas::asset::AssetMeta;
 use dtaas_schemas::names::{KV_ASSETS, STREAM_EVENTS};
-use dtaas_schemas::{codec, command, lifecycle, subject};
+use dtaas_schemas::{codec, command, exec, lifecycle, subject};
 use tokio::sync::Mutex;
 
 use crate::config::GraphConfig;
@@ -84,6 +84,12 @@ impl Handler for Events {
                     codec::decode(content_type, &message.payload)
                         .map_err(|e| Invalid(format!("cannot decode command status event: {e}")))?;
                 batch.add_command(id, &event)?;
+                Ok(1)
+            }
+            exec::EVENT_KIND => {
+                let event: exec::ProcessEvent = codec::decode(content_type, &message.payload)
+                    .map_err(|e| Invalid(format!("cannot decode process event: {e}")))?;
+                batch.add_process(id, &event)?;
                 Ok(1)
             }
             _ => Ok(0), // not the graph's business

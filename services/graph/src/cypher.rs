@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use dtaas_schemas::graph::{AssetUseNode, AssetUser, PtNode, Transition};
+use dtaas_schemas::graph::{AssetUseNode, AssetUser, DtProcess, PtNode, Transition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -15,13 +15,15 @@ use crate::model::{Batch, StateRow};
 use crate::store::{DtRow, TreeRows};
 
 /// Created at start (Neo4j 5 syntax); uniqueness also makes the MERGEs fast.
-pub const CONSTRAINTS: [&str; 6] = [
+pub const CONSTRAINTS: [&str; 8] = [
     "CREATE CONSTRAINT dtaas_dt_id IF NOT EXISTS FOR (d:Dt) REQUIRE d.id IS UNIQUE",
     "CREATE CONSTRAINT dtaas_pt_id IF NOT EXISTS FOR (p:Pt) REQUIRE p.id IS UNIQUE",
     "CREATE CONSTRAINT dtaas_asset_key IF NOT EXISTS FOR (a:Asset) REQUIRE (a.id, a.version) IS UNIQUE",
     "CREATE CONSTRAINT dtaas_command_id IF NOT EXISTS FOR (c:Command) REQUIRE c.id IS UNIQUE",
     "CREATE CONSTRAINT dtaas_transition_key IF NOT EXISTS FOR (t:Transition) REQUIRE (t.dt, t.at, t.to_state) IS UNIQUE",
     "CREATE CONSTRAINT dtaas_status_key IF NOT EXISTS FOR (s:CommandStatus) REQUIRE (s.command, s.status, s.at) IS UNIQUE",
+    "CREATE CONSTRAINT dtaas_process_key IF NOT EXISTS FOR (p:Process) REQUIRE (p.dt, p.role) IS UNIQUE",
+    "CREATE CONSTRAINT dtaas_exec_node_id IF NOT EXISTS FOR (n:ExecNode) REQUIRE n.id IS UNIQUE",
 ];
 
 /// The newest state of each DT; only moves forward in time.
@@ -92,6 +94,23 @@ MERGE (s:CommandStatus {command: row.id, status: row.status, at: row.at})
 SET s.reason = row.reason
 MERGE (c)-[:HAD_STATUS]->(s)";
 
+/// DT processes, keyed by `(dt, role)`: a newer (or equally new) event sets the node,
+/// pid and status and moves the `RUNS_ON` edge to the node it names.
+pub const WRITE_PROCESSES: &str = "\
+UNWIND $rows AS row
+MERGE (d:Dt {id: row.dt})
+MERGE (p:Process {dt: row.dt, role: row.role})
+MERGE (d)-[:RUNS]->(p)
+WITH p, row WHERE p.at IS NULL OR p.at <= row.at
+SET p.node = row.node, p.pid = row.pid, p.status = row.status, p.restarts = row.restarts,
+    p.exit_code = row.exit_code, p.at = row.at
+WITH p, row
+OPTIONAL MATCH (p)-[old:RUNS_ON]->(:ExecNode)
+DELETE old
+WITH DISTINCT p, row
+MERGE (n:ExecNode {id: row.node})
+MERGE (p)-[:RUNS_ON]->(n)";
+
 /// The DTs of a composition subtree (root included); no row when the root is unknown.
 pub const TREE_DTS: &str = "\
 MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)
@@ -111,6 +130,21 @@ RETURN DISTINCT d.id AS dt, u.name AS name, a.id AS asset, a.version AS version,
 pub const TREE_PTS: &str = "\
 MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)-[m:MIRRORS]->(p:Pt)
 RETURN DISTINCT d.id AS dt, p.id AS pt, m.signals AS signals, m.commands AS commands";
+
+/// The processes in a composition subtree.
+pub const TREE_PROCESSES: &str = "\
+MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)-[:RUNS]->(p:Process)-[:RUNS_ON]->(n:ExecNode)
+RETURN DISTINCT d.id AS dt, p.role AS role, n.id AS node, p.pid AS pid, p.status AS status,
+       p.restarts AS restarts, p.exit_code AS exit_code, p.at AS at";
+
+/// The processes of a DT (`$dt`) and/or on an exec node (`$node`); `null` matches any.
+pub const PROCESSES: &str = "\
+MATCH (d:Dt)-[:RUNS]->(p:Process)-[:RUNS_ON]->(n:ExecNode)
+WHERE ($dt IS NULL OR d.id = $dt) AND ($node IS NULL OR n.id = $node)
+RETURN d.id AS dt, p.role AS role, n.id AS node, p.pid AS pid, p.status AS status,
+       p.restarts AS restarts, p.exit_code AS exit_code, p.at AS at
+ORDER BY dt, role
+LIMIT $limit";
 
 /// The DTs using an asset, in one version (`$version`) or any (`null`).
 pub const IMPACT: &str = "\
@@ -208,6 +242,7 @@ pub fn write_statements(batch: &Batch) -> Vec<(&'static str, Value)> {
     push(WRITE_PARENTS, json!(batch.parents));
     push(WRITE_TRANSITIONS, json!(batch.transitions));
     push(WRITE_COMMANDS, json!(batch.commands));
+    push(WRITE_PROCESSES, json!(batch.processes));
     out
 }
 
@@ -228,7 +263,7 @@ fn newest_states(states: &[StateRow]) -> Vec<&StateRow> {
     rows
 }
 
-/// Parameters of the four tree statements.
+/// Parameters of the five tree statements.
 pub fn tree_params(dt: &str) -> Value {
     json!({ "dt": dt })
 }
@@ -241,6 +276,11 @@ pub fn impact_params(asset: &str, version: Option<&str>) -> Value {
 /// Parameters of `HISTORY`.
 pub fn history_params(dt: &str, limit: u32) -> Value {
     json!({ "dt": dt, "limit": limit })
+}
+
+/// Parameters of `PROCESSES`.
+pub fn processes_params(dt: Option<&str>, node: Option<&str>, limit: u32) -> Value {
+    json!({ "dt": dt, "node": node, "limit": limit })
 }
 
 /// Parameters of `COMMANDS`.
@@ -282,6 +322,9 @@ pub struct TreePtCols {
     pub commands: Option<Vec<String>>,
 }
 
+/// A row of `TREE_PROCESSES` and `PROCESSES`.
+pub type ProcessCols = DtProcess;
+
 /// A row of `IMPACT`.
 pub type ImpactCols = AssetUser;
 
@@ -296,13 +339,14 @@ pub struct HistoryCols {
     pub detail: Option<String>,
 }
 
-/// The result rows of the four tree statements as `TreeRows`; `None` when the root
+/// The result rows of the five tree statements as `TreeRows`; `None` when the root
 /// DT is unknown (no row from `TREE_DTS`).
 pub fn tree_rows(
     dts: Vec<TreeDtCols>,
     edges: Vec<TreeEdgeCols>,
     assets: Vec<TreeAssetCols>,
     pts: Vec<TreePtCols>,
+    processes: Vec<ProcessCols>,
 ) -> Option<TreeRows> {
     if dts.is_empty() {
         return None;
@@ -340,6 +384,7 @@ pub fn tree_rows(
                 (p.dt, node)
             })
             .collect(),
+        processes: processes.into_iter().map(DtProcess::node).collect(),
     })
 }
 

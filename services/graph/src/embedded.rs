@@ -1,12 +1,12 @@
 //! The embedded backend: the graph in a SQLite file (`graph.sqlite` under
-//! `DTAAS_DATA_DIR`), with node, edge, transition and command tables and a recursive
-//! CTE for composition trees.
+//! `DTAAS_DATA_DIR`), with node, edge, transition, command and process tables and a
+//! recursive CTE for composition trees.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dtaas_schemas::graph::{AssetUseNode, AssetUser, PtNode, Transition};
+use dtaas_schemas::graph::{AssetUseNode, AssetUser, DtProcess, PtNode, Transition};
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -74,6 +74,19 @@ CREATE TABLE IF NOT EXISTS command_status (
     reason TEXT,
     PRIMARY KEY (id, status, at)
 );
+CREATE TABLE IF NOT EXISTS exec_node (id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS process (
+    dt TEXT NOT NULL,
+    role TEXT NOT NULL,
+    node TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    restarts INTEGER NOT NULL,
+    exit_code INTEGER,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (dt, role)
+);
+CREATE INDEX IF NOT EXISTS process_node ON process (node, dt, role);
 ";
 
 /// The SQLite graph: one connection writes, another reads (WAL lets them overlap).
@@ -224,6 +237,30 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             add_command.execute(params![c.id, c.pt, c.command, c.at])?;
             add_status.execute(params![c.id, c.status, c.at, c.reason])?;
         }
+        let mut add_node =
+            tx.prepare_cached("INSERT INTO exec_node (id) VALUES (?1) ON CONFLICT DO NOTHING")?;
+        // Only a newer (or equally new) event moves a process: replays change nothing.
+        let mut set_process = tx.prepare_cached(
+            "INSERT INTO process VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (dt, role) DO UPDATE SET node = excluded.node, pid = excluded.pid,
+                 status = excluded.status, restarts = excluded.restarts,
+                 exit_code = excluded.exit_code, at = excluded.at
+             WHERE excluded.at >= process.at",
+        )?;
+        for p in &batch.processes {
+            add_dt.execute([&p.dt])?;
+            add_node.execute([&p.node])?;
+            set_process.execute(params![
+                p.dt,
+                p.role,
+                p.node,
+                p.pid,
+                p.status,
+                p.restarts,
+                p.exit_code,
+                p.at
+            ])?;
+        }
     }
     tx.commit()
 }
@@ -301,7 +338,33 @@ fn read_tree(conn: &mut Connection, root: &str) -> rusqlite::Result<Option<TreeR
             ))
         })?
         .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(&format!(
+        "{SUBTREE} SELECT DISTINCT {PROCESS_COLUMNS} FROM sub JOIN process ON process.dt = sub.id"
+    ))?;
+    rows.processes = stmt
+        .query_map(params![root, depth], |r| {
+            process_row(r).map(DtProcess::node)
+        })?
+        .collect::<Result<_, _>>()?;
     Ok(Some(rows))
+}
+
+/// The columns `process_row` reads.
+const PROCESS_COLUMNS: &str =
+    "process.dt, process.role, process.node, process.pid, process.status, process.restarts, \
+     process.exit_code, process.at";
+
+fn process_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DtProcess> {
+    Ok(DtProcess {
+        dt: r.get(0)?,
+        role: r.get(1)?,
+        node: r.get(2)?,
+        pid: r.get(3)?,
+        status: r.get(4)?,
+        restarts: r.get(5)?,
+        exit_code: r.get(6)?,
+        at: r.get(7)?,
+    })
 }
 
 impl GraphStore for EmbeddedStore {
@@ -361,6 +424,25 @@ impl GraphStore for EmbeddedStore {
                 })?
                 .collect();
             transitions
+        })
+    }
+
+    fn processes(
+        &self,
+        dt: Option<String>,
+        node: Option<String>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<DtProcess>, StoreError>> {
+        Self::with(&self.reader, move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PROCESS_COLUMNS} FROM process
+                 WHERE (?1 IS NULL OR dt = ?1) AND (?2 IS NULL OR node = ?2)
+                 ORDER BY dt, role LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![dt, node, limit], process_row)?
+                .collect();
+            rows
         })
     }
 

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use dtaas_schemas::command::CommandStatusEvent;
 use dtaas_schemas::dt_config::DtConfig;
+use dtaas_schemas::exec::{ProcessEvent, ProcessEventKind};
+use dtaas_schemas::graph::DtProcess;
 use dtaas_schemas::lifecycle::LifecycleEvent;
 use dtaas_schemas::subject::validate_token;
 use serde::Serialize;
@@ -90,8 +92,13 @@ pub struct Batch {
     pub parents: Vec<ParentRow>,
     pub transitions: Vec<TransitionRow>,
     pub commands: Vec<CommandRow>,
+    /// `(dt)-[:RUNS]->(process {dt, role, …})-[:RUNS_ON]->(exec node)`, keyed by
+    /// `(dt, role)`: at most one row each, the newest process event of the batch.
+    pub processes: Vec<DtProcess>,
     /// Index of each DT's row in `configs`.
     config_index: HashMap<String, usize>,
+    /// Index of each `(dt, role)` in `processes`.
+    process_index: HashMap<(String, String), usize>,
 }
 
 /// An event that cannot enter the graph; the reason goes to the DLQ.
@@ -108,6 +115,7 @@ impl Batch {
             && self.parents.is_empty()
             && self.transitions.is_empty()
             && self.commands.is_empty()
+            && self.processes.is_empty()
     }
 
     /// Adds a lifecycle event that arrived on `dtaas.v1.evt.dt.<subject_dt>.<…>`.
@@ -235,6 +243,45 @@ impl Batch {
         Ok(())
     }
 
+    /// Adds a process event that arrived on `dtaas.v1.evt.proc.<subject_dt>.<…>`.
+    pub fn add_process(&mut self, subject_dt: &str, event: &ProcessEvent) -> Result<(), Invalid> {
+        if event.dt != subject_dt {
+            return Err(Invalid(format!(
+                "field `dt` is {:?} but the subject names DT {subject_dt:?}",
+                event.dt
+            )));
+        }
+        check_id("field `dt`", &event.dt)?;
+        check_id("field `role`", &event.role)?;
+        check_id("field `node`", &event.node)?;
+        let status = match event.status {
+            // A restart is a new run: the process runs again.
+            ProcessEventKind::Started | ProcessEventKind::Restarted => "running",
+            other => other.as_str(),
+        };
+        let row = DtProcess {
+            dt: event.dt.clone(),
+            role: event.role.clone(),
+            node: event.node.clone(),
+            pid: event.pid,
+            status: status.to_owned(),
+            restarts: event.restarts,
+            exit_code: event.exit_code,
+            at: event.at,
+        };
+        let key = (row.dt.clone(), row.role.clone());
+        match self.process_index.get(&key) {
+            // Same or newer time wins; on a tie the later event in the stream wins.
+            Some(&i) if self.processes[i].at <= row.at => self.processes[i] = row,
+            Some(_) => {}
+            None => {
+                self.process_index.insert(key, self.processes.len());
+                self.processes.push(row);
+            }
+        }
+        Ok(())
+    }
+
     /// Every asset use of the batch, to fill in kinds from the asset library.
     pub fn asset_uses_mut(&mut self) -> impl Iterator<Item = &mut UseRow> {
         self.configs.iter_mut().flat_map(|c| c.assets.iter_mut())
@@ -302,6 +349,37 @@ mod tests {
             .unwrap();
         assert!(batch.configs[0].children.is_empty(), "newer config wins");
         assert_eq!(batch.transitions.len(), 3);
+    }
+
+    #[test]
+    fn the_newest_process_event_of_a_role_wins() {
+        let event = |status: &str, at: i64, node: &str| -> ProcessEvent {
+            let body = format!(
+                r#"{{"dt":"f","role":"r","node":"{node}","pid":7,"status":"{status}","restarts":0,"at":{at}}}"#
+            );
+            decode(None, body.as_bytes()).unwrap()
+        };
+        let mut batch = Batch::default();
+        batch.add_process("f", &event("started", 5, "n1")).unwrap();
+        batch.add_process("f", &event("killed", 9, "n1")).unwrap();
+        batch
+            .add_process("f", &event("restarted", 7, "n2"))
+            .unwrap();
+        assert_eq!(batch.processes.len(), 1);
+        assert_eq!(batch.processes[0].status, "killed");
+        assert_eq!(batch.processes[0].node, "n1", "older event ignored");
+        batch
+            .add_process("f", &event("restarted", 11, "n2"))
+            .unwrap();
+        assert_eq!(batch.processes[0].status, "running");
+        let err = batch
+            .add_process("g", &event("started", 1, "n1"))
+            .unwrap_err();
+        assert!(err.0.contains("subject"), "{err}");
+        let err = batch
+            .add_process("f", &event("started", 1, "n 1"))
+            .unwrap_err();
+        assert!(err.0.contains("node"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! explicit transaction that is always rolled back, after `cypher_guard` rejected
 //! queries with write clauses.
 
-use dtaas_schemas::graph::{AssetUser, Transition};
+use dtaas_schemas::graph::{AssetUser, DtProcess, Transition};
 use futures::future::BoxFuture;
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltType, ConfigBuilder, Graph, Query};
 use serde::de::DeserializeOwned;
@@ -144,8 +144,9 @@ impl GraphStore for Neo4jStore {
             }
             let edges = self.rows(cypher::TREE_EDGES, params.clone()).await?;
             let assets = self.rows(cypher::TREE_ASSETS, params.clone()).await?;
-            let pts = self.rows(cypher::TREE_PTS, params).await?;
-            Ok(cypher::tree_rows(dts, edges, assets, pts))
+            let pts = self.rows(cypher::TREE_PTS, params.clone()).await?;
+            let processes = self.rows(cypher::TREE_PROCESSES, params).await?;
+            Ok(cypher::tree_rows(dts, edges, assets, pts, processes))
         })
     }
 
@@ -172,6 +173,19 @@ impl GraphStore for Neo4jStore {
                 .rows::<cypher::HistoryCols>(cypher::HISTORY, params)
                 .await?;
             Ok(rows.into_iter().map(Into::into).collect())
+        })
+    }
+
+    fn processes(
+        &self,
+        dt: Option<String>,
+        node: Option<String>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<DtProcess>, StoreError>> {
+        Box::pin(async move {
+            let params = cypher::processes_params(dt.as_deref(), node.as_deref(), limit);
+            self.rows::<cypher::ProcessCols>(cypher::PROCESSES, params)
+                .await
         })
     }
 

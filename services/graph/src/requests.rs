@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dtaas_runtime::{RequestInfo, WorkerService};
 use dtaas_schemas::graph::{
     self, CommandsReply, CommandsRequest, CypherReply, CypherRequest, HistoryReply, HistoryRequest,
-    ImpactReply, ImpactRequest, TreeReply, TreeRequest,
+    ImpactReply, ImpactRequest, ProcessesReply, ProcessesRequest, TreeReply, TreeRequest,
 };
 use dtaas_schemas::subject::validate_token;
 use dtaas_schemas::time::{now_ns, parse_time};
@@ -33,7 +33,9 @@ pub struct Queries {
 
 /// Serves every `graph.*` verb with `queries`.
 pub async fn register(service: &mut WorkerService, queries: &Queries) -> anyhow::Result<()> {
-    use graph::{SERVICE, VERB_COMMANDS, VERB_CYPHER, VERB_HISTORY, VERB_IMPACT, VERB_TREE};
+    use graph::{
+        SERVICE, VERB_COMMANDS, VERB_CYPHER, VERB_HISTORY, VERB_IMPACT, VERB_PROCESSES, VERB_TREE,
+    };
     service
         .endpoint_with(
             queries,
@@ -64,6 +66,14 @@ pub async fn register(service: &mut WorkerService, queries: &Queries) -> anyhow:
             SERVICE,
             VERB_COMMANDS,
             |q, _, req: CommandsRequest| async move { q.commands(req).await },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            queries,
+            SERVICE,
+            VERB_PROCESSES,
+            |q, _, req: ProcessesRequest| async move { q.processes(req).await },
         )
         .await?;
     service
@@ -151,6 +161,26 @@ impl Queries {
             dt: req.dt,
             transitions,
         })
+    }
+
+    /// `graph.processes`: the processes of a DT and/or an exec node.
+    pub async fn processes(&self, req: ProcessesRequest) -> Result<ProcessesReply, ErrorReply> {
+        if req.dt.is_none() && req.node.is_none() {
+            return Err(bad("give field `dt`, field `node`, or both"));
+        }
+        if let Some(dt) = &req.dt {
+            id("dt", dt)?;
+        }
+        if let Some(node) = &req.node {
+            id("node", node)?;
+        }
+        let limit = limit(req.limit)?;
+        let processes = self
+            .store
+            .processes(req.dt, req.node, limit)
+            .await
+            .map_err(store_error)?;
+        Ok(ProcessesReply { processes })
     }
 
     /// `graph.commands`: commands to a PT first seen in `[from, to)`.

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use dtaas_schemas::graph::{
-    AssetUseNode, AssetUser, CommandRecord, DtNode, PtNode, StatusChange, Transition,
+    AssetUseNode, AssetUser, CommandRecord, DtNode, DtProcess, ProcessNode, PtNode, StatusChange,
+    Transition,
 };
 use futures::future::BoxFuture;
 
@@ -43,6 +44,8 @@ pub struct TreeRows {
     pub assets: Vec<(String, AssetUseNode)>,
     /// `(dt, pt)`.
     pub pts: Vec<(String, PtNode)>,
+    /// `(dt, process)`.
+    pub processes: Vec<(String, ProcessNode)>,
 }
 
 /// One status of a command, flat; also a row of `cypher::COMMANDS`.
@@ -85,6 +88,15 @@ pub trait GraphStore: Send + Sync {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<CommandStatusRow>, StoreError>>;
 
+    /// The processes of `dt` and/or on exec node `node` (at least one is given),
+    /// ordered by DT and role, at most `limit`.
+    fn processes(
+        &self,
+        dt: Option<String>,
+        node: Option<String>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<DtProcess>, StoreError>>;
+
     /// Runs raw Cypher; only the Neo4j backend can.
     fn cypher(
         &self,
@@ -117,11 +129,16 @@ pub fn assemble_tree(root: &str, rows: TreeRows) -> DtNode {
     for (dt, pt) in rows.pts {
         pts.entry(dt).or_default().push(pt);
     }
+    let mut processes: HashMap<String, Vec<ProcessNode>> = HashMap::new();
+    for (dt, process) in rows.processes {
+        processes.entry(dt).or_default().push(process);
+    }
     let parts = Parts {
         dts,
         children,
         assets,
         pts,
+        processes,
     };
     parts.node(root, &mut HashSet::new())
 }
@@ -131,6 +148,7 @@ struct Parts {
     children: HashMap<String, Vec<String>>,
     assets: HashMap<String, Vec<AssetUseNode>>,
     pts: HashMap<String, Vec<PtNode>>,
+    processes: HashMap<String, Vec<ProcessNode>>,
 }
 
 impl Parts {
@@ -143,6 +161,9 @@ impl Parts {
         let mut pts = self.pts.get(id).cloned().unwrap_or_default();
         pts.sort_by(|a, b| a.id.cmp(&b.id));
         pts.dedup();
+        let mut processes = self.processes.get(id).cloned().unwrap_or_default();
+        processes.sort_by(|a, b| a.role.cmp(&b.role));
+        processes.dedup();
         let mut child_ids = self.children.get(id).cloned().unwrap_or_default();
         child_ids.sort();
         child_ids.dedup();
@@ -160,6 +181,7 @@ impl Parts {
             assets,
             pts,
             children,
+            processes,
         }
     }
 }
