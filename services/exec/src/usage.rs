@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
-use dtaas_runtime::provision::ensure_stream;
+use dtaas_runtime::provision::{ensure_stream, ProvisionError};
 use dtaas_runtime::RequestInfo;
 use dtaas_schemas::exec::{DtUsage, Usage, UsageReply, UsageRequest, UsageSample};
 use dtaas_schemas::names::{header, STREAM_USAGE};
@@ -28,7 +28,7 @@ pub async fn provision(
     js: &jetstream::Context,
     replicas: usize,
     retention: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), ProvisionError> {
     ensure_stream(
         js,
         stream::Config {

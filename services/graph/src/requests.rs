@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use dtaas_runtime::service::ServiceError;
 use dtaas_runtime::{RequestInfo, WorkerService};
 use dtaas_schemas::graph::{
     self, CommandsReply, CommandsRequest, CypherReply, CypherRequest, HistoryReply, HistoryRequest,
@@ -32,7 +33,10 @@ pub struct Queries {
 }
 
 /// Serves every `graph.*` verb with `queries`.
-pub async fn register(service: &mut WorkerService, queries: &Queries) -> anyhow::Result<()> {
+pub async fn register(
+    service: &mut WorkerService,
+    queries: &Queries,
+) -> Result<(), ServiceError> {
     use graph::{
         SERVICE, VERB_COMMANDS, VERB_CYPHER, VERB_HISTORY, VERB_IMPACT, VERB_PROCESSES, VERB_TREE,
     };

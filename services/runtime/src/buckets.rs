@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, object_store, stream::StorageType};
 use serde_json::{json, Value};
 
-use crate::provision::ConflictError;
+use crate::provision::{ConflictError, ProvisionError};
 
 /// JetStream's duplicate window unless a bucket's TTL is shorter, as clients set it.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -27,14 +27,29 @@ const STANDARD_FLAGS: [&str; 5] = [
     "discard",
 ];
 
-/// A request to the JetStream API failed, or the server answered with an error.
+/// A request to the JetStream API about a bucket failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {kind} {bucket}: {message}")]
+#[error("{action} {kind} {bucket}: {source}")]
 pub struct BucketError {
     pub action: &'static str,
     pub kind: &'static str,
     pub bucket: String,
-    pub message: String,
+    pub source: ApiError,
+}
+
+/// Why a JetStream API request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No answer (or none that parses).
+    #[error("{0}. Is JetStream enabled on the server (nats-server -js)?")]
+    Request(#[from] jetstream::context::RequestError),
+    /// The server answered with an error.
+    #[error("{description} (code {code}, error code {err_code})")]
+    Server {
+        description: String,
+        code: Value,
+        err_code: Value,
+    },
 }
 
 /// The stream behind KV bucket `kv`, as nats-py's `create_key_value` sends it.
@@ -114,13 +129,13 @@ pub async fn ensure(
     kind: &'static str,
     bucket: &str,
     wanted: Value,
-) -> anyhow::Result<()> {
+) -> Result<(), ProvisionError> {
     let stream = wanted["name"].as_str().unwrap_or_default().to_owned();
-    let error = |action, message: String| BucketError {
+    let error = |action, source: ApiError| BucketError {
         action,
         kind,
         bucket: bucket.to_owned(),
-        message,
+        source,
     };
     let info = api(js, &format!("STREAM.INFO.{stream}"), &json!({}))
         .await
@@ -140,14 +155,14 @@ pub async fn ensure(
         ("num_replicas", "replicas"),
     ] {
         if !wanted[key].is_null() && actual[key] != wanted[key] {
-            return Err(ConflictError {
+            return Err(Box::new(ConflictError {
                 kind,
                 name: bucket.to_owned(),
                 stream: stream.clone(),
                 setting,
                 actual: actual[key].to_string(),
                 expected: wanted[key].to_string(),
-            }
+            })
             .into());
         }
     }
@@ -169,8 +184,8 @@ pub async fn ensure(
         Ok(_) => {
             tracing::info!(%bucket, kind, %settings, "Migrated the bucket to the settings standard clients create it with.")
         }
-        Err(message) => {
-            tracing::warn!(%bucket, kind, %settings, error = %message, "The bucket differs from what standard clients create and cannot be migrated; using it as it is.")
+        Err(error) => {
+            tracing::warn!(%bucket, kind, %settings, %error, "The bucket differs from what standard clients create and cannot be migrated; using it as it is.")
         }
     }
     Ok(())
@@ -181,21 +196,20 @@ async fn api(
     js: &jetstream::Context,
     subject: &str,
     body: &Value,
-) -> Result<Option<Value>, String> {
-    let response: Value = js
-        .request(subject.to_owned(), body)
-        .await
-        .map_err(|e| format!("{e}. Is JetStream enabled on the server (nats-server -js)?"))?;
+) -> Result<Option<Value>, ApiError> {
+    let response: Value = js.request(subject.to_owned(), body).await?;
     match response.get("error") {
         None => Ok(Some(response)),
         // 10059: stream not found.
         Some(error) if error["err_code"] == 10059 => Ok(None),
-        Some(error) => Err(format!(
-            "{} (code {}, error code {})",
-            error["description"].as_str().unwrap_or("unknown error"),
-            error["code"],
-            error["err_code"]
-        )),
+        Some(error) => Err(ApiError::Server {
+            description: error["description"]
+                .as_str()
+                .unwrap_or("unknown error")
+                .to_owned(),
+            code: error["code"].clone(),
+            err_code: error["err_code"].clone(),
+        }),
     }
 }
 

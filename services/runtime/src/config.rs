@@ -65,6 +65,22 @@ pub enum ConfigError {
     Toml { path: String, message: String },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
+    /// A NATS or MQTT URL that cannot be used.
+    #[error("{origin}: {source}")]
+    Url {
+        origin: String,
+        source: crate::userinfo::UrlError,
+    },
+    /// The NATS login settings contradict each other.
+    #[error("NATS login: {0}")]
+    Login(#[from] crate::nats_auth::LoginError),
+}
+
+fn url_error(origin: &str) -> impl FnOnce(crate::userinfo::UrlError) -> ConfigError + '_ {
+    move |source| ConfigError::Url {
+        origin: origin.to_owned(),
+        source,
+    }
 }
 
 fn invalid(origin: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -159,7 +175,7 @@ impl Config {
         if let Some(v) = take("mqtt_url") {
             config.mqtt_url = string(origin, "mqtt_url", v)?
                 .parse()
-                .map_err(|m| invalid(origin, m))?;
+                .map_err(url_error(origin))?;
         }
         if let Some(v) = take("data_dir") {
             config.data_dir = string(origin, "data_dir", v)?.into();
@@ -191,7 +207,7 @@ impl Config {
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("DTAAS_NATS_URL") {
-            self.nats_url = v.parse().map_err(|m| invalid("DTAAS_NATS_URL", m))?;
+            self.nats_url = v.parse().map_err(url_error("DTAAS_NATS_URL"))?;
         }
         let auth = &mut self.nats_auth;
         if let Some(v) = env("DTAAS_NATS_USER") {
@@ -215,14 +231,12 @@ impl Config {
         if let Some(v) = env("DTAAS_NATS_ACK_TIMEOUT") {
             self.nats_ack_timeout = parse_duration("DTAAS_NATS_ACK_TIMEOUT", "value", &v)?;
         }
-        self.nats_auth
-            .login(&self.nats_url)
-            .map_err(|m| invalid("NATS login", m))?;
+        self.nats_auth.login(&self.nats_url)?;
         if let Some(v) = env("DTAAS_NATS_CONNECT_TIMEOUT") {
             self.nats_connect_timeout = parse_duration("DTAAS_NATS_CONNECT_TIMEOUT", "value", &v)?;
         }
         if let Some(v) = env("DTAAS_MQTT_URL") {
-            self.mqtt_url = v.parse().map_err(|m| invalid("DTAAS_MQTT_URL", m))?;
+            self.mqtt_url = v.parse().map_err(url_error("DTAAS_MQTT_URL"))?;
         }
         if let Some(v) = env("DTAAS_DATA_DIR") {
             self.data_dir = v.into();
@@ -272,7 +286,7 @@ fn nats_urls(origin: &str, value: toml::Value) -> Result<NatsUrls, ConfigError> 
         }
         other => string(origin, "nats_url", other)?.parse(),
     };
-    parsed.map_err(|m| invalid(origin, m))
+    parsed.map_err(url_error(origin))
 }
 
 fn string(origin: &str, key: &str, value: toml::Value) -> Result<String, ConfigError> {

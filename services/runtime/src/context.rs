@@ -7,6 +7,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{nats, provision, Config};
 
+/// A worker could not join NATS: no connection, or the streams and buckets it needs
+/// cannot be provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error(transparent)]
+    Connect(#[from] nats::ConnectError),
+    #[error(transparent)]
+    Provision(#[from] provision::ProvisionError),
+}
+
 /// Everything a worker needs from its surroundings; cheap to clone.
 #[derive(Clone)]
 pub struct Context {
@@ -23,7 +33,7 @@ impl Context {
         config: Arc<Config>,
         worker: &str,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ContextError> {
         let nats = nats::connect(&config, &format!("dtaas-{worker}")).await?;
         let js = jetstream::new(nats.clone());
         provision::all(&js, config.replicas).await?;

@@ -4,6 +4,18 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use dtaas_schemas::names::header;
+use dtaas_schemas::subject::SubjectError;
+
+/// A dead letter was not stored: keep the original unacknowledged and try again.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// The source is no valid subject token (a programming error of the caller).
+    #[error("no DLQ subject for this source: {0}")]
+    Subject(#[from] SubjectError),
+    /// JetStream did not take it (no connection, no stream, timeout).
+    #[error("cannot publish to the DLQ: {0}")]
+    Publish(#[from] jetstream::context::PublishError),
+}
 
 /// Publishes `payload` to the DLQ of `source` with `reason` (and `context` headers such
 /// as the original topic) and waits for JetStream's acknowledgement, so the caller may
@@ -15,7 +27,7 @@ pub async fn publish(
     payload: Bytes,
     reason: &str,
     context: &[(&'static str, &str)],
-) -> anyhow::Result<()> {
+) -> Result<(), DlqError> {
     let subject = dtaas_schemas::subject::dlq(source)?;
     let mut headers = HeaderMap::new();
     headers.insert(header::DLQ_SOURCE, source);

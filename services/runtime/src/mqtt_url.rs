@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use crate::secret::Secret;
-use crate::userinfo::{percent_decode, redact_url};
+use crate::userinfo::{percent_decode, redact_url, UrlError};
 
 /// The MQTT broker address, from `mqtt://[user[:password]@]host[:port]` (port 1883),
 /// or `mqtts://…` for TLS (port 8883); `tcp://` and `ssl://` are aliases. User and
@@ -36,9 +36,9 @@ impl MqttUrl {
 }
 
 impl FromStr for MqttUrl {
-    type Err = String;
+    type Err = UrlError;
 
-    fn from_str(url: &str) -> Result<Self, String> {
+    fn from_str(url: &str) -> Result<Self, UrlError> {
         let shown = redact_url(url);
         let (tls, rest) = if let Some(rest) = url
             .strip_prefix("mqtt://")
@@ -51,9 +51,9 @@ impl FromStr for MqttUrl {
         {
             (true, rest)
         } else {
-            return Err(format!(
+            return Err(UrlError(format!(
                 "MQTT URL {shown:?} must look like mqtt://host:port or mqtts://host:port"
-            ));
+            )));
         };
         let rest = rest.trim_end_matches('/');
         let (userinfo, rest) = match rest.rsplit_once('@') {
@@ -62,15 +62,15 @@ impl FromStr for MqttUrl {
         };
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => {
-                let port = port
-                    .parse()
-                    .map_err(|_| format!("MQTT URL {shown:?} has an invalid port {port:?}"))?;
+                let port = port.parse().map_err(|_| {
+                    UrlError(format!("MQTT URL {shown:?} has an invalid port {port:?}"))
+                })?;
                 (host, port)
             }
             None => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
-            return Err(format!("MQTT URL {shown:?} has no host"));
+            return Err(UrlError(format!("MQTT URL {shown:?} has no host")));
         }
         let mut parsed = Self::new(host, port);
         parsed.tls = tls;
@@ -81,9 +81,9 @@ impl FromStr for MqttUrl {
             };
             let user = percent_decode(user, "user name", "MQTT", &shown)?;
             if user.is_empty() {
-                return Err(format!(
+                return Err(UrlError(format!(
                     "MQTT URL {shown:?} has credentials without a user name"
-                ));
+                )));
             }
             parsed.username = Some(user);
             parsed.password = password

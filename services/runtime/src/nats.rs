@@ -6,15 +6,33 @@ use std::time::{Duration, Instant};
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 
 use crate::backoff::Backoff;
-use crate::nats_auth::Login;
+use crate::nats_auth::{Login, LoginError};
 use crate::Config;
 
 /// The first connection failed: the settings cannot work, or no seed answered in time.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// Retrying cannot help: a file cannot be read, or the server refused the login.
-    #[error("cannot connect to NATS at {url}: {message}")]
-    Setup { url: String, message: String },
+    /// Retrying cannot help: the login settings contradict each other or name a file
+    /// that cannot be used.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Login { url: String, source: LoginError },
+    /// The CA file of `nats_ca_file` does not exist.
+    #[error("cannot connect to NATS at {url}: the CA file {} (nats_ca_file) does not exist", path.display())]
+    CaFile {
+        url: String,
+        path: std::path::PathBuf,
+    },
+    /// The server turned the login down; no retry changes that.
+    #[error(
+        "cannot connect to NATS at {url}: the server refused the login ({login}): {source}. \
+         Check nats_user / nats_password (or the token, nkey or credentials) against the \
+         server's authorization"
+    )]
+    Refused {
+        url: String,
+        login: String,
+        source: async_nats::ConnectError,
+    },
     #[error(
         "cannot reach NATS at {url} after {elapsed:?}: {last_error}. \
          Is nats-server running there? Set DTAAS_NATS_URL (or nats_url in the config file) \
@@ -38,17 +56,17 @@ pub fn backoff(attempt: usize) -> Duration {
 /// of the cluster, with the same backoff.
 pub async fn connect(config: &Config, name: &str) -> Result<Client, ConnectError> {
     let url = config.nats_url.to_string();
-    let setup = |message: String| ConnectError::Setup {
+    let setup = |source: LoginError| ConnectError::Login {
         url: url.clone(),
-        message,
+        source,
     };
     let login = config.nats_auth.login(&config.nats_url).map_err(setup)?;
     if let Some(ca) = &config.nats_auth.ca_file {
         if !ca.is_file() {
-            return Err(setup(format!(
-                "the CA file {} (nats_ca_file) does not exist",
-                ca.display()
-            )));
+            return Err(ConnectError::CaFile {
+                url,
+                path: ca.clone(),
+            });
         }
     }
     let started = Instant::now();
@@ -60,11 +78,12 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, ConnectError
                 tracing::info!(%url, login = %login.describe(), "Connected to NATS.");
                 return Ok(client);
             }
-            Err(error) if refused(&error) => {
-                return Err(setup(format!(
-                    "the server refused the login ({}): {error}. Check nats_user / nats_password (or the token, nkey or credentials) against the server's authorization",
-                    login.describe()
-                )));
+            Err(source) if refused(&source) => {
+                return Err(ConnectError::Refused {
+                    url,
+                    login: login.describe(),
+                    source,
+                });
             }
             Err(error) => {
                 let elapsed = started.elapsed();
@@ -93,7 +112,7 @@ fn refused(error: &async_nats::ConnectError) -> bool {
     )
 }
 
-async fn options(config: &Config, login: &Login, name: &str) -> Result<ConnectOptions, String> {
+async fn options(config: &Config, login: &Login, name: &str) -> Result<ConnectOptions, LoginError> {
     let mut options = login.apply(ConnectOptions::new()).await?;
     if let Some(ca) = &config.nats_auth.ca_file {
         options = options.add_root_certificates(ca.clone());

@@ -30,6 +30,33 @@ pub struct NatsAuth {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The login settings contradict each other, or a file they name cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// `nats_user` without a password, a password without a user, or several logins.
+    #[error("{0}")]
+    Contradiction(String),
+    #[error("cannot read the NATS nkey seed file {} (nats_nkey): {source}", path.display())]
+    ReadNkey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the NATS nkey file {} (nats_nkey) holds no seed (a line starting with S, e.g. SUA…)", path.display())]
+    NoSeed { path: PathBuf },
+    #[error("cannot use the NATS credentials file {} (nats_creds): {source}", path.display())]
+    Creds {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl LoginError {
+    /// Whether the message mentions `text`.
+    pub fn contains(&self, text: &str) -> bool {
+        self.to_string().contains(text)
+    }
+}
+
 /// The one way of logging in that the settings select.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Login {
@@ -46,16 +73,16 @@ pub enum Login {
 impl NatsAuth {
     /// The login the settings and the URLs' userinfo select; an error names the
     /// settings that contradict each other.
-    pub fn login(&self, urls: &NatsUrls) -> Result<Login, String> {
+    pub fn login(&self, urls: &NatsUrls) -> Result<Login, LoginError> {
         let user_password = match (&self.user, &self.password) {
             (Some(user), Some(password)) => Some((user.clone(), password.clone())),
             (Some(user), None) => match &urls.user_password {
                 Some((_, password)) => Some((user.clone(), password.clone())),
-                None => return Err("nats_user (DTAAS_NATS_USER) is set without a password; set nats_password (DTAAS_NATS_PASSWORD)".into()),
+                None => return Err(LoginError::Contradiction("nats_user (DTAAS_NATS_USER) is set without a password; set nats_password (DTAAS_NATS_PASSWORD)".into())),
             },
             (None, Some(_)) => match &urls.user_password {
                 Some((user, _)) => Some((user.clone(), self.password.clone().unwrap_or_default())),
-                None => return Err("nats_password (DTAAS_NATS_PASSWORD) is set without a user; set nats_user (DTAAS_NATS_USER)".into()),
+                None => return Err(LoginError::Contradiction("nats_password (DTAAS_NATS_PASSWORD) is set without a user; set nats_user (DTAAS_NATS_USER)".into())),
             },
             (None, None) => urls.user_password.clone(),
         };
@@ -81,10 +108,10 @@ impl NatsAuth {
             1 => Ok(chosen.remove(0).1),
             _ => {
                 let names: Vec<_> = chosen.iter().map(|(name, _)| *name).collect();
-                Err(format!(
+                Err(LoginError::Contradiction(format!(
                     "several NATS logins are configured ({}, counting credentials in nats_url); keep one",
                     names.join(", ")
-                ))
+                )))
             }
         }
     }
@@ -92,7 +119,7 @@ impl NatsAuth {
 
 impl Login {
     /// `options` with this login, reading the nkey seed or credentials file.
-    pub async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions, String> {
+    pub async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions, LoginError> {
         Ok(match self {
             Self::Anonymous => options,
             Self::UserPassword(user, password) => {
@@ -100,25 +127,27 @@ impl Login {
             }
             Self::Token(token) => options.token(token.expose().to_owned()),
             Self::Nkey(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!(
-                        "cannot read the NATS nkey seed file {} (nats_nkey): {e}",
-                        path.display()
-                    )
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| LoginError::ReadNkey {
+                        path: path.clone(),
+                        source,
+                    })?;
                 let seed = text
                     .lines()
                     .map(str::trim)
                     .find(|line| line.starts_with('S') && !line.is_empty())
-                    .ok_or_else(|| format!("the NATS nkey file {} (nats_nkey) holds no seed (a line starting with S, e.g. SUA…)", path.display()))?;
+                    .ok_or_else(|| LoginError::NoSeed { path: path.clone() })?;
                 options.nkey(seed.to_owned())
             }
-            Self::Creds(path) => options.credentials_file(path).await.map_err(|e| {
-                format!(
-                    "cannot use the NATS credentials file {} (nats_creds): {e}",
-                    path.display()
-                )
-            })?,
+            Self::Creds(path) => {
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|source| LoginError::Creds {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
         })
     }
 

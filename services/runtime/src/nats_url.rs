@@ -8,7 +8,7 @@ use std::str::FromStr;
 use async_nats::ServerAddr;
 
 use crate::secret::Secret;
-use crate::userinfo::{percent_decode, redact_url};
+use crate::userinfo::{percent_decode, redact_url, UrlError};
 
 /// The seeds a worker connects to; the client learns the rest of a cluster from them.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct NatsUrls {
 
 impl NatsUrls {
     /// Parses seeds given one per item (a TOML array, or the parts of a comma list).
-    pub fn from_seeds<S: AsRef<str>>(seeds: &[S]) -> Result<Self, String> {
+    pub fn from_seeds<S: AsRef<str>>(seeds: &[S]) -> Result<Self, UrlError> {
         let mut urls = Self {
             servers: Vec::new(),
             shown: Vec::new(),
@@ -37,12 +37,14 @@ impl NatsUrls {
             urls.add(seed.as_ref().trim(), index + 1, total)?;
         }
         if urls.servers.is_empty() {
-            return Err("no NATS URL given; set e.g. nats://127.0.0.1:4222".into());
+            return Err(UrlError(
+                "no NATS URL given; set e.g. nats://127.0.0.1:4222".into(),
+            ));
         }
         Ok(urls)
     }
 
-    fn add(&mut self, seed: &str, number: usize, total: usize) -> Result<(), String> {
+    fn add(&mut self, seed: &str, number: usize, total: usize) -> Result<(), UrlError> {
         let shown = redact_url(seed);
         let which = if total > 1 {
             format!("NATS URL {number} of {total} ({shown:?})")
@@ -50,15 +52,17 @@ impl NatsUrls {
             format!("NATS URL {shown:?}")
         };
         if seed.is_empty() {
-            return Err(format!(
+            return Err(UrlError(format!(
                 "{which} is empty; separate seeds with single commas"
-            ));
+            )));
         }
         let addr: ServerAddr = seed.parse().map_err(|e: std::io::Error| {
-            format!("{which} is invalid: {e}; write it as nats://host:port (tls:// for TLS)")
+            UrlError(format!(
+                "{which} is invalid: {e}; write it as nats://host:port (tls:// for TLS)"
+            ))
         })?;
         if addr.host().is_empty() {
-            return Err(format!("{which} has no host"));
+            return Err(UrlError(format!("{which} has no host")));
         }
         let user = addr
             .username()
@@ -72,16 +76,16 @@ impl NatsUrls {
             (Some(user), Some(password)) => {
                 let pair = (user, password);
                 if self.user_password.as_ref().is_some_and(|p| *p != pair) {
-                    return Err(format!("{which} has other credentials than the seeds before it; give the same user and password in every URL, or once as nats_user / nats_password"));
+                    return Err(UrlError(format!("{which} has other credentials than the seeds before it; give the same user and password in every URL, or once as nats_user / nats_password")));
                 }
                 self.user_password = Some(pair);
             }
             (Some(token), None) => {
                 let token = Secret::new(token);
                 if self.token.as_ref().is_some_and(|t| *t != token) {
-                    return Err(format!(
+                    return Err(UrlError(format!(
                         "{which} has another token than the seeds before it"
-                    ));
+                    )));
                 }
                 self.token = Some(token);
             }
@@ -91,8 +95,9 @@ impl NatsUrls {
         // Cannot fail on a URL with a host, which every parsed seed has.
         let _ = url.set_username("");
         let _ = url.set_password(None);
-        self.servers
-            .push(ServerAddr::from_url(url).map_err(|e| format!("{which} is invalid: {e}"))?);
+        self.servers.push(
+            ServerAddr::from_url(url).map_err(|e| UrlError(format!("{which} is invalid: {e}")))?,
+        );
         self.shown.push(shown);
         Ok(())
     }
@@ -109,10 +114,10 @@ impl NatsUrls {
 }
 
 impl FromStr for NatsUrls {
-    type Err = String;
+    type Err = UrlError;
 
     /// One URL, or several separated by commas (`%2C` for a comma in a password).
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, UrlError> {
         Self::from_seeds(&text.split(',').collect::<Vec<_>>())
     }
 }

@@ -74,8 +74,41 @@ pub struct ConflictError {
     pub expected: String,
 }
 
+/// Provisioning failed: a conflict the operator resolves, or JetStream did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// Exists with other settings; the message says how to fix it.
+    #[error(transparent)]
+    Conflict(#[from] Box<ConflictError>),
+    #[error(
+        "cannot look up stream {stream}: {source}. Is JetStream enabled on the server (nats-server -js)?"
+    )]
+    Lookup {
+        stream: String,
+        source: jetstream::context::GetStreamError,
+    },
+    #[error("cannot create stream {stream}: {source}")]
+    Create {
+        stream: String,
+        source: jetstream::context::CreateStreamError,
+    },
+    /// A KV bucket or object store could not be looked up, created or migrated.
+    #[error(transparent)]
+    Bucket(#[from] buckets::BucketError),
+    /// The bucket exists but cannot be opened.
+    #[error("cannot open {kind} {bucket}: {source}")]
+    Open {
+        kind: &'static str,
+        bucket: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Creates `wanted` unless it exists; checks the settings of an existing one.
-pub async fn ensure_stream(js: &jetstream::Context, wanted: StreamConfig) -> anyhow::Result<()> {
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    wanted: StreamConfig,
+) -> Result<(), ProvisionError> {
     match js.get_stream(&wanted.name).await {
         Ok(stream) => {
             compare(
@@ -100,16 +133,17 @@ pub async fn ensure_stream(js: &jetstream::Context, wanted: StreamConfig) -> any
                         compare("stream", &name, &stream.cached_info().config, &wanted)?;
                         Ok(())
                     }
-                    Err(_) => Err(anyhow::anyhow!(
-                        "cannot create stream {name}: {create_error}"
-                    )),
+                    Err(_) => Err(ProvisionError::Create {
+                        stream: name,
+                        source: create_error,
+                    }),
                 },
             }
         }
-        Err(e) => Err(anyhow::anyhow!(
-            "cannot look up stream {}: {e}. Is JetStream enabled on the server (nats-server -js)?",
-            wanted.name
-        )),
+        Err(source) => Err(ProvisionError::Lookup {
+            stream: wanted.name,
+            source,
+        }),
     }
 }
 
@@ -181,9 +215,27 @@ fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
 
 /// Creates the KV bucket as a standard client would, unless it exists; checks history
 /// and replicas of an existing one and migrates its flags (see `buckets`).
-pub async fn ensure_kv(js: &jetstream::Context, wanted: kv::Config) -> anyhow::Result<kv::Store> {
-    buckets::ensure(js, "KV bucket", &wanted.bucket, buckets::kv_stream(&wanted)).await?;
-    Ok(js.get_key_value(&wanted.bucket).await?)
+pub async fn ensure_kv(
+    js: &jetstream::Context,
+    wanted: kv::Config,
+) -> Result<kv::Store, ProvisionError> {
+    const KIND: &str = "KV bucket";
+    buckets::ensure(js, KIND, &wanted.bucket, buckets::kv_stream(&wanted)).await?;
+    js.get_key_value(&wanted.bucket)
+        .await
+        .map_err(|e| open_error(KIND, &wanted.bucket, e))
+}
+
+fn open_error(
+    kind: &'static str,
+    bucket: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ProvisionError {
+    ProvisionError::Open {
+        kind,
+        bucket: bucket.to_owned(),
+        source: Box::new(source),
+    }
 }
 
 /// Creates the object store as a standard client would, unless it exists; checks
@@ -191,10 +243,13 @@ pub async fn ensure_kv(js: &jetstream::Context, wanted: kv::Config) -> anyhow::R
 pub async fn ensure_object_store(
     js: &jetstream::Context,
     wanted: object_store::Config,
-) -> anyhow::Result<object_store::ObjectStore> {
+) -> Result<object_store::ObjectStore, ProvisionError> {
+    const KIND: &str = "object store";
     let stream = buckets::object_stream(&wanted);
-    buckets::ensure(js, "object store", &wanted.bucket, stream).await?;
-    Ok(js.get_object_store(&wanted.bucket).await?)
+    buckets::ensure(js, KIND, &wanted.bucket, stream).await?;
+    js.get_object_store(&wanted.bucket)
+        .await
+        .map_err(|e| open_error(KIND, &wanted.bucket, e))
 }
 
 /// The KV buckets of dtaas.
@@ -231,18 +286,18 @@ pub fn object_stores(replicas: usize) -> Vec<object_store::Config> {
 }
 
 /// Provisions every stream, KV bucket and object store of dtaas.
-pub async fn all(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
+pub async fn all(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
     // Workers often start together (`dtaas up`, a scaled-out deployment); one that
     // loses a creation race finds the other's stream on a second pass and checks it.
     if let Err(error) = all_once(js, replicas).await {
-        tracing::debug!(error = %format!("{error:#}"), "Provisioning failed once; checking again.");
+        tracing::debug!(%error, "Provisioning failed once; checking again.");
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         return all_once(js, replicas).await;
     }
     Ok(())
 }
 
-async fn all_once(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
+async fn all_once(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
     for stream in streams(replicas) {
         ensure_stream(js, stream).await?;
     }

@@ -36,6 +36,24 @@ pub struct RequestInfo {
     pub subject: String,
 }
 
+/// The service API did not take a registration or an endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot register dtaas-{worker} with the NATS service API: {source}")]
+    Register {
+        worker: String,
+        source: async_nats::Error,
+    },
+    /// The service or verb is no valid subject token.
+    #[error(transparent)]
+    Subject(#[from] subject::SubjectError),
+    #[error("cannot serve {subject}: {source}")]
+    Endpoint {
+        subject: String,
+        source: async_nats::Error,
+    },
+}
+
 /// Statistics a worker adds to `$SRV.STATS` (the `data` of each endpoint).
 pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
@@ -53,7 +71,7 @@ impl WorkerService {
         worker: &str,
         description: &str,
         stats: Option<StatsFn>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ServiceError> {
         let mut builder = ctx.nats.service_builder().description(description);
         if let Some(stats) = stats {
             builder = builder.stats_handler(move |_endpoint, _stats| stats());
@@ -61,8 +79,9 @@ impl WorkerService {
         let service = builder
             .start(format!("dtaas-{worker}"), env!("CARGO_PKG_VERSION"))
             .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot register dtaas-{worker} with the NATS service API: {e}")
+            .map_err(|source| ServiceError::Register {
+                worker: worker.to_owned(),
+                source,
             })?;
         Ok(Self {
             ctx: ctx.clone(),
@@ -77,7 +96,7 @@ impl WorkerService {
         service_name: &str,
         verb: &str,
         handler: F,
-    ) -> anyhow::Result<()>
+    ) -> Result<(), ServiceError>
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
@@ -98,7 +117,7 @@ impl WorkerService {
         service_name: &str,
         verb: &str,
         handler: F,
-    ) -> anyhow::Result<()>
+    ) -> Result<(), ServiceError>
     where
         St: Clone + Send + Sync + 'static,
         Req: DeserializeOwned + Send + 'static,
@@ -120,7 +139,7 @@ impl WorkerService {
         name: &str,
         subject: String,
         handler: F,
-    ) -> anyhow::Result<()>
+    ) -> Result<(), ServiceError>
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
@@ -136,7 +155,7 @@ impl WorkerService {
         subject: String,
         user_request: bool,
         handler: F,
-    ) -> anyhow::Result<()>
+    ) -> Result<(), ServiceError>
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
@@ -149,7 +168,10 @@ impl WorkerService {
             .name(name)
             .add(subject.as_str())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot serve {subject}: {e}"))?;
+            .map_err(|source| ServiceError::Endpoint {
+                subject: subject.clone(),
+                source,
+            })?;
         let handler = Arc::new(handler);
         let shutdown = self.ctx.shutdown.clone();
         let nats = self.ctx.nats.clone();
@@ -181,7 +203,7 @@ impl WorkerService {
     }
 
     /// Runs until shutdown, then stops answering.
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> Result<(), ServiceError> {
         while self.tasks.join_next().await.is_some() {}
         self.service.stop().await.ok();
         Ok(())

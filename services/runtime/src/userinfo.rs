@@ -1,6 +1,19 @@
 //! The userinfo of a URL (`user:password@`): percent-decoding, and the masked form
 //! shown in logs and errors, shared by the MQTT and the NATS URLs.
 
+/// A NATS or MQTT URL that cannot be used. The message names the URL with its
+/// password masked, the part that is wrong and how to write it; never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(pub String);
+
+impl UrlError {
+    /// Whether the message mentions `text` (for tests and callers that look).
+    pub fn contains(&self, text: &str) -> bool {
+        self.0.contains(text)
+    }
+}
+
 /// `url` with the password of its userinfo replaced by `***`, and a userinfo without
 /// a password (a NATS token) replaced whole, for logs and error messages.
 pub fn redact_url(url: &str) -> String {
@@ -21,7 +34,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Decodes `%XX` escapes of the `what` ("user name", "password") of the `kind` URL
 /// shown (masked) as `shown`; errors name the part, never its value.
-pub fn percent_decode(text: &str, what: &str, kind: &str, shown: &str) -> Result<String, String> {
+pub fn percent_decode(text: &str, what: &str, kind: &str, shown: &str) -> Result<String, UrlError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -31,7 +44,9 @@ pub fn percent_decode(text: &str, what: &str, kind: &str, shown: &str) -> Result
                 .get(i + 1..i + 3)
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                 .ok_or_else(|| {
-                    format!("{kind} URL {shown:?} has an invalid %-escape in the {what}")
+                    UrlError(format!(
+                        "{kind} URL {shown:?} has an invalid %-escape in the {what}"
+                    ))
                 })?;
             out.push(byte);
             i += 3;
@@ -40,8 +55,11 @@ pub fn percent_decode(text: &str, what: &str, kind: &str, shown: &str) -> Result
             i += 1;
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| format!("{kind} URL {shown:?} has a {what} that is not UTF-8 once decoded"))
+    String::from_utf8(out).map_err(|_| {
+        UrlError(format!(
+            "{kind} URL {shown:?} has a {what} that is not UTF-8 once decoded"
+        ))
+    })
 }
 
 #[cfg(test)]
