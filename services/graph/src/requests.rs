@@ -33,10 +33,7 @@ pub struct Queries {
 }
 
 /// Serves every `graph.*` verb with `queries`.
-pub async fn register(
-    service: &mut WorkerService,
-    queries: &Queries,
-) -> Result<(), ServiceError> {
+pub async fn register(service: &mut WorkerService, queries: &Queries) -> Result<(), ServiceError> {
     use graph::{
         SERVICE, VERB_COMMANDS, VERB_CYPHER, VERB_HISTORY, VERB_IMPACT, VERB_PROCESSES, VERB_TREE,
     };
