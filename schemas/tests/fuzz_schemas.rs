@@ -27,17 +27,7 @@ const SEEDS: &[&str] = &[
 /// A seed, as JSON or converted to MessagePack, with random edits
 /// (`dtaas_test_harness::mutate`).
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
-    let seeds = (prop::sample::select(SEEDS), any::<bool>());
-    (seeds, mutate::edits()).prop_map(|((seed, msgpack), edits)| {
-        let seed = match msgpack {
-            true => {
-                let value: serde_json::Value = serde_json::from_str(seed).unwrap();
-                rmp_serde::to_vec_named(&value).unwrap()
-            }
-            false => seed.as_bytes().to_vec(),
-        };
-        mutate::apply(&seed, &edits)
-    })
+    mutate::json_or_msgpack(SEEDS)
 }
 
 fn any_body() -> impl Strategy<Value = Vec<u8>> {

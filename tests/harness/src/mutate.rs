@@ -30,3 +30,18 @@ pub fn apply(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
     }
     bytes
 }
+
+/// One of the JSON `seeds`, as it is or converted to MessagePack, with random edits.
+pub fn json_or_msgpack(seeds: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+    let seeds = (prop::sample::select(seeds), any::<bool>());
+    (seeds, edits()).prop_map(|((seed, msgpack), edits)| {
+        let seed = match msgpack {
+            true => {
+                let value: serde_json::Value = serde_json::from_str(seed).unwrap();
+                rmp_serde::to_vec_named(&value).unwrap()
+            }
+            false => seed.as_bytes().to_vec(),
+        };
+        apply(&seed, &edits)
+    })
+}
