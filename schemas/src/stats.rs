@@ -3,6 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What an exec node runs now (`nats micro stats dtaas-exec`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecStats {
+    /// The node's id.
+    pub node: String,
+    /// Live DT processes.
+    pub processes: u32,
+    /// CPUs the live processes asked for.
+    pub cpus_used: f64,
+    /// Memory the live processes asked for, MiB.
+    pub memory_mb_used: u64,
+}
+
 /// The counters of a worker's JetStream consumer (`services/runtime/src/consumer`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerStats {

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod in_use;
 pub mod layout;
 pub mod library;
+pub mod requests;
 pub mod store;
 pub mod upload;
 pub mod validate;
@@ -16,9 +17,6 @@ pub mod validate;
 use std::sync::Arc;
 
 use dtaas_runtime::{Context, WorkerService};
-use dtaas_schemas::asset_api::{
-    self as api, FetchRequest, ListRequest, NameRequest, PutRequest, UploadRequest,
-};
 use dtaas_schemas::names;
 
 use crate::config::AssetsConfig;
@@ -55,31 +53,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         None,
     )
     .await?;
-    macro_rules! serve {
-        ($verb:expr, $req:ty, |$lib:ident, $user:ident, $r:ident| $body:expr) => {{
-            let library = library.clone();
-            service
-                .endpoint(api::SERVICE, $verb, move |info, $r: $req| {
-                    let $lib = library.clone();
-                    async move {
-                        let $user = info.user.as_str();
-                        $body.await
-                    }
-                })
-                .await?;
-        }};
-    }
-    serve!(api::VERB_UPLOAD, UploadRequest, |l, u, r| l.upload(u, r));
-    serve!(api::VERB_PUT, PutRequest, |l, u, r| l.put(u, r));
-    serve!(api::VERB_GET, NameRequest, |l, u, r| l.get(u, &r.name));
-    serve!(api::VERB_FETCH, FetchRequest, |l, u, r| l.fetch(u, r));
-    serve!(api::VERB_LIST, ListRequest, |l, u, r| l.list(u, r));
-    serve!(api::VERB_SHARE, NameRequest, |l, u, r| l
-        .set_shared(u, &r.name, true));
-    serve!(api::VERB_UNSHARE, NameRequest, |l, u, r| l
-        .set_shared(u, &r.name, false));
-    serve!(api::VERB_DELETE, NameRequest, |l, u, r| l
-        .delete(u, &r.name));
+    requests::register(&mut service, &library).await?;
     tracing::info!("Asset library ready.");
     service.run().await?;
     tracing::info!("Assets worker stopped.");

@@ -9,6 +9,7 @@ pub mod leftovers;
 pub mod logs;
 pub mod meter;
 pub mod node;
+pub mod requests;
 pub mod run;
 pub mod spawn;
 pub mod supervisor;
@@ -18,12 +19,7 @@ pub mod workdir;
 use std::sync::Arc;
 
 use dtaas_runtime::{Context, WorkerService};
-use dtaas_schemas::exec::{
-    ListRequest, LogsRequest, ProcessSpec, StopRequest, UsageRequest, USAGE_SERVICE,
-    USAGE_VERB_GET, VERB_LIST, VERB_LOGS, VERB_START, VERB_STOP,
-};
 use dtaas_schemas::names::KV_NODES;
-use dtaas_schemas::subject;
 
 use crate::config::ExecConfig;
 use crate::spawn::RunAs;
@@ -71,76 +67,18 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot open KV {KV_NODES}: {e}"))?;
 
-    let stats = {
-        let supervisor = supervisor.clone();
-        Arc::new(move || {
-            let (processes, cpus, memory_mb) = supervisor.load();
-            serde_json::json!({"node": supervisor.node, "processes": processes, "cpus_used": cpus, "memory_mb_used": memory_mb})
-        })
-    };
     let mut service = WorkerService::start(
         &ctx,
         WORKER,
         "Runs DT processes on this node and meters their usage",
-        Some(stats),
+        Some(requests::stats(&supervisor)),
     )
     .await?;
-    let node = &config.node;
-    let s = supervisor.clone();
-    service
-        .endpoint_at(
-            &format!("exec-{VERB_START}"),
-            subject::exec_node(node, VERB_START)?,
-            move |_, spec: ProcessSpec| {
-                let s = s.clone();
-                async move { s.start(spec).await }
-            },
-        )
-        .await?;
-    let s = supervisor.clone();
-    service
-        .endpoint_at(
-            &format!("exec-{VERB_STOP}"),
-            subject::exec_node(node, VERB_STOP)?,
-            move |_, request: StopRequest| {
-                let s = s.clone();
-                async move { s.stop(request).await }
-            },
-        )
-        .await?;
-    let s = supervisor.clone();
-    service
-        .endpoint_at(
-            &format!("exec-{VERB_LIST}"),
-            subject::exec_node(node, VERB_LIST)?,
-            move |_, request: ListRequest| {
-                let s = s.clone();
-                async move { Ok(s.list(request.dt.as_deref())) }
-            },
-        )
-        .await?;
-    let s = supervisor.clone();
-    service
-        .endpoint_at(
-            &format!("exec-{VERB_LOGS}"),
-            subject::exec_node(node, VERB_LOGS)?,
-            move |_, request: LogsRequest| {
-                let s = s.clone();
-                async move { Ok(s.logs(&request)) }
-            },
-        )
-        .await?;
-    let (js, admins) = (ctx.js.clone(), Arc::new(config.admins.clone()));
-    service
-        .endpoint(
-            USAGE_SERVICE,
-            USAGE_VERB_GET,
-            move |info, request: UsageRequest| {
-                let (js, admins) = (js.clone(), admins.clone());
-                async move { usage::get(&js, &admins, info, request).await }
-            },
-        )
-        .await?;
+    let accounting = requests::Accounting {
+        js: ctx.js.clone(),
+        admins: Arc::new(config.admins.clone()),
+    };
+    requests::register(&mut service, &config.node, &supervisor, accounting).await?;
 
     node::register(&nodes, &config, &supervisor).await?;
     tracing::info!(node = %config.node, cpus = config.cpus, memory_mb = config.memory_mb, run_as = ?run_as.map(|r| r.uid), "Exec node registered.");

@@ -14,6 +14,7 @@ pub mod placement;
 pub mod quota;
 pub mod read;
 pub mod registry;
+pub mod requests;
 pub mod scripts;
 pub mod snapshots;
 pub mod spec;
@@ -22,12 +23,7 @@ pub mod validate;
 use std::sync::Arc;
 
 use dtaas_runtime::{Context, WorkerService};
-use dtaas_schemas::lifecycle::{
-    self as api, CreateRequest, DtReply, EvolveRequest, IdRequest, ListRequest, LogsReply,
-    LogsRequest, RestoreRequest,
-};
 use dtaas_schemas::names::{KV_DTS, OBJECT_SNAPSHOTS};
-use dtaas_schemas::ErrorReply;
 
 use crate::config::LifecycleConfig;
 use crate::core::Core;
@@ -60,54 +56,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         None,
     )
     .await?;
-    macro_rules! endpoint {
-        ($verb:expr, |$core:ident, $user:ident, $req:ident: $ty:ty| $body:expr) => {{
-            let c = core.clone();
-            service
-                .endpoint(api::SERVICE, $verb, move |info, $req: $ty| {
-                    let $core = c.clone();
-                    async move {
-                        let $user = info.user.as_str();
-                        $body.map_err(ErrorReply::from)
-                    }
-                })
-                .await?;
-        }};
-    }
-    endpoint!(api::VERB_CREATE, |c, user, req: CreateRequest| c
-        .create(user, req.config)
-        .await
-        .map(reply));
-    endpoint!(api::VERB_EXECUTE, |c, user, req: IdRequest| c
-        .execute(user, &req.id)
-        .await
-        .map(reply));
-    endpoint!(api::VERB_TERMINATE, |c, user, req: IdRequest| c
-        .terminate(user, &req.id)
-        .await
-        .map(reply));
-    endpoint!(api::VERB_SAVE, |c, user, req: IdRequest| c
-        .save(user, &req.id)
-        .await
-        .map(reply));
-    endpoint!(api::VERB_RESTORE, |c, user, req: RestoreRequest| c
-        .restore(user, &req.id, req.snapshot)
-        .await
-        .map(reply));
-    endpoint!(api::VERB_EVOLVE, |c, user, req: EvolveRequest| c
-        .evolve(user, &req.id, req.config)
-        .await
-        .map(reply));
-    endpoint!(api::VERB_GET, |c, user, req: IdRequest| c
-        .get(user, &req.id)
-        .await);
-    endpoint!(api::VERB_LIST, |c, user, _req: ListRequest| c
-        .list(user)
-        .await);
-    endpoint!(api::VERB_LOGS, |c, user, req: LogsRequest| c
-        .logs(user, &req.id, req.lines)
-        .await
-        .map(|lines| LogsReply { lines }));
+    requests::register(&mut service, &core).await?;
     let follower = tokio::spawn(monitor::follow_processes(
         core.clone(),
         ctx.shutdown.clone(),
@@ -119,11 +68,4 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     watcher.await?;
     tracing::info!("Lifecycle worker stopped.");
     Ok(())
-}
-
-fn reply(dt: dtaas_schemas::dt_config::DtState) -> DtReply {
-    DtReply {
-        dt,
-        logs: Vec::new(),
-    }
 }

@@ -149,6 +149,28 @@ impl WorkerService {
         self.serve(name.to_owned(), subject, false, handler).await
     }
 
+    /// [`Self::endpoint_at`] with a clone of `state` per request, as [`Self::endpoint_with`].
+    pub async fn endpoint_at_with<St, Req, Resp, F, Fut>(
+        &mut self,
+        state: &St,
+        name: &str,
+        subject: String,
+        handler: F,
+    ) -> Result<(), ServiceError>
+    where
+        St: Clone + Send + Sync + 'static,
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(St, RequestInfo, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
+    {
+        let state = state.clone();
+        self.endpoint_at(name, subject, move |info, request| {
+            handler(state.clone(), info, request)
+        })
+        .await
+    }
+
     async fn serve<Req, Resp, F, Fut>(
         &mut self,
         name: String,
