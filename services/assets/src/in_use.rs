@@ -6,11 +6,11 @@
 //! same instant may still list it (it then fails to fetch its files, loudly).
 
 use async_nats::jetstream::kv;
+use dtaas_runtime::kv_keys;
 use dtaas_schemas::codec::decode;
 use dtaas_schemas::dt_config::DtState;
 use dtaas_schemas::lifecycle::LifecycleState;
 use dtaas_schemas::ErrorReply;
-use futures::TryStreamExt;
 
 use crate::error::unavailable;
 
@@ -26,12 +26,7 @@ impl DtRegistry {
         &self,
         addresses: &[String],
     ) -> Result<Option<(String, String)>, ErrorReply> {
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| unavailable("read the DT registry", e))?
-            .try_collect()
+        let keys = kv_keys::keys(&self.kv)
             .await
             .map_err(|e| unavailable("read the DT registry", e))?;
         for key in keys {

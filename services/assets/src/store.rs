@@ -2,6 +2,7 @@
 //! per-asset index, which changes only by compare-and-set on its revision.
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use dtaas_runtime::kv_keys;
 use dtaas_schemas::asset::AssetMeta;
 use dtaas_schemas::asset_store::{index_key, meta_key, AssetIndex};
 use dtaas_schemas::codec::{decode, Encoding};
@@ -140,13 +141,7 @@ impl MetaStore {
 
     /// Every asset index in the bucket.
     pub async fn all_indexes(&self) -> Result<Vec<AssetIndex>, ErrorReply> {
-        use futures::TryStreamExt;
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| unavailable("list assets", e))?
-            .try_collect()
+        let keys = kv_keys::keys(&self.kv)
             .await
             .map_err(|e| unavailable("list assets", e))?;
         let mut indexes = Vec::new();

@@ -7,7 +7,7 @@
 //! of an executing DT on a node whose heartbeat is older than `NODE_STALE_AFTER_MS`
 //! (or that left the registry) are started on other nodes, with an `executing` event
 //! saying which moved where. So a node that dies loses its DTs within about
-//! 10 s + 2 s + the time to start them elsewhere.
+//! 10 s + 2 s + the time to start them elsewhere (docs/lifecycle.md promises 15 s).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -143,6 +143,9 @@ async fn take(core: &Core, event: &ProcessEvent) -> Result<(), Error> {
     Ok(())
 }
 
+/// A round of `replace_lost` longer than this is logged.
+const SLOW_ROUND: Duration = Duration::from_secs(30);
+
 /// Every heartbeat interval, moves the processes of nodes that went silent.
 pub async fn watch_nodes(core: Core, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
@@ -152,7 +155,18 @@ pub async fn watch_nodes(core: Core, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = replace_lost(&core).await {
+        // Every step is a bounded request; a round that still takes long is said, so
+        // a stuck check is never silent (it once was: `kv::Store::keys()` can hang).
+        let round = replace_lost(&core);
+        tokio::pin!(round);
+        let result = match tokio::time::timeout(SLOW_ROUND, &mut round).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(after = ?SLOW_ROUND, "The check for lost exec nodes is slow; still waiting for it.");
+                round.await
+            }
+        };
+        if let Err(e) = result {
             tracing::warn!(error = %e, "Cannot check for lost exec nodes.");
         }
     }

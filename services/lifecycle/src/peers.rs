@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use async_nats::{Client, RequestErrorKind};
+use dtaas_runtime::kv_keys;
 use dtaas_schemas::asset_api::{self, GetReply, NameRequest};
 use dtaas_schemas::codec::decode;
 use dtaas_schemas::exec::{self, NodeInfo};
 use dtaas_schemas::names::KV_NODES;
 use dtaas_schemas::{subject, ErrorReply};
-use futures::TryStreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, Result};
@@ -79,13 +79,7 @@ pub async fn nodes(js: &async_nats::jetstream::Context) -> Result<Vec<NodeInfo>>
         .get_key_value(KV_NODES)
         .await
         .map_err(|e| unavailable(&e))?;
-    let keys: Vec<String> = kv
-        .keys()
-        .await
-        .map_err(|e| unavailable(&e))?
-        .try_collect()
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let keys = kv_keys::keys(&kv).await.map_err(|e| unavailable(&e))?;
     let mut nodes = Vec::with_capacity(keys.len());
     for key in keys {
         if let Some(value) = kv.get(&key).await.map_err(|e| unavailable(&e))? {

@@ -6,10 +6,11 @@
 //! such write; a second operation sees the mark and is refused with `conflict`.
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use dtaas_runtime::kv_keys;
 use dtaas_schemas::dt_config::{Busy, DtState};
 use dtaas_schemas::names::KV_DTS;
 use dtaas_schemas::time::now_ns;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::error::{Error, Result};
 
@@ -128,14 +129,7 @@ impl Registry {
 
     /// Every entry (all users).
     pub async fn all(&self) -> Result<Vec<DtState>> {
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let keys = kv_keys::keys(&self.kv).await.map_err(unavailable)?;
         let entries: Vec<Result<Option<Versioned>>> = futures::stream::iter(keys)
             .map(|key| async move { self.get(&key).await })
             .buffered(32)

@@ -1,6 +1,6 @@
 //! What every dtaas worker shares: configuration, NATS connection, provisioning of
 //! streams and buckets, the NATS service API, the JetStream batch consumer, capped
-//! backoff, DLQ publishing, logging and shutdown.
+//! backoff, DLQ publishing, logging and shutdown, and KV key listing that cannot hang.
 
 pub mod backoff;
 pub mod buckets;
@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod context;
 pub mod dlq;
 pub mod headers;
+pub mod kv_keys;
 pub mod logging;
 pub mod mqtt_url;
 pub mod nats;
