@@ -57,6 +57,10 @@ pub enum DtCommand {
     },
     /// Stops the DT's processes, then its children's.
     Terminate { id: String },
+    /// Runs the DT's `analyze` scripts (DTaaS-layout DTs).
+    Analyze { id: String },
+    /// Runs the DT's `clean` scripts (DTaaS-layout DTs); not while it executes.
+    Clean { id: String },
     /// State, configuration version, processes, snapshots and the last log lines.
     Get { id: String },
     /// Your DTs.
@@ -107,6 +111,12 @@ pub async fn run(args: DtArgs, config: &Config) -> anyhow::Result<()> {
             &call.ask(api::VERB_TERMINATE, &IdRequest { id }).await?,
             json,
         ),
+        DtCommand::Analyze { id } => {
+            show_dt(&call.ask(api::VERB_ANALYZE, &IdRequest { id }).await?, json)
+        }
+        DtCommand::Clean { id } => {
+            show_dt(&call.ask(api::VERB_CLEAN, &IdRequest { id }).await?, json)
+        }
         DtCommand::Restore { id, snapshot } => {
             let request = RestoreRequest { id, snapshot };
             show_dt(&call.ask(api::VERB_RESTORE, &request).await?, json)

@@ -362,13 +362,24 @@ async fn an_invalid_evolve_changes_nothing_and_a_valid_one_restarts_only_what_ch
     p.ok("alice", "terminate", json!({"id": "evo"})).await;
 }
 
+/// Every verb whose DTaaS `lifecycle/` script a DT runs.
+use dtaas_schemas::asset::LIFECYCLE_PHASES as PHASES;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dtaas_layout_dts_scripts_run_in_order() {
     let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("order.log");
-    let step = |phase: &str| format!("#!/bin/bash\necho {phase} >> \"$ORDER_LOG\"\n");
-    let scripts: Vec<(String, Vec<u8>)> = ["create", "execute", "terminate", "clean"]
+    // The execute script ends (a completed step) unless LONG is set: then it runs on.
+    let step = |phase: &str| {
+        let tail = if phase == "execute" {
+            "if [ -n \"$LONG\" ]; then exec sleep 600; fi\n"
+        } else {
+            ""
+        };
+        format!("#!/bin/bash\necho {phase} >> \"$ORDER_LOG\"\n{tail}")
+    };
+    let scripts: Vec<(String, Vec<u8>)> = PHASES
         .iter()
         .map(|phase| (format!("lifecycle/{phase}"), step(phase).into_bytes()))
         .collect();
@@ -376,7 +387,7 @@ async fn a_dtaas_layout_dts_scripts_run_in_order() {
         .iter()
         .map(|(n, c)| (n.as_str(), c.as_slice(), 0o755))
         .collect();
-    let lifecycle: Value = ["create", "execute", "terminate", "clean"]
+    let lifecycle: Value = PHASES
         .iter()
         .map(|phase| (phase.to_string(), json!(format!("lifecycle/{phase}"))))
         .collect::<serde_json::Map<_, _>>()
@@ -389,20 +400,90 @@ async fn a_dtaas_layout_dts_scripts_run_in_order() {
         json!({"lifecycle": lifecycle}),
     )
     .await;
-    let config = json!({"id": "layout", "assets": [{"name": "twin", "asset": "incubator-dt"}],
-        "infrastructure": {"env": {"ORDER_LOG": log.display().to_string()}}});
-    p.ok("alice", "create", json!({"config": config})).await;
+    let config = |long: bool| {
+        let mut env = json!({"ORDER_LOG": log.display().to_string()});
+        if long {
+            env["LONG"] = json!("1");
+        }
+        json!({"id": "layout", "assets": [{"name": "twin", "asset": "incubator-dt"}],
+               "infrastructure": {"env": env}})
+    };
+    let mut events = p
+        .client
+        .subscribe("dtaas.v1.evt.dt.layout.*")
+        .await
+        .unwrap();
+    p.ok("alice", "create", json!({"config": config(false)}))
+        .await;
     p.ok("alice", "execute", json!({"id": "layout"})).await;
     // The execute script ends: a completed step.
     p.until("alice", "layout", "the DT completed", |dt| {
         dt["state"] == "completed"
     })
     .await;
+    let analyzed = p.ok("alice", "analyze", json!({"id": "layout"})).await;
+    assert_eq!(analyzed["dt"]["state"], "completed", "{analyzed}");
+    p.ok(
+        "alice",
+        "evolve",
+        json!({"id": "layout", "config": config(true)}),
+    )
+    .await;
+    p.ok("alice", "execute", json!({"id": "layout"})).await;
+    p.until("alice", "layout", "the long execute script runs", |dt| {
+        dt["state"] == "executing" && dt["processes"][0]["status"] == "running"
+    })
+    .await;
+    p.ok("alice", "save", json!({"id": "layout"})).await;
+    let refused = p.dt("alice", "clean", json!({"id": "layout"})).await;
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("executing"),
+        "{refused}"
+    );
     p.ok("alice", "terminate", json!({"id": "layout"})).await;
+    let cleaned = p.ok("alice", "clean", json!({"id": "layout"})).await;
+    assert_eq!(cleaned["dt"]["state"], "terminated", "{cleaned}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
-        ["create", "execute", "terminate", "clean"]
+        [
+            "create",
+            "execute",
+            "analyze",
+            "evolve",
+            "execute",
+            "save",
+            "terminate",
+            "clean"
+        ]
+    );
+    // analyze and clean are recorded transitions that return to the state.
+    let mut seen = Vec::new();
+    while !seen.ends_with(&["cleaned".to_owned(), "terminated".to_owned()]) {
+        let message = timeout(WAIT, events.next()).await.unwrap().unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        seen.push(event["to"].as_str().unwrap().to_owned());
+    }
+    let position = |state: &str| seen.iter().position(|s| s == state).unwrap();
+    assert!(position("analysing") < position("evolving"), "{seen:?}");
+    assert_eq!(seen[position("analysing") + 1], "completed", "{seen:?}");
+
+    // A DT without the script: a bad_request naming it.
+    put_sleeper(&p).await;
+    let plain = json!({"id": "plain", "assets": [{"name": "s", "asset": "sleeper"}]});
+    p.ok("alice", "create", json!({"config": plain})).await;
+    let none = p.dt("alice", "analyze", json!({"id": "plain"})).await;
+    assert_eq!(none["error"]["code"], "bad_request", "{none}");
+    assert!(
+        none["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lifecycle/analyze"),
+        "{none}"
     );
 }
 

@@ -21,7 +21,10 @@ pub enum LifecycleState {
     Saved,
     /// A transition event only: the DT was started from a snapshot.
     Restored,
+    /// A transition event only: the DT's `analyze` scripts ran; the DT keeps its state.
     Analysing,
+    /// A transition event only: the DT's `clean` scripts ran; the DT keeps its state.
+    Cleaned,
     /// A transition event only: a new configuration was applied.
     Evolving,
     Terminated,
@@ -37,6 +40,7 @@ impl LifecycleState {
             Self::Restored => "restored",
             Self::Saved => "saved",
             Self::Analysing => "analysing",
+            Self::Cleaned => "cleaned",
             Self::Evolving => "evolving",
             Self::Terminated => "terminated",
             Self::Failed => "failed",
@@ -83,6 +87,8 @@ pub const VERB_SAVE: &str = "save";
 pub const VERB_RESTORE: &str = "restore";
 pub const VERB_EVOLVE: &str = "evolve";
 pub const VERB_TERMINATE: &str = "terminate";
+pub const VERB_ANALYZE: &str = "analyze";
+pub const VERB_CLEAN: &str = "clean";
 pub const VERB_GET: &str = "get";
 pub const VERB_LIST: &str = "list";
 pub const VERB_LOGS: &str = "logs";

@@ -15,6 +15,7 @@ pub mod quota;
 pub mod read;
 pub mod registry;
 pub mod requests;
+pub mod script_verbs;
 pub mod scripts;
 pub mod snapshots;
 pub mod spec;

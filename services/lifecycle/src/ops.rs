@@ -148,8 +148,7 @@ impl Core {
         let stopped = async {
             self.stop_all(&claimed).await?;
             let metas = self.metas(&claimed).await?;
-            scripts::run_phase(self, &claimed, &metas, "terminate").await?;
-            scripts::run_phase(self, &claimed, &metas, "clean").await
+            scripts::run_phase(self, &claimed, &metas, "terminate").await
         }
         .await;
         if let Err(e) = stopped {

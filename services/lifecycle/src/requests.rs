@@ -6,8 +6,8 @@ use dtaas_runtime::WorkerService;
 use dtaas_schemas::dt_config::DtState;
 use dtaas_schemas::lifecycle::{
     CreateRequest, DtReply, EvolveRequest, IdRequest, ListRequest, LogsReply, LogsRequest,
-    RestoreRequest, SERVICE, VERB_CREATE, VERB_EVOLVE, VERB_EXECUTE, VERB_GET, VERB_LIST,
-    VERB_LOGS, VERB_RESTORE, VERB_SAVE, VERB_TERMINATE,
+    RestoreRequest, SERVICE, VERB_ANALYZE, VERB_CLEAN, VERB_CREATE, VERB_EVOLVE, VERB_EXECUTE,
+    VERB_GET, VERB_LIST, VERB_LOGS, VERB_RESTORE, VERB_SAVE, VERB_TERMINATE,
 };
 use dtaas_schemas::ErrorReply;
 
@@ -34,6 +34,22 @@ pub async fn register(service: &mut WorkerService, core: &Core) -> Result<(), Se
             SERVICE,
             VERB_TERMINATE,
             |c, info, r: IdRequest| async move { Ok(reply(c.terminate(&info.user, &r.id).await?)) },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            core,
+            SERVICE,
+            VERB_ANALYZE,
+            |c, info, r: IdRequest| async move { Ok(reply(c.analyze(&info.user, &r.id).await?)) },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            core,
+            SERVICE,
+            VERB_CLEAN,
+            |c, info, r: IdRequest| async move { Ok(reply(c.clean(&info.user, &r.id).await?)) },
         )
         .await?;
     service

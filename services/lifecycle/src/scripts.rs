@@ -16,6 +16,15 @@ use crate::error::{Error, Result};
 use crate::placement::{place, Demand};
 use crate::{peers, spec};
 
+/// Whether any of `metas` has a `phase` script.
+pub fn has_phase(metas: &[AssetMeta], phase: &str) -> bool {
+    metas.iter().any(|m| {
+        m.run
+            .as_ref()
+            .is_some_and(|r| r.lifecycle.contains_key(phase))
+    })
+}
+
 /// Runs the `phase` script of every use of `dt` that has one; returns how many ran.
 pub async fn run_phase(
     core: &Core,
