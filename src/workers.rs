@@ -96,13 +96,13 @@ async fn run_one(
     let worker = name(&command);
     let ctx = Context::connect(config, worker, shutdown).await?;
     tracing::info!(worker, "started");
-    let result = match command {
-        Command::Bridge => dtaas_bridge::run(ctx).await,
-        Command::Historian => dtaas_historian::run(ctx).await,
-        Command::Graph => dtaas_graph::run(ctx).await,
-        Command::Exec => dtaas_exec::run(ctx).await,
-        Command::Assets => dtaas_assets::run(ctx).await,
-        Command::Lifecycle => dtaas_lifecycle::run(ctx).await,
+    let result: anyhow::Result<()> = match command {
+        Command::Bridge => dtaas_bridge::run(ctx).await.map_err(Into::into),
+        Command::Historian => dtaas_historian::run(ctx).await.map_err(Into::into),
+        Command::Graph => dtaas_graph::run(ctx).await.map_err(Into::into),
+        Command::Exec => dtaas_exec::run(ctx).await.map_err(Into::into),
+        Command::Assets => dtaas_assets::run(ctx).await.map_err(Into::into),
+        Command::Lifecycle => dtaas_lifecycle::run(ctx).await.map_err(Into::into),
         _ => unreachable!("only workers reach run_one"),
     };
     result.map_err(|e| e.context(format!("{worker} worker failed")))?;

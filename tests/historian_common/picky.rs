@@ -38,7 +38,7 @@ impl Sink for Picky {
 /// The historian running in this process.
 pub struct InProcess {
     shutdown: CancellationToken,
-    worker: JoinHandle<anyhow::Result<()>>,
+    worker: JoinHandle<Result<(), dtaas_historian::RunError>>,
 }
 
 impl InProcess {

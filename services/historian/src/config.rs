@@ -7,6 +7,8 @@ use std::time::Duration;
 use dtaas_runtime::config::duration;
 use serde::Deserialize;
 
+use crate::error::{ConfigError, UnknownBackend};
+
 /// Which time-series store the historian writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,15 +30,13 @@ impl Backend {
 }
 
 impl FromStr for Backend {
-    type Err = String;
+    type Err = UnknownBackend;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnknownBackend> {
         match s {
             "embedded" => Ok(Self::Embedded),
             "influxdb" => Ok(Self::Influxdb),
-            other => Err(format!(
-                "unknown time-series backend {other:?}; use embedded or influxdb"
-            )),
+            other => Err(UnknownBackend(other.to_owned())),
         }
     }
 }
@@ -127,7 +127,7 @@ impl Default for HistorianConfig {
 
 impl HistorianConfig {
     /// Reads `[historian]` from `config` and applies the environment.
-    pub fn load(config: &dtaas_runtime::Config) -> anyhow::Result<Self> {
+    pub fn load(config: &dtaas_runtime::Config) -> Result<Self, ConfigError> {
         use dtaas_runtime::config::env_override;
         let mut this: Self = config.section("historian")?;
         env_override(&mut this.backend, "DTAAS_TS_BACKEND")?;
@@ -145,21 +145,21 @@ impl HistorianConfig {
         Ok(this)
     }
 
-    fn validate(&mut self, data_dir: &Path) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            (1..=100_000).contains(&self.batch_size),
-            "[historian] batch_size must be from 1 to 100000"
-        );
-        anyhow::ensure!(
-            self.max_ack_pending >= self.batch_size,
-            "[historian] max_ack_pending ({}) must be at least batch_size ({})",
-            self.max_ack_pending,
-            self.batch_size
-        );
-        anyhow::ensure!(
-            self.ack_wait >= Duration::from_secs(3),
-            "[historian] ack_wait must be at least 3s"
-        );
+    fn validate(&mut self, data_dir: &Path) -> Result<(), ConfigError> {
+        if !(1..=100_000).contains(&self.batch_size) {
+            return Err(ConfigError::Invalid(
+                "batch_size must be from 1 to 100000".into(),
+            ));
+        }
+        if self.max_ack_pending < self.batch_size {
+            return Err(ConfigError::Invalid(format!(
+                "max_ack_pending ({}) must be at least batch_size ({})",
+                self.max_ack_pending, self.batch_size
+            )));
+        }
+        if self.ack_wait < Duration::from_secs(3) {
+            return Err(ConfigError::Invalid("ack_wait must be at least 3s".into()));
+        }
         if let Some(durable) = &self.durable {
             dtaas_schemas::subject::validate_token("durable name", durable)?;
         }
@@ -189,7 +189,7 @@ impl HistorianConfig {
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> anyhow::Result<HistorianConfig> {
+    fn load(text: &str) -> Result<HistorianConfig, ConfigError> {
         let config = dtaas_runtime::Config::from_toml(text, "t.toml", &|_| None)?;
         let mut this: HistorianConfig = config.section("historian")?;
         this.validate(Path::new("/data"))?;

@@ -15,6 +15,7 @@ use dtaas_schemas::{FieldValue, TelemetryRecord};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags};
 
+use crate::error::OpenError;
 use crate::query::{Agg, Query};
 use crate::sink::{Sink, SinkError};
 
@@ -64,19 +65,27 @@ fn unavailable(e: impl std::fmt::Display) -> SinkError {
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!("cannot create data directory {}: {e}", dir.display())
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
+                path: dir.to_owned(),
+                source,
             })?;
         }
-        let writer = Connection::open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        writer.busy_timeout(BUSY_TIMEOUT)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
+        let sqlite = |source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let writer = Connection::open(path).map_err(sqlite)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
         // FULL: a committed batch survives power loss before its messages are acked.
-        writer.pragma_update(None, "synchronous", "FULL")?;
-        writer.execute_batch(SCHEMA)?;
+        writer
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        writer.execute_batch(SCHEMA).map_err(sqlite)?;
         Ok(Self {
             path: Arc::new(path.to_owned()),
             writer: Arc::new(Mutex::new(writer)),

@@ -15,6 +15,7 @@ use influxdb2::models::Query as FluxQuery;
 use influxdb2::RequestError;
 
 use crate::config::InfluxConfig;
+use crate::error::OpenError;
 use crate::query::Query;
 use crate::sink::{Sink, SinkError};
 
@@ -27,15 +28,16 @@ pub struct InfluxStore {
 
 impl InfluxStore {
     /// Builds the client; checks the URL so a typo is a clear start-up error.
-    pub fn new(config: &InfluxConfig) -> anyhow::Result<Self> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| {
-            anyhow::anyhow!("DTAAS_INFLUXDB_URL {:?} is not a URL: {e}", config.url)
-        })?;
-        anyhow::ensure!(
-            matches!(url.scheme(), "http" | "https"),
-            "DTAAS_INFLUXDB_URL {:?} must start with http:// or https://",
-            config.url
-        );
+    pub fn new(config: &InfluxConfig) -> Result<Self, OpenError> {
+        let bad_url = |problem: String| OpenError::InfluxUrl {
+            url: config.url.clone(),
+            problem,
+        };
+        let url =
+            reqwest::Url::parse(&config.url).map_err(|e| bad_url(format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad_url("must start with http:// or https://".into()));
+        }
         let http = reqwest::Client::builder().timeout(config.timeout);
         let client = influxdb2::ClientBuilder::with_builder(
             http,
@@ -43,8 +45,7 @@ impl InfluxStore {
             config.org.as_str(),
             config.token.expose(),
         )
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot build the InfluxDB client: {e}"))?;
+        .build()?;
         Ok(Self {
             client,
             bucket: config.bucket.as_str().into(),

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod consumer;
 pub mod embedded;
+pub mod error;
 pub mod influx;
 pub mod query;
 pub mod requests;
@@ -13,6 +14,7 @@ use dtaas_runtime::Context;
 
 pub use config::{AckPolicy, Backend, HistorianConfig};
 pub use embedded::EmbeddedStore;
+pub use error::RunError;
 pub use influx::InfluxStore;
 pub use sink::{Sink, SinkError};
 
@@ -33,7 +35,7 @@ Historian environment:
   DTAAS_INFLUXDB_TOKEN        InfluxDB 2 API token (never logged)";
 
 /// Runs the worker until `ctx.shutdown` is cancelled.
-pub async fn run(ctx: Context) -> anyhow::Result<()> {
+pub async fn run(ctx: Context) -> Result<(), RunError> {
     let config = HistorianConfig::load(&ctx.config)?;
     match config.backend {
         Backend::Embedded => {
@@ -55,7 +57,7 @@ pub async fn run_with<S: Sink>(
     ctx: Context,
     config: HistorianConfig,
     store: S,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let consumer = consumer::new(&config, store.clone());
     let service = requests::start(&ctx, store, consumer.counters()).await?;
     let consumer = tokio::spawn(consumer.run(ctx.clone()));

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use dtaas_runtime::consumer::Counters;
-use dtaas_runtime::service::StatsFn;
+use dtaas_runtime::service::{ServiceError, StatsFn};
 use dtaas_runtime::{Context, RequestInfo, WorkerService};
 use dtaas_schemas::timeseries::{
     TsLatestRequest, TsQueryRequest, SERVICE, VERB_LATEST, VERB_QUERY,
@@ -26,7 +26,7 @@ pub async fn start<S: Sink>(
     ctx: &Context,
     store: S,
     stats: Arc<Counters>,
-) -> anyhow::Result<WorkerService> {
+) -> Result<WorkerService, ServiceError> {
     let stats_fn: StatsFn = Arc::new(move || serde_json::json!(stats.snapshot()));
     let mut service = WorkerService::start(
         ctx,
