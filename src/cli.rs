@@ -10,6 +10,8 @@ Environment (overrides the config file):
   DTAAS_NATS_URL              NATS server(s) [default: nats://127.0.0.1:4222]
   DTAAS_NATS_CREDS            NATS credentials file
   DTAAS_NATS_CONNECT_TIMEOUT  how long to retry the first NATS connection [default: 10s]
+  DTAAS_NATS_PROVISION_TIMEOUT  how long to wait for JetStream to provision streams and
+                              buckets (no meta leader, too few nodes up) [default: 60s]
   DTAAS_MQTT_URL              MQTT broker: mqtt://[user:password@]host:port, mqtts:// for TLS
                               [default: mqtt://127.0.0.1:1883]
   DTAAS_DATA_DIR              directory of the embedded stores [default: ./data]

@@ -6,6 +6,8 @@
 //! and the worst case, the leader moved (step-down) onto the node that holds the
 //! bridge's connection and that node SIGKILLed.
 
+mod worker_support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use dtaas_schemas::names;
 use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
 use dtaas_test_harness::{http, Mosquitto, NatsCluster, Process};
 use tokio::time::timeout;
+use worker_support::request;
 
 /// A generous bound for one step: the machine is small and shared.
 const STEP: Duration = Duration::from_secs(30);
@@ -148,24 +151,6 @@ impl Deployment {
         }
         panic!("the DTAAS_TEL leader did not move to {target}");
     }
-}
-
-/// Asks `dtaas.v1.test.<service>.<verb>`; `None` without a (JSON) answer in 5 s.
-async fn request(
-    client: &async_nats::Client,
-    service: &str,
-    verb: &str,
-    body: serde_json::Value,
-) -> Option<serde_json::Value> {
-    let subject = dtaas_schemas::subject::request("test", service, verb).unwrap();
-    let reply = timeout(
-        Duration::from_secs(5),
-        client.request(subject, body.to_string().into()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    serde_json::from_slice(&reply.payload).ok()
 }
 
 /// A stored field value as an integer (the historian returns numbers as JSON).

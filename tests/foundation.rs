@@ -150,6 +150,27 @@ async fn provisioning_is_idempotent_and_names_conflicts() {
     assert!(error.contains("nats stream edit DTAAS_EVT"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_fails_at_once_for_what_waiting_cannot_fix() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let started = std::time::Instant::now();
+    // Three replicas on a single server: refused by the server, never retried for long.
+    let error = provision::all(&js, 3).await.unwrap_err();
+    assert!(!error.is_passing(), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("stream DTAAS_TEL") && message.contains("replicas"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[derive(serde::Deserialize)]
 struct Echo {
     text: String,

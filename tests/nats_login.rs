@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::ConnectOptions;
+mod worker_support;
+
 use dtaas_runtime::Config;
 use dtaas_test_harness::ports::free_port;
 use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
 use dtaas_test_harness::{NatsCluster, NatsServer, Process};
 use tokio::time::timeout;
+use worker_support::wait_for_service;
 
 /// A generous bound for every await: the machine is small and shared.
 const WAIT: Duration = Duration::from_secs(60);
@@ -29,28 +32,6 @@ fn historian(nats_url: &str, dir: &Path, extra: &[(&str, &str)]) -> Process {
             .collect(),
     };
     spawn_worker(Path::new(env!("CARGO_BIN_EXE_dtaas")), "historian", &env).unwrap()
-}
-
-/// Waits until `$SRV.PING.<service>` is answered through `client`; `worker`'s log
-/// explains a failure.
-async fn wait_for_service(client: &async_nats::Client, service: &str, worker: &Process) {
-    let subject = format!("$SRV.PING.{service}");
-    let answered = async {
-        loop {
-            let reply = timeout(
-                Duration::from_secs(2),
-                client.request(subject.clone(), "".into()),
-            )
-            .await;
-            if matches!(reply, Ok(Ok(_))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    };
-    if timeout(WAIT, answered).await.is_err() {
-        panic!("{service} did not register in time:\n{}", worker.log());
-    }
 }
 
 #[test]

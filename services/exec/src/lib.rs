@@ -44,7 +44,7 @@ Exec worker environment:
 /// Runs the node until `ctx.shutdown` is cancelled; then stops its processes.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let config = Arc::new(ExecConfig::load(&ctx.config)?);
-    usage::provision(&ctx.js, ctx.config.replicas, config.usage_retention).await?;
+    usage::provision(&ctx, config.usage_retention).await?;
     let root = config.dir(&ctx.config);
     prepare_root(&root)?;
     let killed = leftovers::sweep(&root);

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
-use dtaas_runtime::provision::{ensure_stream, ProvisionError};
-use dtaas_runtime::RequestInfo;
+use dtaas_runtime::provision::{ensure_stream, retrying, ProvisionError};
+use dtaas_runtime::{Context, RequestInfo};
 use dtaas_schemas::exec::{DtUsage, Usage, UsageReply, UsageRequest, UsageSample};
 use dtaas_schemas::names::{header, STREAM_USAGE};
 use dtaas_schemas::{subject, time, ErrorCode, ErrorReply};
@@ -23,27 +23,25 @@ const DEFAULT_RANGE_NS: i64 = 86_400 * 1_000_000_000;
 /// How long one read of the stream may wait for its next sample.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Provisions `DTAAS_USAGE`.
-pub async fn provision(
-    js: &jetstream::Context,
-    replicas: usize,
-    retention: Duration,
-) -> Result<(), ProvisionError> {
-    ensure_stream(
-        js,
-        stream::Config {
-            name: STREAM_USAGE.to_owned(),
-            description: Some("Usage samples of DT processes (accounting)".to_owned()),
-            subjects: vec![subject::usage_all()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            discard: stream::DiscardPolicy::Old,
-            max_age: retention,
-            num_replicas: replicas,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        },
-    )
+/// Provisions `DTAAS_USAGE`, waiting for JetStream as the other streams are
+/// (`nats_provision_timeout`).
+pub async fn provision(ctx: &Context, retention: Duration) -> Result<(), ProvisionError> {
+    let wanted = stream::Config {
+        name: STREAM_USAGE.to_owned(),
+        description: Some("Usage samples of DT processes (accounting)".to_owned()),
+        subjects: vec![subject::usage_all()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        max_age: retention,
+        num_replicas: ctx.config.replicas,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let deadline = ctx.config.nats_provision_timeout;
+    retrying(deadline, &ctx.shutdown, || {
+        ensure_stream(&ctx.js, wanted.clone())
+    })
     .await
 }
 

@@ -122,6 +122,8 @@ fn asset_key(asset: &str, version: &str) -> String {
 /// Asset kinds from the asset library (KV `dtaas-assets`, `asset_key`),
 /// cached: an asset version's kind never changes.
 struct AssetKinds {
+    js: jetstream::Context,
+    /// Opened on first use, and again after a failure (JetStream in a leader election).
     kv: Option<jetstream::kv::Store>,
     cache: HashMap<(String, String), String>,
 }
@@ -129,12 +131,16 @@ struct AssetKinds {
 impl AssetKinds {
     async fn new(ctx: &Context) -> Self {
         Self {
+            js: ctx.js.clone(),
             kv: ctx.js.get_key_value(KV_ASSETS).await.ok(),
             cache: HashMap::new(),
         }
     }
 
     async fn fill(&mut self, batch: &mut Batch) {
+        if self.kv.is_none() && batch.asset_uses_mut().next().is_some() {
+            self.kv = self.js.get_key_value(KV_ASSETS).await.ok();
+        }
         let Some(kv) = &self.kv else { return };
         for row in batch.asset_uses_mut() {
             let key = (row.asset.clone(), row.version.clone());

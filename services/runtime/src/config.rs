@@ -37,6 +37,10 @@ pub struct Config {
     /// `DTAAS_NATS_CONNECT_TIMEOUT`, key `nats_connect_timeout` (`10s`): how long to
     /// retry the first connection before giving up with an error.
     pub nats_connect_timeout: Duration,
+    /// `DTAAS_NATS_PROVISION_TIMEOUT`, key `nats_provision_timeout` (`60s`): how long a
+    /// starting worker waits for JetStream to provision its streams and buckets while
+    /// the cluster cannot answer (no meta leader, too few nodes up for the replicas).
+    pub nats_provision_timeout: Duration,
     /// `DTAAS_NATS_ACK_TIMEOUT`, key `nats_ack_timeout` (`2s`): how long a JetStream
     /// publish waits for its ack before it is sent again (same `Nats-Msg-Id`), so a
     /// leader change costs about this long, not the client's 10 s.
@@ -97,6 +101,7 @@ impl Default for Config {
             nats_auth: NatsAuth::default(),
             nats_ack_timeout: Duration::from_secs(2),
             nats_connect_timeout: Duration::from_secs(10),
+            nats_provision_timeout: crate::provision::DEFAULT_TIMEOUT,
             mqtt_url: MqttUrl::new("127.0.0.1", 1883),
             data_dir: PathBuf::from("data"),
             user: "dtaas".into(),
@@ -172,6 +177,13 @@ impl Config {
                 &string(origin, "nats_connect_timeout", v)?,
             )?;
         }
+        if let Some(v) = take("nats_provision_timeout") {
+            config.nats_provision_timeout = parse_duration(
+                origin,
+                "nats_provision_timeout",
+                &string(origin, "nats_provision_timeout", v)?,
+            )?;
+        }
         if let Some(v) = take("mqtt_url") {
             config.mqtt_url = string(origin, "mqtt_url", v)?
                 .parse()
@@ -191,7 +203,7 @@ impl Config {
         }
         for (key, value) in &table {
             if !SECTIONS.contains(&key.as_str()) {
-                return Err(invalid(origin, format!("unknown key `{key}`; top-level keys are nats_url, nats_user, nats_password, nats_token, nats_nkey, nats_creds, nats_ca_file, nats_connect_timeout, nats_ack_timeout, mqtt_url, data_dir, user, replicas and the tables [{}]", SECTIONS.join("], ["))));
+                return Err(invalid(origin, format!("unknown key `{key}`; top-level keys are nats_url, nats_user, nats_password, nats_token, nats_nkey, nats_creds, nats_ca_file, nats_connect_timeout, nats_provision_timeout, nats_ack_timeout, mqtt_url, data_dir, user, replicas and the tables [{}]", SECTIONS.join("], ["))));
             }
             if !value.is_table() {
                 return Err(invalid(
@@ -234,6 +246,10 @@ impl Config {
         self.nats_auth.login(&self.nats_url)?;
         if let Some(v) = env("DTAAS_NATS_CONNECT_TIMEOUT") {
             self.nats_connect_timeout = parse_duration("DTAAS_NATS_CONNECT_TIMEOUT", "value", &v)?;
+        }
+        if let Some(v) = env("DTAAS_NATS_PROVISION_TIMEOUT") {
+            self.nats_provision_timeout =
+                parse_duration("DTAAS_NATS_PROVISION_TIMEOUT", "value", &v)?;
         }
         if let Some(v) = env("DTAAS_MQTT_URL") {
             self.mqtt_url = v.parse().map_err(url_error("DTAAS_MQTT_URL"))?;

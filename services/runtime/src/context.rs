@@ -28,7 +28,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// Connects to NATS as `dtaas-<worker>` and provisions the streams and buckets.
+    /// Connects to NATS as `dtaas-<worker>` and provisions the streams and buckets,
+    /// waiting up to `nats_provision_timeout` while JetStream cannot answer.
     pub async fn connect(
         config: Arc<Config>,
         worker: &str,
@@ -36,7 +37,8 @@ impl Context {
     ) -> Result<Self, ContextError> {
         let nats = nats::connect(&config, &format!("dtaas-{worker}")).await?;
         let js = jetstream::new(nats.clone());
-        provision::all(&js, config.replicas).await?;
+        let deadline = config.nats_provision_timeout;
+        provision::all_within(&js, config.replicas, deadline, &shutdown).await?;
         Ok(Self {
             config,
             nats,

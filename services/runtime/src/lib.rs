@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod context;
 pub mod dlq;
 pub mod headers;
+pub mod jetstream_errors;
 pub mod kv_keys;
 pub mod logging;
 pub mod mqtt_url;

@@ -1,19 +1,34 @@
 //! Idempotent provisioning of the streams, KV buckets and object stores of dtaas.
 //!
 //! Provisioning what exists with the same settings is a no-op; an existing stream or
-//! bucket with conflicting settings is an error that says how to resolve it.
+//! bucket with conflicting settings is an error that says how to resolve it. While
+//! JetStream cannot answer (a meta leader election, too few nodes up for the replicas,
+//! timeouts) provisioning waits with backoff, up to `nats_provision_timeout`.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{
     self, kv, object_store,
     stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType},
 };
 use dtaas_schemas::{names, subject};
+use tokio_util::sync::CancellationToken;
 
-use crate::buckets;
+use crate::backoff::Backoff;
+use crate::buckets::{self, ApiError};
+use crate::jetstream_errors::{is_passing, is_passing_code};
 
 const DAY: Duration = Duration::from_secs(86_400);
+
+/// How long [`all`] waits for JetStream when no deadline is given
+/// (`nats_provision_timeout`'s default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one JetStream API request of provisioning waits for its answer: they take
+/// milliseconds when JetStream is healthy, and during an election the client's 10 s
+/// default would only delay the next try (a create that was slow is found by it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The streams of dtaas with `replicas` replicas each.
 pub fn streams(replicas: usize) -> Vec<StreamConfig> {
@@ -102,6 +117,96 @@ pub enum ProvisionError {
         bucket: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// JetStream stayed unavailable (see [`ProvisionError::is_passing`]) for the whole
+    /// of `nats_provision_timeout`.
+    #[error(
+        "JetStream was still unavailable after {waited:?} (nats_provision_timeout, \
+         DTAAS_NATS_PROVISION_TIMEOUT): {last}. Are enough NATS nodes up for the replicas \
+         (DTAAS_REPLICAS), and does the cluster have a JetStream meta leader \
+         (nats server report jetstream)?"
+    )]
+    Deadline {
+        waited: Duration,
+        last: Box<ProvisionError>,
+    },
+    #[error("shut down while waiting for JetStream")]
+    Cancelled,
+}
+
+impl ProvisionError {
+    /// Whether the failure passes on its own, so provisioning waits for it: no meta
+    /// leader, too few peers up for the replicas, a request that timed out. JetStream
+    /// not enabled, replicas on a single server and conflicts do not.
+    pub fn is_passing(&self) -> bool {
+        match self {
+            Self::Lookup { source, .. } => is_passing(source),
+            Self::Create { source, .. } => is_passing(source),
+            Self::Bucket(error) => match &error.source {
+                ApiError::Request(source) => is_passing(source),
+                ApiError::Server { err_code, .. } => err_code.as_u64().is_some_and(is_passing_code),
+            },
+            Self::Open { source, .. } => is_passing(source.as_ref()),
+            Self::Conflict(_) | Self::Deadline { .. } | Self::Cancelled => false,
+        }
+    }
+
+    /// What provisioning was at: `stream DTAAS_TEL`, `KV bucket dtaas-dts`, ….
+    pub fn what(&self) -> String {
+        match self {
+            Self::Lookup { stream, .. } | Self::Create { stream, .. } => format!("stream {stream}"),
+            Self::Bucket(error) => format!("{} {}", error.kind, error.bucket),
+            Self::Open { kind, bucket, .. } => format!("{kind} {bucket}"),
+            Self::Conflict(conflict) => format!("{} {}", conflict.kind, conflict.name),
+            Self::Deadline { last, .. } => last.what(),
+            Self::Cancelled => "provisioning".into(),
+        }
+    }
+}
+
+/// Runs `step` until it succeeds. While it fails with what passes on its own
+/// ([`ProvisionError::is_passing`]) it is retried with backoff, logging what it waits
+/// for, for at most `deadline`; any other failure is retried once (a worker that lost a
+/// race to create a stream finds the winner's on the second pass), then returned.
+pub async fn retrying<F, Fut>(
+    deadline: Duration,
+    shutdown: &CancellationToken,
+    mut step: F,
+) -> Result<(), ProvisionError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ProvisionError>>,
+{
+    let started = Instant::now();
+    let mut backoff = Backoff::new();
+    let mut failed = false;
+    loop {
+        let error = match step().await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let waited = started.elapsed();
+        let delay = if error.is_passing() {
+            if waited >= deadline {
+                return Err(ProvisionError::Deadline {
+                    waited,
+                    last: Box::new(error),
+                });
+            }
+            let delay = backoff.next_delay().min(deadline - waited);
+            tracing::warn!(waiting_for = %error.what(), %error, ?waited, retry_in = ?delay, "Waiting for JetStream to provision.");
+            delay
+        } else if !failed {
+            failed = true;
+            tracing::debug!(%error, "Provisioning failed once; checking again.");
+            Duration::from_millis(250)
+        } else {
+            return Err(error);
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(ProvisionError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 /// Creates `wanted` unless it exists; checks the settings of an existing one.
@@ -285,16 +390,23 @@ pub fn object_stores(replicas: usize) -> Vec<object_store::Config> {
     ]
 }
 
-/// Provisions every stream, KV bucket and object store of dtaas.
+/// Provisions every stream, KV bucket and object store of dtaas, waiting up to
+/// [`DEFAULT_TIMEOUT`] for JetStream (see [`all_within`]).
 pub async fn all(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
-    // Workers often start together (`dtaas up`, a scaled-out deployment); one that
-    // loses a creation race finds the other's stream on a second pass and checks it.
-    if let Err(error) = all_once(js, replicas).await {
-        tracing::debug!(%error, "Provisioning failed once; checking again.");
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        return all_once(js, replicas).await;
-    }
-    Ok(())
+    all_within(js, replicas, DEFAULT_TIMEOUT, &CancellationToken::new()).await
+}
+
+/// Provisions every stream, KV bucket and object store of dtaas; while JetStream cannot
+/// answer, waits with backoff for at most `deadline` (see [`retrying`]).
+pub async fn all_within(
+    js: &jetstream::Context,
+    replicas: usize,
+    deadline: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), ProvisionError> {
+    let mut js = js.clone();
+    js.set_timeout(REQUEST_TIMEOUT);
+    retrying(deadline, shutdown, || all_once(&js, replicas)).await
 }
 
 async fn all_once(js: &jetstream::Context, replicas: usize) -> Result<(), ProvisionError> {
