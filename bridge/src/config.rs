@@ -109,17 +109,24 @@ impl MqttProtocol {
     }
 }
 
-impl FromStr for MqttProtocol {
-    type Err = String;
+/// An `mqtt_protocol` that names no protocol the bridge speaks.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown MQTT protocol {value:?}; use auto, 5 or 3.1.1")]
+pub struct UnknownProtocol {
+    pub value: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for MqttProtocol {
+    type Err = UnknownProtocol;
+
+    fn from_str(s: &str) -> Result<Self, UnknownProtocol> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
             "5" | "v5" => Ok(Self::V5),
             "3.1.1" | "v3.1.1" | "311" => Ok(Self::V311),
-            other => Err(format!(
-                "unknown MQTT protocol {other:?}; use auto, 5 or 3.1.1"
-            )),
+            other => Err(UnknownProtocol {
+                value: other.to_owned(),
+            }),
         }
     }
 }
@@ -133,9 +140,9 @@ enum ProtocolValue {
 }
 
 impl TryFrom<ProtocolValue> for MqttProtocol {
-    type Error = String;
+    type Error = UnknownProtocol;
 
-    fn try_from(value: ProtocolValue) -> Result<Self, String> {
+    fn try_from(value: ProtocolValue) -> Result<Self, UnknownProtocol> {
         match value {
             ProtocolValue::Text(s) => s.parse(),
             ProtocolValue::Number(n) => n.to_string().parse(),

@@ -10,6 +10,11 @@
 //! connection drops before the broker confirmed a publish, rumqttc resends it after
 //! the reconnect; the poller drops that resend when the TTL passed meanwhile (the
 //! command becomes `expired`) and otherwise updates its expiry interval (MQTT 5).
+//!
+//! A command that cannot be handled is handed back to JetStream with a delay, so the
+//! ones behind it go first. While the store is unavailable that goes on (its TTL ends
+//! it); a command that fails on its own account is dead-lettered at its
+//! `POISON_TRIES`th delivery and recorded `failed` (see `Downlink::failed`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bytes::Bytes;
-use dtaas_runtime::nats::backoff;
+use dtaas_runtime::backoff::{self, Backoff};
 use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::command::{Command, CommandStatus};
 use dtaas_schemas::names::{self, header};
@@ -26,11 +31,12 @@ use dtaas_schemas::time::now_ns;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{CommandError, ConsumeError, Failure, InvalidCommand, POISON_TRIES};
 use crate::ledger::Ledger;
 use crate::mqtt::{remaining_secs, BrokerAck, BrokerAcks, Client, QoS};
 use crate::stats::Stats;
 use crate::topic_map::command_topic;
-use crate::WORKER;
+use crate::{warn_throttled, WORKER};
 
 /// How long a published command may wait for the broker's acknowledgement.
 const BROKER_ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,17 +63,14 @@ enum Done {
 }
 
 impl Downlink {
-    /// Consumes commands until `shutdown`, re-creating the consumer after errors.
+    /// Consumes commands until `shutdown`, binding the consumer again after errors.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut attempt = 0;
+        let mut backoff = Backoff::new();
         while !shutdown.is_cancelled() {
-            if let Err(error) = self.consume(&shutdown, &mut attempt).await {
-                let delay = backoff(attempt);
-                attempt += 1;
-                tracing::warn!(error = %format!("{error:#}"), retry_in = ?delay, "Command consumer failed; retrying.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => {}
+            if let Err(error) = self.consume(&shutdown, &mut backoff).await {
+                tracing::warn!(%error, attempt = backoff.attempt(), "Command consumer failed; binding it again.");
+                if !backoff.wait(&shutdown).await {
+                    return;
                 }
             }
         }
@@ -76,9 +79,13 @@ impl Downlink {
     async fn consume(
         &self,
         shutdown: &CancellationToken,
-        attempt: &mut usize,
-    ) -> anyhow::Result<()> {
-        let stream = self.js.get_stream(names::STREAM_COMMANDS).await?;
+        backoff: &mut Backoff,
+    ) -> Result<(), ConsumeError> {
+        let stream = self
+            .js
+            .get_stream(names::STREAM_COMMANDS)
+            .await
+            .map_err(ConsumeError::Stream)?;
         let consumer = stream
             .get_or_create_consumer(
                 &self.consumer,
@@ -89,58 +96,125 @@ impl Downlink {
                     ..Default::default()
                 },
             )
-            .await?;
+            .await
+            .map_err(ConsumeError::Consumer)?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(16)
             .messages()
-            .await?;
+            .await
+            .map_err(|e| ConsumeError::Pull(e.into()))?;
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 message = messages.next() => match message {
-                    Some(message) => message?,
-                    None => anyhow::bail!("command consumer ended"),
+                    Some(message) => message.map_err(|e| ConsumeError::Pull(e.into()))?,
+                    None => return Err(ConsumeError::Ended),
                 },
             };
-            *attempt = 0;
+            backoff.reset();
             self.stats.commands_pending.fetch_add(1, Relaxed);
             let done = self.handle(&message, shutdown).await;
-            self.stats.commands_pending.fetch_sub(1, Relaxed);
             let kind = match done {
                 Ok(Done::Ack) => AckKind::Ack,
                 Ok(Done::Nak) => AckKind::Nak(None),
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), subject = %message.subject, "Cannot handle a command; it will be redelivered.");
-                    AckKind::Nak(Some(Duration::from_secs(1)))
-                }
+                Err(error) => self.failed(&message, error).await,
             };
-            message
-                .ack_with(kind)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot acknowledge a command: {e}"))?;
+            self.stats.commands_pending.fetch_sub(1, Relaxed);
+            message.ack_with(kind).await.map_err(ConsumeError::Ack)?;
         }
+    }
+
+    /// What to tell JetStream about a command that could not be handled this time.
+    ///
+    /// It is handed back for redelivery after the runtime's backoff for its delivery
+    /// count, so the commands behind it go first. While the store or broker is
+    /// unavailable that goes on as long as it takes (its TTL still ends it, see
+    /// `handle`); a command that fails on its own account is dead-lettered at its
+    /// `POISON_TRIES`th delivery and recorded `failed` with the reason.
+    async fn failed(&self, message: &jetstream::Message, error: CommandError) -> AckKind {
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
+        let subject = message.subject.as_str();
+        let failure = error.failure();
+        if failure == Failure::Rejected && delivered >= POISON_TRIES {
+            match self.give_up(message, &error, delivered).await {
+                Ok(()) => return AckKind::Ack,
+                Err(dlq) => {
+                    warn_throttled!(%subject, error = %dlq, "Cannot dead-letter a failing command; it will be redelivered.")
+                }
+            }
+        } else {
+            match failure {
+                Failure::Unavailable => {
+                    warn_throttled!(%subject, %error, "Cannot handle a command now; it will be redelivered.")
+                }
+                Failure::Rejected => {
+                    tracing::warn!(%subject, %error, delivered, "A command failed; it will be redelivered.")
+                }
+            }
+        }
+        AckKind::Nak(Some(backoff::delay(delivered as usize - 1)))
+    }
+
+    /// Dead-letters a command that failed `tries` times, then records it `failed` (the
+    /// ledger write may be what keeps failing: it is only tried once). The DLQ comes
+    /// first: a command recorded `failed` is not handled again.
+    async fn give_up(
+        &self,
+        message: &jetstream::Message,
+        error: &CommandError,
+        tries: u32,
+    ) -> Result<(), CommandError> {
+        let reason = format!("failed {tries} times: {error}");
+        self.dead_letter(message, &reason).await?;
+        tracing::warn!(subject = %message.subject, %error, tries, "Dead-lettered a command that keeps failing.");
+        if let Ok(command) = self.command(message) {
+            let recorded = self
+                .ledger
+                .record(
+                    &command.id,
+                    &command.pt,
+                    &command.command,
+                    CommandStatus::Failed,
+                    Some(reason),
+                )
+                .await;
+            match recorded {
+                Ok(_) => {
+                    self.stats.commands_failed.fetch_add(1, Relaxed);
+                }
+                Err(error) => {
+                    tracing::warn!(id = %command.id, %error, "Cannot record a dead-lettered command as failed.")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the command message to the DLQ with `reason`.
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        reason: &str,
+    ) -> Result<(), CommandError> {
+        let subject = message.subject.to_string();
+        let context = [(header::DLQ_SUBJECT, subject.as_str())];
+        dtaas_runtime::dlq::publish(&self.js, WORKER, message.payload.clone(), reason, &context)
+            .await
+            .map_err(|e| CommandError::Dlq(e.into()))?;
+        self.stats.dlq.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     async fn handle(
         &self,
         message: &jetstream::Message,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<Done> {
+    ) -> Result<Done, CommandError> {
         let command = match self.command(message) {
             Ok(command) => command,
-            Err(reason) => {
-                let subject = message.subject.to_string();
-                let context = [(header::DLQ_SUBJECT, subject.as_str())];
-                dtaas_runtime::dlq::publish(
-                    &self.js,
-                    WORKER,
-                    message.payload.clone(),
-                    &reason,
-                    &context,
-                )
-                .await?;
-                self.stats.dlq.fetch_add(1, Relaxed);
+            Err(invalid) => {
+                self.dead_letter(message, &invalid.to_string()).await?;
                 return Ok(Done::Ack);
             }
         };
@@ -204,7 +278,7 @@ impl Downlink {
         };
         let payload = match &command.payload {
             serde_json::Value::String(s) => Bytes::from(s.clone().into_bytes()),
-            other => Bytes::from(serde_json::to_vec(other)?),
+            other => Bytes::from(serde_json::to_vec(other).map_err(CommandError::Payload)?),
         };
         let broker_ack = self.acks.expect(self.qos, expires_at);
         self.client
@@ -246,20 +320,20 @@ impl Downlink {
     }
 
     /// Decodes the command and fills in what a plain publish may leave out.
-    fn command(&self, message: &jetstream::Message) -> Result<Command, String> {
-        let (pt, name) = subject::parse_command(&message.subject).map_err(|e| e.to_string())?;
+    fn command(&self, message: &jetstream::Message) -> Result<Command, InvalidCommand> {
+        let (pt, name) = subject::parse_command(&message.subject)?;
         // A plain publish skips `cmd.send`'s checks: a control character or `/` here
         // would reach MQTT (a malformed packet, or a topic aliasing an ack topic).
-        subject::validate_token("PT id", pt).map_err(|e| e.to_string())?;
-        subject::validate_token("command", name).map_err(|e| e.to_string())?;
+        subject::validate_token("PT id", pt)?;
+        subject::validate_token("command", name)?;
         let headers = message.headers.as_ref();
         let content_type = dtaas_runtime::headers::content_type(headers);
         let mut command: Command = if message.payload.iter().all(u8::is_ascii_whitespace) {
-            serde_json::from_str("{}").map_err(|e| e.to_string())?
+            Command::default()
         } else {
             Encoding::detect(content_type, &message.payload)
                 .and_then(|e| e.decode(&message.payload))
-                .map_err(|e| format!("command body is not a command: {e}"))?
+                .map_err(InvalidCommand::Body)?
         };
         command.pt = pt.to_owned();
         command.command = name.to_owned();
@@ -268,7 +342,9 @@ impl Downlink {
                 Some(id) => id.as_str().to_owned(),
                 None => {
                     // Derived from the stream position so a redelivery keeps its id.
-                    let info = message.info().map_err(|e| e.to_string())?;
+                    let info = message
+                        .info()
+                        .map_err(|e| InvalidCommand::Metadata(e.to_string()))?;
                     let key = format!(
                         "{}/{}/{}",
                         info.stream, info.stream_sequence, info.published
@@ -277,7 +353,7 @@ impl Downlink {
                 }
             };
         }
-        dtaas_schemas::command::validate_id(&command.id).map_err(|e| e.to_string())?;
+        dtaas_schemas::command::validate_id(&command.id)?;
         if command.issued_at == 0 {
             command.issued_at = now_ns();
         }

@@ -8,6 +8,8 @@ use dtaas_schemas::command::{CommandStatus, CommandStatusEvent};
 use dtaas_schemas::names::{self, header};
 use dtaas_schemas::time::now_ns;
 
+use crate::error::LedgerError;
+
 /// Writes and reads command statuses.
 #[derive(Clone)]
 pub struct Ledger {
@@ -17,11 +19,11 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens the `dtaas-commands` bucket (provisioned by the runtime).
-    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
+    pub async fn open(js: &jetstream::Context) -> Result<Self, LedgerError> {
         let kv = js
             .get_key_value(names::KV_COMMANDS)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open KV {}: {e}", names::KV_COMMANDS))?;
+            .map_err(LedgerError::Open)?;
         Ok(Self { js: js.clone(), kv })
     }
 
@@ -33,7 +35,7 @@ impl Ledger {
         command: &str,
         status: CommandStatus,
         reason: Option<String>,
-    ) -> anyhow::Result<CommandStatusEvent> {
+    ) -> Result<CommandStatusEvent, LedgerError> {
         let event = CommandStatusEvent {
             id: id.to_owned(),
             pt: pt.to_owned(),
@@ -43,22 +45,34 @@ impl Ledger {
             reason,
         };
         let subject = event.subject()?;
+        let body = Encoding::MsgPack
+            .encode(&event)
+            .map_err(LedgerError::Encode)?;
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
         // One event per status: a retried record is dropped by JetStream.
         headers.insert(header::MSG_ID, format!("{id}.{}", status.as_str()).as_str());
-        self.js
-            .publish_with_headers(subject, headers, Encoding::MsgPack.encode(&event)?)
-            .await?
-            .await?;
-        self.kv.put(id, Encoding::Json.encode(&event)?).await?;
+        let stored = async {
+            self.js
+                .publish_with_headers(subject, headers, body)
+                .await?
+                .await
+        };
+        stored.await.map_err(LedgerError::Event)?;
+        let value = Encoding::Json.encode(&event).map_err(LedgerError::Encode)?;
+        self.kv.put(id, value).await.map_err(LedgerError::Put)?;
         Ok(event)
     }
 
     /// The current status of command `id`, if known.
-    pub async fn get(&self, id: &str) -> anyhow::Result<Option<CommandStatusEvent>> {
-        match self.kv.get(id).await? {
-            Some(body) => Ok(Some(dtaas_schemas::codec::decode(None, &body)?)),
+    pub async fn get(&self, id: &str) -> Result<Option<CommandStatusEvent>, LedgerError> {
+        match self.kv.get(id).await.map_err(LedgerError::Get)? {
+            Some(body) => dtaas_schemas::codec::decode(None, &body)
+                .map(Some)
+                .map_err(|source| LedgerError::Unreadable {
+                    id: id.to_owned(),
+                    source,
+                }),
             None => Ok(None),
         }
     }

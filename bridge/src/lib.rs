@@ -6,6 +6,7 @@
 pub mod backlog;
 pub mod config;
 pub mod downlink;
+pub mod error;
 pub mod ledger;
 pub mod mqtt;
 pub mod msg_id;
@@ -13,6 +14,7 @@ pub mod outgoing;
 pub mod payload;
 pub mod requests;
 pub mod stats;
+pub mod throttle;
 pub mod topic_map;
 pub mod uplink;
 

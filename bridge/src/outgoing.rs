@@ -16,6 +16,15 @@ use dtaas_schemas::telemetry_batch::{
 
 use crate::payload::Parsed;
 
+/// A record that cannot be put into a NATS message.
+#[derive(Debug, thiserror::Error)]
+pub enum OutgoingError {
+    #[error(transparent)]
+    Subject(#[from] dtaas_schemas::SubjectError),
+    #[error("cannot encode a record: {0}")]
+    Encode(#[from] dtaas_schemas::CodecError),
+}
+
 /// A telemetry message to publish to JetStream.
 #[derive(Debug)]
 pub struct Outgoing {
@@ -29,13 +38,11 @@ pub struct Outgoing {
 /// The messages for `parsed`, in order. A record with its own de-duplication id travels
 /// alone under that id (suffixed by its index when it is not the first record), as it
 /// always did; records without one share messages. The error names what is wrong.
-pub fn messages(parsed: &[Parsed]) -> Result<Vec<Outgoing>, String> {
+pub fn messages(parsed: &[Parsed]) -> Result<Vec<Outgoing>, OutgoingError> {
     let mut encoded = Vec::with_capacity(parsed.len());
     for p in parsed {
-        let subject = p.record.subject().map_err(|e| e.to_string())?;
-        let body = Encoding::MsgPack
-            .encode(&p.record)
-            .map_err(|e| e.to_string())?;
+        let subject = p.record.subject()?;
+        let body = Encoding::MsgPack.encode(&p.record)?;
         encoded.push((subject, body));
     }
     let mut out = Vec::new();

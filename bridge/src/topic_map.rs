@@ -48,7 +48,21 @@ pub enum Route<'a> {
     /// A device's reply to a command.
     CommandAck { pt: &'a str, command: &'a str },
     /// No map matches, or a mapped level is missing.
-    Unmapped(String),
+    Unmapped(Unmapped),
+}
+
+/// Why a topic makes no telemetry; `topic` is an excerpt.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unmapped {
+    #[error("topic {topic} matches no topic map")]
+    NoMap { topic: String },
+    /// `what` is the PT id, the measurement or a tag.
+    #[error("topic {topic} has no level {level} for the {what}")]
+    NoLevel {
+        topic: String,
+        level: usize,
+        what: String,
+    },
 }
 
 /// The compiled set of maps, tried in order.
@@ -94,18 +108,23 @@ impl TopicMaps {
             };
         }
         let Some(map) = self.maps.iter().find(|m| matches(&m.filter, &levels)) else {
-            return Route::Unmapped(format!("topic {} matches no topic map", excerpt(topic)));
+            return Route::Unmapped(Unmapped::NoMap {
+                topic: excerpt(topic),
+            });
         };
-        let pick = |what: &str, source: &'a Source| -> Result<&'a str, String> {
+        let missing = |level: usize, what: String| Unmapped::NoLevel {
+            topic: excerpt(topic),
+            level,
+            what,
+        };
+        let pick = |what: &str, source: &'a Source| -> Result<&'a str, Unmapped> {
             match source {
                 Source::Fixed(text) => Ok(text.as_str()),
                 Source::Level(i) => levels
                     .get(*i)
                     .copied()
                     .filter(|l| !l.is_empty())
-                    .ok_or_else(|| {
-                        format!("topic {} has no level {i} for the {what}", excerpt(topic))
-                    }),
+                    .ok_or_else(|| missing(*i, what.to_owned())),
             }
         };
         let result = (|| {
@@ -116,15 +135,10 @@ impl TopicMaps {
                 let value = levels
                     .get(*level)
                     .filter(|l| !l.is_empty())
-                    .ok_or_else(|| {
-                        format!(
-                            "topic {} has no level {level} for tag {name:?}",
-                            excerpt(topic)
-                        )
-                    })?;
+                    .ok_or_else(|| missing(*level, format!("tag {name:?}")))?;
                 tags.insert(name.clone(), (*value).to_owned());
             }
-            Ok::<_, String>(Target {
+            Ok::<_, Unmapped>(Target {
                 pt,
                 measurement,
                 tags,
@@ -173,7 +187,7 @@ mod tests {
         );
         assert!(matches!(
             maps.route("dtaas/pt/inc1/tel/temp/extra"),
-            Route::Unmapped(r) if r.contains("matches no topic map")
+            Route::Unmapped(r) if r.to_string().contains("matches no topic map")
         ));
         assert_eq!(command_topic("p", "c"), "dtaas/pt/p/cmd/c");
     }

@@ -5,9 +5,12 @@
 //! them and starts their JetStream publishes; up to `in_flight` of them are in flight
 //! at once (their PubAck futures resolve concurrently). Completed messages are
 //! acknowledged to the broker in the order they arrived, only after JetStream (or the
-//! DLQ stream) acknowledged everything the message produced. A failed publish is
-//! retried with capped backoff; while NATS is down the window fills, the bridge stops
-//! acknowledging and the broker holds back further messages.
+//! DLQ stream) acknowledged everything the message produced. A publish that fails
+//! because JetStream is unavailable goes to the backlog, or is retried with the
+//! runtime's backoff; while NATS is down the window fills, the bridge stops
+//! acknowledging and the broker holds back further messages. A message JetStream
+//! refuses (`error::Failure::Rejected`) is retried in place `POISON_TRIES` times in
+//! all, then dead-lettered, so it never holds up the messages behind it.
 //!
 //! A publish whose ack has not come within `nats_ack_timeout` (2 s; a stream leader
 //! died) is sent again with the same `Nats-Msg-Id` (from `id_field`, else one from
@@ -16,18 +19,18 @@
 
 use std::collections::HashSet;
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use dtaas_runtime::nats::backoff;
-use dtaas_schemas::command::CommandStatus;
+use dtaas_runtime::backoff::Backoff;
+use dtaas_schemas::command::{CommandIdError, CommandStatus};
 use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::names::header;
-use dtaas_schemas::time::now_ns;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
@@ -35,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog::{Backlog, Entry};
+use crate::error::{publish_failure, Failure, LedgerError, POISON_TRIES};
 use crate::ledger::Ledger;
 use crate::mqtt::{Client, Message, QoS};
 use crate::msg_id::MsgIds;
@@ -43,7 +47,7 @@ use crate::payload;
 use crate::payload::stamp::Stamper;
 use crate::stats::Stats;
 use crate::topic_map::{Route, TopicMaps};
-use crate::WORKER;
+use crate::{warn_throttled, WORKER};
 
 /// Backlog entries published together while draining.
 const DRAIN_BATCH: usize = 256;
@@ -165,19 +169,32 @@ impl Uplink {
                         // it is, it holds one of the JetStream context's 5,000 in-flight
                         // permits, so a payload (or window) of more messages than that
                         // would wait here for a permit it holds itself, forever.
-                        acks.push(sent.ok().map(|ack| tokio::spawn(ack.into_future())));
+                        acks.push(sent.map(|ack| tokio::spawn(ack.into_future())));
                     }
                     for (message, first) in messages.iter().zip(acks) {
-                        let ok = match first {
-                            Some(ack) => matches!(ack.await, Ok(Ok(_))),
-                            None => false,
+                        let first = match first {
+                            Ok(ack) => ack.await.unwrap_or_else(|_| {
+                                Err(PublishError::new(PublishErrorKind::BrokenPipe))
+                            }),
+                            Err(error) => Err(error),
                         };
-                        if ok {
-                            self.stats
-                                .records_out
-                                .fetch_add(message.records as u64, Relaxed);
-                        } else {
-                            self.spill_or_publish(message, &publish).await;
+                        match first {
+                            Ok(_) => {
+                                self.stats
+                                    .records_out
+                                    .fetch_add(message.records as u64, Relaxed);
+                            }
+                            // JetStream refused this message: retried in place (the
+                            // backlog would only retry it in front of all the others).
+                            // One too large for NATS is dead-lettered whole below.
+                            Err(error)
+                                if publish_failure(&error) == Failure::Rejected
+                                    && error.kind() != PublishErrorKind::MaxPayloadExceeded =>
+                            {
+                                self.publish_or_dead_letter(message, &publish.topic, 1)
+                                    .await
+                            }
+                            Err(_) => self.spill_or_publish(message, &publish).await,
                         }
                     }
                 }
@@ -204,10 +221,10 @@ impl Uplink {
                         pt: pt.to_owned(),
                         command: command.to_owned(),
                     },
-                    Err(reason) => Outcome::Dlq(reason),
+                    Err(error) => Outcome::Dlq(error.to_string()),
                 }
             }
-            Route::Unmapped(reason) => return Outcome::Dlq(reason),
+            Route::Unmapped(unmapped) => return Outcome::Dlq(unmapped.to_string()),
         };
         if let Some(known) = &self.known_pts {
             if !known.contains(target.pt) {
@@ -219,11 +236,11 @@ impl Uplink {
         }
         let parsed = match payload::parse(&publish.payload, &target, stamps) {
             Ok(parsed) => parsed,
-            Err(reason) => return Outcome::Dlq(reason),
+            Err(error) => return Outcome::Dlq(error.to_string()),
         };
         match outgoing::messages(&parsed) {
             Ok(messages) => Outcome::Records(messages),
-            Err(reason) => Outcome::Dlq(reason),
+            Err(error) => Outcome::Dlq(error.to_string()),
         }
     }
 
@@ -243,21 +260,39 @@ impl Uplink {
         if let Some(backlog) = &self.backlog {
             match backlog.append(&Entry::from_outgoing(message)).await {
                 Ok(()) => return,
-                Err(error) => throttled_warn(&format!(
-                    "{error}; waiting for JetStream instead, the broker queues meanwhile"
-                )),
+                Err(error) => warn_throttled!(
+                    %error,
+                    "Cannot add to the bridge backlog; waiting for JetStream instead, the broker queues meanwhile."
+                ),
             }
         }
-        match self
-            .publish_retrying(&message.subject, &message.headers, &message.body)
-            .await
-        {
+        self.publish_or_dead_letter(message, &publish.topic, 0)
+            .await;
+    }
+
+    /// Publishes `message` until JetStream takes it, or dead-letters it (its records,
+    /// with the MQTT topic and the subject) once JetStream refused it `POISON_TRIES`
+    /// times; `tried` publishes failed already.
+    async fn publish_or_dead_letter(&self, message: &Outgoing, topic: &[u8], tried: u32) {
+        let published = self
+            .publish_retrying(&message.subject, &message.headers, &message.body, tried)
+            .await;
+        match published {
             Ok(()) => {
                 self.stats
                     .records_out
                     .fetch_add(message.records as u64, Relaxed);
             }
-            Err(reason) => self.dlq(publish, &reason).await,
+            Err(error) => {
+                let topic = String::from_utf8_lossy(topic);
+                let context = [
+                    (header::DLQ_TOPIC, topic.as_ref()),
+                    (header::DLQ_SUBJECT, message.subject.as_str()),
+                ];
+                let reason = refused_reason(&error);
+                self.dead_letter(message.body.clone(), &reason, &context)
+                    .await;
+            }
         }
     }
 
@@ -269,6 +304,8 @@ impl Uplink {
     ) {
         let mut second = tokio::time::Instant::now();
         let (mut drained_before, mut logged_size) = (backlog.stats.drained.load(Relaxed), 0u64);
+        // Retries of a backlog file that cannot be read.
+        let mut unreadable = Backoff::new();
         loop {
             if second.elapsed() >= Duration::from_secs(1) {
                 let drained = backlog.stats.drained.load(Relaxed);
@@ -293,10 +330,16 @@ impl Uplink {
                 }
             }
             let batch = match backlog.peek(DRAIN_BATCH) {
-                Ok(batch) => batch,
+                Ok(batch) => {
+                    unreadable.reset();
+                    batch
+                }
                 Err(error) => {
                     tracing::error!(%error, "Cannot read the bridge backlog; retrying.");
-                    Vec::new()
+                    if !unreadable.wait(&shutdown).await {
+                        return;
+                    }
+                    continue;
                 }
             };
             if batch.is_empty() {
@@ -312,10 +355,17 @@ impl Uplink {
             let uplink = &self;
             let publishes = batch.iter().map(|(entry, _)| async move {
                 let headers = entry.header_map();
-                match uplink.publish_retrying(&entry.subject, &headers, &entry.body).await {
+                match uplink
+                    .publish_retrying(&entry.subject, &headers, &entry.body, 0)
+                    .await
+                {
                     Ok(()) => entry.records,
-                    Err(reason) => {
-                        tracing::error!(subject = %entry.subject, reason, "Dropped a backlog message JetStream can never take.");
+                    Err(error) => {
+                        let context = [(header::DLQ_SUBJECT, entry.subject.as_str())];
+                        let reason = refused_reason(&error);
+                        uplink
+                            .dead_letter(entry.body.clone(), &reason, &context)
+                            .await;
                         0
                     }
                 }
@@ -333,32 +383,44 @@ impl Uplink {
         }
     }
 
-    /// Publishes until JetStream acknowledges; `Err` only for a message it can never
-    /// take (too large), which then goes to the DLQ.
+    /// Publishes until JetStream acknowledges, waiting with backoff as long as it is
+    /// unavailable. `Err`, with the last refusal, for a message JetStream refuses
+    /// (`error::Failure::Rejected`) `POISON_TRIES` times in all, counting the `tried`
+    /// failures before, or at once for one larger than NATS's max payload.
     async fn publish_retrying(
         &self,
         subject: &str,
         headers: &HeaderMap,
         body: &Bytes,
-    ) -> Result<(), String> {
-        let mut attempt = 0;
+        tried: u32,
+    ) -> Result<(), PublishError> {
+        let mut backoff = Backoff::new();
+        let mut refused = tried;
         loop {
             let result = match self.publish_once(subject, headers, body).await {
                 Ok(ack) => ack.await,
                 Err(e) => Err(e),
             };
-            match result {
+            let error = match result {
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    return Err(format!("record too large for NATS: {e}"))
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => return Err(e),
+                Err(e) => e,
+            };
+            self.stats.publish_retries.fetch_add(1, Relaxed);
+            match publish_failure(&error) {
+                Failure::Rejected => {
+                    refused += 1;
+                    if refused >= POISON_TRIES {
+                        return Err(error);
+                    }
+                    tracing::debug!(%subject, %error, refused, "JetStream refused a message; retrying.");
                 }
-                Err(error) => {
-                    self.stats.publish_retries.fetch_add(1, Relaxed);
-                    throttled_warn(&format!("JetStream publish failed ({error}); retrying, MQTT messages stay unacknowledged"));
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
+                Failure::Unavailable => warn_throttled!(
+                    %error,
+                    "JetStream publish failed; retrying, MQTT messages stay unacknowledged."
+                ),
             }
+            backoff.sleep().await;
         }
     }
 
@@ -374,30 +436,31 @@ impl Uplink {
             .await
     }
 
-    /// Sends the message to the DLQ, retrying until it is stored.
+    /// Sends the MQTT message to the DLQ, retrying until it is stored.
     async fn dlq(&self, publish: &Message, reason: &str) {
         let topic = String::from_utf8_lossy(&publish.topic);
-        let mut attempt = 0;
+        let context = [(header::DLQ_TOPIC, topic.as_ref())];
+        self.dead_letter(publish.payload.clone(), reason, &context)
+            .await;
+    }
+
+    /// Sends `payload` to the DLQ with `reason` and `context` headers, retrying with
+    /// backoff until it is stored (a DLQ that cannot take it is an unavailable store).
+    async fn dead_letter(&self, payload: Bytes, reason: &str, context: &[(&'static str, &str)]) {
+        let mut backoff = Backoff::new();
         loop {
-            let context = [(header::DLQ_TOPIC, topic.as_ref())];
-            match dtaas_runtime::dlq::publish(
-                &self.js,
-                WORKER,
-                publish.payload.clone(),
-                reason,
-                &context,
-            )
-            .await
-            {
+            let stored =
+                dtaas_runtime::dlq::publish(&self.js, WORKER, payload.clone(), reason, context)
+                    .await;
+            match stored {
                 Ok(()) => {
                     self.stats.dlq.fetch_add(1, Relaxed);
-                    tracing::debug!(%topic, reason, "Sent a message to the DLQ.");
+                    tracing::debug!(reason, "Sent a message to the DLQ.");
                     return;
                 }
                 Err(error) => {
-                    throttled_warn(&format!("DLQ publish failed ({error:#}); retrying"));
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                    warn_throttled!(%error, "DLQ publish failed; retrying.");
+                    backoff.sleep().await;
                 }
             }
         }
@@ -405,78 +468,103 @@ impl Uplink {
 
     /// Moves a command to `acknowledged` after its device replied.
     /// Only a reply on the command's own topic counts: an id sent on another PT's or
-    /// command's ack topic is a forgery (or a mistake) and goes to the DLQ.
+    /// command's ack topic is a forgery (or a mistake) and goes to the DLQ. While the
+    /// ledger is unavailable the reply waits (and the MQTT acknowledgements behind it);
+    /// a ledger failure of this command's own (an unreadable entry) is tried
+    /// `POISON_TRIES` times, then the reply is dead-lettered with it.
     async fn command_ack(&self, publish: &Message, id: &str, topic: (&str, &str)) {
-        let mut attempt = 0;
+        let mut backoff = Backoff::new();
+        let mut refused = 0;
         loop {
-            let result = async {
-                let Some(current) = self.ledger.get(id).await? else {
-                    return Ok(Some(format!(
-                        "device acknowledged unknown command id {id:?}"
-                    )));
-                };
-                if (current.pt.as_str(), current.command.as_str()) != topic {
-                    return Ok(Some(format!(
-                        "acknowledgement of command {id:?} on the ack topic of PT {} command {}, \
-                         but that command is {:?} for PT {:?}; a device acknowledges on its \
-                         command's own topic",
-                        excerpt(topic.0),
-                        excerpt(topic.1),
-                        current.command,
-                        current.pt
-                    )));
-                }
-                if current.status != CommandStatus::Acknowledged {
-                    self.ledger
-                        .record(
-                            id,
-                            &current.pt,
-                            &current.command,
-                            CommandStatus::Acknowledged,
-                            None,
-                        )
-                        .await?;
-                    self.stats.commands_acknowledged.fetch_add(1, Relaxed);
-                }
-                Ok::<_, anyhow::Error>(None)
-            }
-            .await;
-            match result {
+            let error = match self.record_ack(id, topic).await {
                 Ok(None) => return,
                 Ok(Some(reason)) => return self.dlq(publish, &reason).await,
-                Err(error) => {
-                    throttled_warn(&format!(
-                        "Cannot record a command acknowledgement ({error:#}); retrying"
-                    ));
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                Err(error) => error,
+            };
+            match error.failure() {
+                Failure::Rejected => {
+                    refused += 1;
+                    if refused >= POISON_TRIES {
+                        let reason =
+                            format!("cannot record the acknowledgement ({refused} tries): {error}");
+                        return self.dlq(publish, &reason).await;
+                    }
                 }
+                Failure::Unavailable => warn_throttled!(
+                    %error,
+                    "Cannot record a command acknowledgement; retrying."
+                ),
             }
+            backoff.sleep().await;
         }
+    }
+
+    /// Records the device's reply; `Ok(Some(reason))` when it goes to the DLQ instead.
+    async fn record_ack(
+        &self,
+        id: &str,
+        topic: (&str, &str),
+    ) -> Result<Option<String>, LedgerError> {
+        let Some(current) = self.ledger.get(id).await? else {
+            return Ok(Some(format!(
+                "device acknowledged unknown command id {id:?}"
+            )));
+        };
+        if (current.pt.as_str(), current.command.as_str()) != topic {
+            return Ok(Some(format!(
+                "acknowledgement of command {id:?} on the ack topic of PT {} command {}, \
+                 but that command is {:?} for PT {:?}; a device acknowledges on its \
+                 command's own topic",
+                excerpt(topic.0),
+                excerpt(topic.1),
+                current.command,
+                current.pt
+            )));
+        }
+        if current.status != CommandStatus::Acknowledged {
+            self.ledger
+                .record(
+                    id,
+                    &current.pt,
+                    &current.command,
+                    CommandStatus::Acknowledged,
+                    None,
+                )
+                .await?;
+            self.stats.commands_acknowledged.fetch_add(1, Relaxed);
+        }
+        Ok(None)
     }
 }
 
+/// A device reply that names no command.
+#[derive(Debug, thiserror::Error)]
+pub enum AckIdError {
+    #[error("command acknowledgement has no string field \"id\"")]
+    NoId,
+    #[error(transparent)]
+    Id(#[from] CommandIdError),
+}
+
 /// The command id of a device reply: `{"id":"…"}`, a JSON string, or the bare id.
-pub fn command_id(payload: &[u8]) -> Result<String, String> {
+pub fn command_id(payload: &[u8]) -> Result<String, AckIdError> {
     let id = match serde_json::from_slice::<serde_json::Value>(payload) {
         Ok(serde_json::Value::Object(map)) => match map.get("id") {
             Some(serde_json::Value::String(s)) => s.clone(),
-            _ => return Err("command acknowledgement has no string field \"id\"".into()),
+            _ => return Err(AckIdError::NoId),
         },
         Ok(serde_json::Value::String(s)) => s,
         _ => String::from_utf8_lossy(payload).trim().to_owned(),
     };
-    dtaas_schemas::command::validate_id(&id).map_err(|e| e.to_string())?;
+    dtaas_schemas::command::validate_id(&id)?;
     Ok(id)
 }
 
-/// Logs a warning at most every 5 s, so an outage does not log once per message.
-fn throttled_warn(message: &str) {
-    static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = now_ns();
-    let last = LAST.load(Relaxed);
-    if now - last > 5_000_000_000 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
-        tracing::warn!("{message}.");
+/// The DLQ reason of a message JetStream would not take.
+fn refused_reason(error: &PublishError) -> String {
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded => format!("record too large for NATS: {error}"),
+        _ => format!("JetStream refused it {POISON_TRIES} times: {error}"),
     }
 }
 
@@ -488,7 +576,10 @@ mod tests {
         assert_eq!(super::command_id(br#""c2""#).unwrap(), "c2");
         assert_eq!(super::command_id(b" c3\n").unwrap(), "c3");
         assert!(super::command_id(br#"{"x":1}"#).is_err());
-        assert!(super::command_id(b"").unwrap_err().contains("command id"));
+        assert!(super::command_id(b"")
+            .unwrap_err()
+            .to_string()
+            .contains("command id"));
         assert!(super::command_id(b"a.b").is_err());
     }
 }

@@ -86,7 +86,7 @@ proptest! {
                     prop_assert!(dtaas_schemas::command::validate_id(&id).is_ok());
                 }
             }
-            Route::Unmapped(reason) => prop_assert!(reason.len() < 1024),
+            Route::Unmapped(reason) => prop_assert!(reason.to_string().len() < 1024),
         }
     }
 
@@ -112,7 +112,8 @@ proptest! {
     #[test]
     fn line_protocol_refuses_with_a_short_reason(body in mutated()) {
         if let Ok(text) = std::str::from_utf8(&body) {
-            if let Err(reason) = line_protocol::parse(text) {
+            if let Err(error) = line_protocol::parse(text) {
+                let reason = error.to_string();
                 prop_assert!(reason.len() < 1024, "{}", reason.len());
             }
         }

@@ -42,7 +42,7 @@ pub fn validate_id(id: &str) -> Result<(), CommandIdError> {
 ///
 /// A plain publish to `dtaas.v1.cmd.<pt>.<command>` may carry just
 /// `{"payload":{"on":true},"ttl_ms":5000}`; the bridge fills in the id and the rest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     /// Unique id; generated (UUID v7) when absent.
     #[serde(default)]

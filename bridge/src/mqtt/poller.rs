@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use dtaas_runtime::nats::backoff;
+use dtaas_runtime::backoff::Backoff;
 use dtaas_schemas::time::now_ns;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -49,7 +49,7 @@ pub async fn poll(poller: Poller, mut eventloop: EventLoop, stop: CancellationTo
         stats,
         acks,
     } = poller;
-    let mut attempt = 0;
+    let mut backoff = Backoff::new();
     // The protocol is settled unless `auto` has not connected yet.
     let mut settled = settings.protocol != MqttProtocol::Auto;
     // True from a CONNACK to the next error: errors while false are connect failures.
@@ -87,7 +87,7 @@ pub async fn poll(poller: Poller, mut eventloop: EventLoop, stop: CancellationTo
         };
         match event {
             Ok(Event::ConnAck { session_present }) => {
-                attempt = 0;
+                backoff.reset();
                 connected = true;
                 if !session_present {
                     // rumqttc dropped what it kept: nothing of before is resent.
@@ -154,8 +154,7 @@ pub async fn poll(poller: Poller, mut eventloop: EventLoop, stop: CancellationTo
                         Protocol::V5 => {}
                     }
                 }
-                let delay = backoff(attempt);
-                attempt += 1;
+                let delay = backoff.next_delay();
                 if error.refused_credentials {
                     // Never the password: only the user name and the broker's answer.
                     match &settings.username {

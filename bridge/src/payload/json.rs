@@ -7,6 +7,7 @@ use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::telemetry::FieldValue;
 use serde_json::Value;
 
+use super::error::{ReadingError, TimestampError};
 use crate::config::TimeUnit;
 
 /// Fields, timestamp and message id taken from one value.
@@ -23,13 +24,16 @@ pub fn extract(
     ts_field: &str,
     unit: TimeUnit,
     id_field: Option<&str>,
-) -> Result<Extracted, String> {
+) -> Result<Extracted, ReadingError> {
     let mut out = Extracted::default();
     match value {
         Value::Object(mut map) => {
             if let Some(ts) = map.remove(ts_field) {
-                out.ts =
-                    Some(timestamp(&ts, unit).map_err(|e| format!("field {ts_field:?}: {e}"))?);
+                let ts = timestamp(&ts, unit).map_err(|source| ReadingError::Timestamp {
+                    field: ts_field.to_owned(),
+                    source,
+                })?;
+                out.ts = Some(ts);
             }
             if let Some(id_field) = id_field {
                 out.id = match map.remove(id_field) {
@@ -41,10 +45,8 @@ pub fn extract(
             let mut prefix = String::new();
             flatten(&mut prefix, Value::Object(map), &mut out.fields);
         }
-        Value::Array(_) => {
-            return Err("a reading is an array; each reading is an object or a scalar".into())
-        }
-        Value::Null => return Err("payload is JSON null".into()),
+        Value::Array(_) => return Err(ReadingError::Array),
+        Value::Null => return Err(ReadingError::Null),
         scalar => {
             if let Some(v) = scalar_value(scalar) {
                 out.fields.insert("value".into(), v);
@@ -96,31 +98,31 @@ fn flatten(prefix: &mut String, value: Value, fields: &mut BTreeMap<String, Fiel
 }
 
 /// A timestamp in nanoseconds from a number in `unit` or an RFC 3339 string.
-pub fn timestamp(value: &Value, unit: TimeUnit) -> Result<i64, String> {
+pub fn timestamp(value: &Value, unit: TimeUnit) -> Result<i64, TimestampError> {
     match value {
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .ok()
             .and_then(|t| t.timestamp_nanos_opt())
-            .ok_or_else(|| format!("{} is not an RFC 3339 time", excerpt(s))),
+            .ok_or_else(|| TimestampError::NotRfc3339 { value: excerpt(s) }),
         Value::Number(n) => match n.as_i64() {
             Some(i) => scale_int(i, unit),
-            None => scale(n.as_f64().ok_or("not a number")?, unit),
+            None => scale(n.as_f64().ok_or(TimestampError::NotANumber)?, unit),
         },
-        other => Err(format!(
-            "{other} is neither a number nor an RFC 3339 string"
-        )),
+        other => Err(TimestampError::NotATime {
+            value: excerpt(&other.to_string()),
+        }),
     }
 }
 
 /// The factor from `unit` to nanoseconds; `Auto` guesses by magnitude (a date after
 /// 1973 in seconds is above 1e8).
-fn factor(v: f64, unit: TimeUnit) -> Result<i64, String> {
+fn factor(v: f64, unit: TimeUnit) -> Result<i64, TimestampError> {
     Ok(match unit {
         TimeUnit::S => 1_000_000_000,
         TimeUnit::Ms => 1_000_000,
         TimeUnit::Us => 1_000,
         TimeUnit::Ns => 1,
-        TimeUnit::Rfc3339 => return Err("expected an RFC 3339 string".into()),
+        TimeUnit::Rfc3339 => return Err(TimestampError::ExpectedRfc3339),
         TimeUnit::Auto => match v.abs() {
             a if a < 1e11 => 1_000_000_000,
             a if a < 1e14 => 1_000_000,
@@ -131,17 +133,21 @@ fn factor(v: f64, unit: TimeUnit) -> Result<i64, String> {
 }
 
 /// Scales an integer time in `unit` to nanoseconds, exactly.
-pub fn scale_int(v: i64, unit: TimeUnit) -> Result<i64, String> {
+pub fn scale_int(v: i64, unit: TimeUnit) -> Result<i64, TimestampError> {
     v.checked_mul(factor(v as f64, unit)?)
-        .ok_or_else(|| format!("{v} is out of range"))
+        .ok_or_else(|| TimestampError::OutOfRange {
+            value: v.to_string(),
+        })
 }
 
 /// Scales a fractional time in `unit` to nanoseconds.
-pub fn scale(v: f64, unit: TimeUnit) -> Result<i64, String> {
+pub fn scale(v: f64, unit: TimeUnit) -> Result<i64, TimestampError> {
     let factor = factor(v, unit)? as f64;
     let ns = v * factor;
     if !ns.is_finite() || ns.abs() > i64::MAX as f64 {
-        return Err(format!("{v} is out of range"));
+        return Err(TimestampError::OutOfRange {
+            value: v.to_string(),
+        });
     }
     Ok(ns as i64)
 }
@@ -194,6 +200,7 @@ mod tests {
             None
         )
         .unwrap_err()
+        .to_string()
         .contains("\"ts\""));
         assert!(extract(json!([1]), "ts", TimeUnit::Auto, None).is_err());
     }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::telemetry::FieldValue;
 
+use super::error::{LineError, PayloadError};
+
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
@@ -17,17 +19,21 @@ pub struct Line {
 }
 
 /// Parses every line of `text`; the error names the line number and what is wrong.
-pub fn parse(text: &str) -> Result<Vec<Line>, String> {
+pub fn parse(text: &str) -> Result<Vec<Line>, PayloadError> {
     let mut lines = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let raw = raw.trim();
         if raw.is_empty() || raw.starts_with('#') {
             continue;
         }
-        lines.push(parse_line(raw).map_err(|e| format!("line protocol line {}: {e}", n + 1))?);
+        let line = parse_line(raw).map_err(|source| PayloadError::Line {
+            line: n + 1,
+            source,
+        })?;
+        lines.push(line);
     }
     if lines.is_empty() {
-        return Err("line protocol payload has no lines".into());
+        return Err(PayloadError::NoLines);
     }
     Ok(lines)
 }
@@ -67,29 +73,33 @@ fn unescape(text: &str) -> String {
     out
 }
 
-fn parse_line(line: &str) -> Result<Line, String> {
+fn parse_line(line: &str) -> Result<Line, LineError> {
     let parts = split_unescaped(line, ' ', 3);
     let (series, fields_text) = match parts.as_slice() {
         [series, fields, ..] => (*series, *fields),
-        _ => return Err(format!("{} has no fields", excerpt(line))),
+        _ => {
+            return Err(LineError::NoFields {
+                line: excerpt(line),
+            })
+        }
     };
     let timestamp = match parts.get(2).map(|t| t.trim()) {
         None | Some("") => None,
         Some(t) => Some(
             t.parse::<i64>()
-                .map_err(|_| format!("timestamp {} is not an integer", excerpt(t)))?,
+                .map_err(|_| LineError::Timestamp { value: excerpt(t) })?,
         ),
     };
     let mut series_parts = split_unescaped(series, ',', usize::MAX).into_iter();
     let measurement = unescape(series_parts.next().unwrap_or_default());
     if measurement.is_empty() {
-        return Err("the measurement is empty".into());
+        return Err(LineError::NoMeasurement);
     }
     let mut tags = BTreeMap::new();
     for tag in series_parts {
         let kv = split_unescaped(tag, '=', 2);
         let [k, v] = kv.as_slice() else {
-            return Err(format!("tag {} lacks '='", excerpt(tag)));
+            return Err(LineError::Tag { tag: excerpt(tag) });
         };
         tags.insert(unescape(k), unescape(v));
     }
@@ -97,10 +107,14 @@ fn parse_line(line: &str) -> Result<Line, String> {
     for field in split_unescaped(fields_text, ',', usize::MAX) {
         let kv = split_unescaped(field, '=', 2);
         let [k, v] = kv.as_slice() else {
-            return Err(format!("field {} lacks '='", excerpt(field)));
+            return Err(LineError::Field {
+                field: excerpt(field),
+            });
         };
-        let value = field_value(v)
-            .ok_or_else(|| format!("field {} has invalid value {}", excerpt(k), excerpt(v)))?;
+        let value = field_value(v).ok_or_else(|| LineError::FieldValue {
+            field: excerpt(k),
+            value: excerpt(v),
+        })?;
         fields.insert(unescape(k), value);
     }
     Ok(Line {
@@ -156,10 +170,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let err = parse("m a=1\nm b=x").unwrap_err();
+        let err = parse("m a=1\nm b=x").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("\"b\""), "{err}");
-        assert!(parse("m").unwrap_err().contains("no fields"));
-        assert!(parse("m a=1 xyz").unwrap_err().contains("timestamp"));
-        assert!(parse("  ").unwrap_err().contains("no lines"));
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err("m").contains("no fields"));
+        assert!(err("m a=1 xyz").contains("timestamp"));
+        assert!(matches!(parse("  "), Err(PayloadError::NoLines)));
     }
 }

@@ -1,11 +1,14 @@
 //! Payload parsing: one MQTT payload → one or more telemetry records.
 
+pub mod error;
 pub mod json;
 pub mod line_protocol;
 pub mod msgpack;
 pub mod stamp;
 
 use dtaas_schemas::telemetry::TelemetryRecord;
+
+pub use error::PayloadError;
 
 use crate::config::{Format, TimeUnit};
 use crate::topic_map::Target;
@@ -25,14 +28,12 @@ pub fn parse(
     payload: &[u8],
     target: &Target<'_>,
     stamps: &mut Stamper,
-) -> Result<Vec<Parsed>, String> {
+) -> Result<Vec<Parsed>, PayloadError> {
     // A UTF-8 byte order mark (some Windows tools write one) says nothing about the
     // format; without removing it, JSON would be taken for line protocol.
     let payload = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
     if payload.iter().all(u8::is_ascii_whitespace) {
-        return Err(
-            "payload is empty; send a JSON reading, an array of readings or line protocol".into(),
-        );
+        return Err(PayloadError::Empty);
     }
     let map = target.map;
     let format = match map.format {
@@ -41,8 +42,7 @@ pub fn parse(
     };
     let records = match format {
         Format::LineProtocol => {
-            let text = std::str::from_utf8(payload)
-                .map_err(|_| "line protocol payload is not UTF-8".to_owned())?;
+            let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotUtf8)?;
             let unit = match map.timestamp_unit {
                 TimeUnit::Auto | TimeUnit::Rfc3339 => TimeUnit::Ns,
                 u => u,
@@ -52,7 +52,7 @@ pub fn parse(
                 let mut tags = target.tags.clone();
                 tags.extend(line.tags);
                 let ts = match line.timestamp {
-                    Some(t) => json::scale_int(t, unit)?,
+                    Some(t) => json::scale_int(t, unit).map_err(PayloadError::LineTime)?,
                     None => stamps.next_stamp(),
                 };
                 out.push(Parsed {
@@ -72,15 +72,12 @@ pub fn parse(
             let value = if format == Format::Msgpack {
                 msgpack::parse(payload)?
             } else {
-                serde_json::from_slice(payload)
-                    .map_err(|e| format!("payload is not valid JSON: {e}"))?
+                serde_json::from_slice(payload).map_err(PayloadError::Json)?
             };
             // An array holds several readings, each an object or a scalar.
             let readings = match value {
                 serde_json::Value::Array(items) if items.is_empty() => {
-                    return Err(
-                        "payload is an empty array; send a reading or an array of readings".into(),
-                    )
+                    return Err(PayloadError::EmptyArray)
                 }
                 serde_json::Value::Array(items) => items,
                 one => vec![one],
@@ -94,9 +91,9 @@ pub fn parse(
                     map.timestamp_unit,
                     map.id_field.as_deref(),
                 )
-                .map_err(|e| match many {
-                    true => format!("reading {index} of the array: {e}"),
-                    false => e,
+                .map_err(|source| match many {
+                    true => PayloadError::ArrayReading { index, source },
+                    false => PayloadError::Reading(source),
                 })?;
                 let msg_id =
                     e.id.map(|id| format!("{}.{}.{id}", target.pt, target.measurement));
@@ -115,7 +112,7 @@ pub fn parse(
         }
     };
     for parsed in &records {
-        parsed.record.validate().map_err(|e| e.to_string())?;
+        parsed.record.validate()?;
     }
     Ok(records)
 }
@@ -142,11 +139,12 @@ mod tests {
     use dtaas_schemas::telemetry::FieldValue;
 
     fn parse_on(topic: &str, payload: &[u8]) -> Result<Vec<Parsed>, String> {
+        // Tests compare the DLQ reasons: the errors' messages.
         let maps = TopicMaps::new(&BridgeConfig::default());
         let Route::Telemetry(target) = maps.route(topic) else {
             panic!("unmapped")
         };
-        parse(payload, &target, &mut Stamper::with_clock(|| 7))
+        parse(payload, &target, &mut Stamper::with_clock(|| 7)).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -2,12 +2,14 @@
 
 use dtaas_schemas::Encoding;
 
+use super::error::PayloadError;
+
 /// Decodes a MessagePack payload into a JSON value, at most `MAX_MSGPACK_DEPTH` levels
 /// deep (deeper ones would overflow the stack).
-pub fn parse(payload: &[u8]) -> Result<serde_json::Value, String> {
+pub fn parse(payload: &[u8]) -> Result<serde_json::Value, PayloadError> {
     Encoding::MsgPack
         .decode(payload)
-        .map_err(|e| format!("payload is not valid MessagePack: {e}"))
+        .map_err(PayloadError::Msgpack)
 }
 
 /// True when the first byte starts a MessagePack map (fixmap, map16, map32) or array
@@ -32,6 +34,9 @@ mod tests {
         assert!(super::parse(&[0xc1]).is_err());
         let mut deep = vec![0x91u8; 10_000];
         deep.push(0x01);
-        assert!(super::parse(&deep).unwrap_err().contains("depth"));
+        assert!(super::parse(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("depth"));
     }
 }
