@@ -109,6 +109,29 @@ impl MqttProtocol {
     }
 }
 
+/// A `[bridge]` section (with its environment overrides) the bridge cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeConfigError {
+    /// Not readable, or an override that does not parse.
+    #[error(transparent)]
+    Read(#[from] dtaas_runtime::config::ConfigError),
+    #[error("[bridge] in_flight must be at least 1")]
+    InFlight,
+    /// Names the key: `qos` or `command_qos`.
+    #[error("[bridge] {0} must be 0, 1 or 2")]
+    Qos(&'static str),
+    #[error(
+        "[bridge] max_payload must be between 1024 and {MAX_MAX_PAYLOAD} bytes \
+         (the MQTT limit, less room for the topic)"
+    )]
+    MaxPayload,
+    #[error(
+        "an MQTT password is set ([bridge] mqtt_password, DTAAS_MQTT_PASSWORD or \
+         mqtt_url) but no user name (mqtt_username, DTAAS_MQTT_USERNAME)"
+    )]
+    PasswordWithoutUser,
+}
+
 /// An `mqtt_protocol` that names no protocol the bridge speaks.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("unknown MQTT protocol {value:?}; use auto, 5 or 3.1.1")]
@@ -227,7 +250,7 @@ pub const MAX_MAX_PAYLOAD: usize = 268_435_455 - 65_536;
 
 impl BridgeConfig {
     /// Reads `[bridge]` and the `DTAAS_BRIDGE_*` environment variables.
-    pub fn load(config: &dtaas_runtime::Config) -> anyhow::Result<Self> {
+    pub fn load(config: &dtaas_runtime::Config) -> Result<Self, BridgeConfigError> {
         let mut bridge: Self = config.section("bridge")?;
         let mut client_id = bridge
             .client_id
@@ -246,20 +269,18 @@ impl BridgeConfig {
         if let Ok(path) = std::env::var("DTAAS_MQTT_CA_FILE") {
             bridge.mqtt_ca_file = Some(path.into());
         }
-        anyhow::ensure!(
-            bridge.in_flight > 0,
-            "[bridge] in_flight must be at least 1"
-        );
-        anyhow::ensure!(bridge.qos <= 2, "[bridge] qos must be 0, 1 or 2");
-        anyhow::ensure!(
-            (1024..=MAX_MAX_PAYLOAD).contains(&bridge.max_payload),
-            "[bridge] max_payload must be between 1024 and {MAX_MAX_PAYLOAD} bytes \
-             (the MQTT limit, less room for the topic)"
-        );
-        anyhow::ensure!(
-            bridge.command_qos <= 2,
-            "[bridge] command_qos must be 0, 1 or 2"
-        );
+        if bridge.in_flight == 0 {
+            return Err(BridgeConfigError::InFlight);
+        }
+        if bridge.qos > 2 {
+            return Err(BridgeConfigError::Qos("qos"));
+        }
+        if !(1024..=MAX_MAX_PAYLOAD).contains(&bridge.max_payload) {
+            return Err(BridgeConfigError::MaxPayload);
+        }
+        if bridge.command_qos > 2 {
+            return Err(BridgeConfigError::Qos("command_qos"));
+        }
         Ok(bridge)
     }
 
@@ -270,7 +291,7 @@ impl BridgeConfig {
         &mut self,
         url: &dtaas_runtime::MqttUrl,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), BridgeConfigError> {
         if let Some(user) = env("DTAAS_MQTT_USERNAME") {
             self.mqtt_username = Some(user);
         }
@@ -286,11 +307,9 @@ impl BridgeConfig {
         if self.mqtt_username.as_deref() == Some("") {
             self.mqtt_username = None;
         }
-        anyhow::ensure!(
-            self.mqtt_username.is_some() || self.mqtt_password.is_none(),
-            "an MQTT password is set ([bridge] mqtt_password, DTAAS_MQTT_PASSWORD or \
-             mqtt_url) but no user name (mqtt_username, DTAAS_MQTT_USERNAME)"
-        );
+        if self.mqtt_username.is_none() && self.mqtt_password.is_some() {
+            return Err(BridgeConfigError::PasswordWithoutUser);
+        }
         Ok(())
     }
 

@@ -200,8 +200,7 @@ impl Downlink {
         let subject = message.subject.to_string();
         let context = [(header::DLQ_SUBJECT, subject.as_str())];
         dtaas_runtime::dlq::publish(&self.js, WORKER, message.payload.clone(), reason, &context)
-            .await
-            .map_err(|e| CommandError::Dlq(e.into()))?;
+            .await?;
         self.stats.dlq.fetch_add(1, Relaxed);
         Ok(())
     }

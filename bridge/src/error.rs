@@ -9,6 +9,7 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::kv::{EntryError, PutError};
 use async_nats::jetstream::stream::ConsumerError;
 use async_nats::jetstream::{self, ErrorCode};
+use dtaas_runtime::dlq::DlqError;
 use dtaas_schemas::command::CommandIdError;
 use dtaas_schemas::{CodecError, SubjectError};
 
@@ -115,7 +116,7 @@ pub enum CommandError {
     Ledger(#[from] LedgerError),
     /// The dead letter of an invalid (or given-up) command was not stored.
     #[error("cannot dead-letter the command: {0}")]
-    Dlq(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Dlq(#[from] DlqError),
     #[error("cannot encode the command payload: {0}")]
     Payload(#[source] serde_json::Error),
     /// The MQTT client stopped (shutdown).

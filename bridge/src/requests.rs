@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use dtaas_runtime::service::{RequestInfo, WorkerService};
+use dtaas_runtime::service::{RequestInfo, ServiceError, WorkerService};
 use dtaas_schemas::bridge::{self, BridgeStats, BridgeStatsRequest};
 use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::command::{
@@ -73,7 +73,7 @@ pub async fn register(
     ledger: Ledger,
     stats: Arc<Stats>,
     limits: Limits,
-) -> anyhow::Result<()> {
+) -> Result<(), ServiceError> {
     let send_ledger = ledger.clone();
     svc.endpoint(
         command::SERVICE,

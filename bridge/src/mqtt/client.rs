@@ -40,10 +40,27 @@ pub struct Message {
     pub(super) pkid: u16,
 }
 
-/// A client request could not be queued (the event loop is gone).
+/// A client request could not be queued (the event loop is gone), per protocol. Boxed:
+/// rumqttc's errors carry the request back.
 #[derive(Debug, thiserror::Error)]
-#[error("MQTT client: {0}")]
-pub struct ClientError(pub String);
+pub enum ClientError {
+    #[error("MQTT client: {0}")]
+    V5(#[source] Box<rumqttc::v5::ClientError>),
+    #[error("MQTT client: {0}")]
+    V311(#[source] Box<rumqttc::ClientError>),
+}
+
+impl From<rumqttc::v5::ClientError> for ClientError {
+    fn from(error: rumqttc::v5::ClientError) -> Self {
+        Self::V5(Box::new(error))
+    }
+}
+
+impl From<rumqttc::ClientError> for ClientError {
+    fn from(error: rumqttc::ClientError) -> Self {
+        Self::V311(Box::new(error))
+    }
+}
 
 /// The rumqttc client of one protocol.
 #[derive(Clone)]
@@ -115,19 +132,16 @@ impl Client {
     pub fn try_subscribe(&self, filter: &str, qos: QoS) -> Result<(), ClientError> {
         match self.current() {
             Inner::V5(c) => v5::try_subscribe(&c, filter, qos),
-            Inner::V311(c) => c
-                .try_subscribe(filter, qos)
-                .map_err(|e| ClientError(e.to_string())),
+            Inner::V311(c) => Ok(c.try_subscribe(filter, qos)?),
         }
     }
 
     /// Queues a DISCONNECT behind the requests already queued (acks).
     pub async fn disconnect(&self) -> Result<(), ClientError> {
-        let result = match self.current() {
-            Inner::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
-            Inner::V311(c) => c.disconnect().await.map_err(|e| e.to_string()),
-        };
-        result.map_err(ClientError)
+        match self.current() {
+            Inner::V5(c) => Ok(c.disconnect().await?),
+            Inner::V311(c) => Ok(c.disconnect().await?),
+        }
     }
 }
 

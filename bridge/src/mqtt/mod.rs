@@ -35,6 +35,7 @@ pub use client::{Client, ClientError, EventLoop, Message, Protocol};
 pub use poller::{poll, Poller};
 /// The neutral QoS (rumqttc's 3.1.1 type; the MQTT 5 side converts).
 pub use rumqttc::QoS;
+pub use tls::TlsError;
 pub use v5::COMMAND_ID_PROPERTY;
 
 /// Room in a packet beside its payload: fixed header, topic (at most 64 KiB in MQTT)
@@ -77,16 +78,15 @@ pub struct Settings {
 
 impl Settings {
     /// Fails when TLS is asked for and its CA file cannot be used.
-    pub fn new(config: &dtaas_runtime::Config, bridge: &BridgeConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &dtaas_runtime::Config, bridge: &BridgeConfig) -> Result<Self, TlsError> {
         let tls = if config.mqtt_url.tls {
             Some(tls::client_config(bridge.mqtt_ca_file.as_deref())?)
         } else {
-            anyhow::ensure!(
-                bridge.mqtt_ca_file.is_none(),
-                "an MQTT CA file is set ([bridge] mqtt_ca_file, DTAAS_MQTT_CA_FILE) but the \
-                 MQTT URL {} is not mqtts://",
-                config.mqtt_url
-            );
+            if bridge.mqtt_ca_file.is_some() {
+                return Err(TlsError::NotTls {
+                    url: config.mqtt_url.to_string(),
+                });
+            }
             None
         };
         Ok(Self {

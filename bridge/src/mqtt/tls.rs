@@ -2,34 +2,59 @@
 //! ring crypto provider (as async-nats uses), trusting the CA certificates of
 //! `mqtt_ca_file` (PEM), or the system's when there is none.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
+/// A CA file (`mqtt_ca_file`) that cannot be used; the bridge does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read the MQTT CA file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the MQTT CA file {} holds no PEM certificate", path.display())]
+    Empty { path: PathBuf },
+    #[error("the MQTT CA file {} has an invalid certificate: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("cannot set up TLS: {0}")]
+    Setup(#[source] rustls::Error),
+    /// `url` is shown as `Display` shows it: without the password.
+    #[error(
+        "an MQTT CA file is set ([bridge] mqtt_ca_file, DTAAS_MQTT_CA_FILE) but the \
+         MQTT URL {url} is not mqtts://"
+    )]
+    NotTls { url: String },
+}
+
 /// The client configuration for a TLS connection; `ca_file` replaces the system's
 /// CA certificates.
-pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("cannot read the MQTT CA file {}", path.display()))?;
-            anyhow::ensure!(
-                !certs.is_empty(),
-                "the MQTT CA file {} holds no PEM certificate",
-                path.display()
-            );
+                .map_err(|source| TlsError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            if certs.is_empty() {
+                return Err(TlsError::Empty {
+                    path: path.to_owned(),
+                });
+            }
             for cert in certs {
-                roots.add(cert).with_context(|| {
-                    format!(
-                        "the MQTT CA file {} has an invalid certificate",
-                        path.display()
-                    )
+                roots.add(cert).map_err(|source| TlsError::Invalid {
+                    path: path.to_owned(),
+                    source,
                 })?;
             }
         }
@@ -48,7 +73,7 @@ pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
+        .map_err(TlsError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

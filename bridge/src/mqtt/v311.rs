@@ -31,10 +31,6 @@ pub(super) fn options(settings: &Settings) -> MqttOptions {
     options
 }
 
-fn client_error(error: impl std::fmt::Display) -> ClientError {
-    ClientError(error.to_string())
-}
-
 pub(super) async fn ack(client: &AsyncClient, message: &Message) -> Result<(), ClientError> {
     // rumqttc builds the ack from the QoS and packet id only.
     let publish = Publish {
@@ -45,7 +41,7 @@ pub(super) async fn ack(client: &AsyncClient, message: &Message) -> Result<(), C
         pkid: message.pkid,
         payload: Bytes::new(),
     };
-    client.ack(&publish).await.map_err(client_error)
+    client.ack(&publish).await.map_err(ClientError::from)
 }
 
 pub(super) async fn publish(
@@ -57,7 +53,7 @@ pub(super) async fn publish(
     client
         .publish_bytes(topic, qos, false, payload)
         .await
-        .map_err(client_error)
+        .map_err(ClientError::from)
 }
 
 pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> {

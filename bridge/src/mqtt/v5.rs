@@ -48,10 +48,6 @@ fn from_v5(qos: QoS5) -> QoS {
     }
 }
 
-fn client_error(error: impl std::fmt::Display) -> ClientError {
-    ClientError(error.to_string())
-}
-
 pub(super) async fn ack(client: &AsyncClient, message: &Message) -> Result<(), ClientError> {
     // rumqttc builds the ack from the QoS and packet id only.
     let publish = Publish {
@@ -63,7 +59,7 @@ pub(super) async fn ack(client: &AsyncClient, message: &Message) -> Result<(), C
         payload: Bytes::new(),
         properties: None,
     };
-    client.ack(&publish).await.map_err(client_error)
+    client.ack(&publish).await.map_err(ClientError::from)
 }
 
 /// The header name (MQTT 5 user property) that tells a device the command's id.
@@ -96,7 +92,7 @@ pub(super) async fn publish(
     client
         .publish_bytes_with_properties(topic, to_v5(qos), false, payload, properties)
         .await
-        .map_err(client_error)
+        .map_err(ClientError::from)
 }
 
 pub(super) fn try_subscribe(
@@ -106,7 +102,7 @@ pub(super) fn try_subscribe(
 ) -> Result<(), ClientError> {
     client
         .try_subscribe(filter, to_v5(qos))
-        .map_err(client_error)
+        .map_err(ClientError::from)
 }
 
 pub(super) async fn poll(eventloop: &mut EventLoop) -> Result<Event, PollError> {

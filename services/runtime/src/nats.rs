@@ -45,12 +45,6 @@ pub enum ConnectError {
     },
 }
 
-/// The delay before reconnect attempt `attempt`: 100 ms doubling up to 5 s. The same
-/// as every other retry loop's ([`crate::backoff`]); kept for existing callers.
-pub fn backoff(attempt: usize) -> Duration {
-    crate::backoff::delay(attempt)
-}
-
 /// Connects as `name` to any of the seeds, retrying until `config.nats_connect_timeout`
 /// has passed. Once connected, the client reconnects on its own forever, to any server
 /// of the cluster, with the same backoff.
