@@ -256,6 +256,64 @@ async fn memory_limit_is_enforced() {
     );
 }
 
+/// The cgroup v2 path of `pid` (`0::<path>` of `/proc/<pid>/cgroup`).
+fn cgroup_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_that_left_its_group_with_setsid_is_killed_on_stop() {
+    let cluster = Cluster::start(&["cg1"]).await;
+    let mut lines = cluster
+        .client
+        .subscribe(subject::dt_log("esc", "r").unwrap())
+        .await
+        .unwrap();
+    let script = "setsid sh -c 'echo escaped $$; exec sleep 600' & exec sleep 600";
+    let started: StartReply = cluster
+        .node_request(
+            "cg1",
+            "start",
+            serde_json::to_value(shell("esc", "r", script)).unwrap(),
+        )
+        .await;
+    let line = next_line(&mut lines, "escaped", &cluster).await;
+    let escaped: u32 = line["line"].as_str().unwrap()[8..].trim().parse().unwrap();
+    let stat = proc_stat(escaped).expect("the escaped process runs");
+    assert_ne!(
+        stat[2],
+        started.pid.to_string(),
+        "it left the process group"
+    );
+    let log = cluster.nodes[0].1.log();
+    let mode = log.lines().find(|l| l.contains("Process isolation:"));
+    eprintln!(
+        "{}",
+        mode.expect("the node says which isolation is in effect")
+    );
+    if !cgroup_of(started.pid).contains("/dtaas-exec-") {
+        // No writable cgroup v2 here: the process group is all there is, and a
+        // process that leaves it is out of reach (docs/exec.md says so).
+        eprintln!("no cgroups on this machine; the escape cannot be caught");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(escaped as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        return;
+    }
+    assert_eq!(cgroup_of(escaped), cgroup_of(started.pid), "same cgroup");
+    let _: StopReply = cluster
+        .node_request("cg1", "stop", json!({"dt": "esc"}))
+        .await;
+    eventually("the escaped process is gone", || !alive(escaped)).await;
+    assert!(!alive(started.pid));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_of_a_busy_process_matches_proc() {
     let cluster = Cluster::start(&["u1"]).await;

@@ -49,6 +49,12 @@ pub struct ExecConfig {
     /// Users whose `usage.get` may name another user or `*`; env
     /// `DTAAS_EXEC_ADMINS` (comma-separated).
     pub admins: Vec<String>,
+    /// Where runs' cgroups go: `auto` (below exec's own cgroup v2 group), `off`
+    /// (process groups and rlimits only), or a directory in a cgroup v2 mount that
+    /// exec may write; env `DTAAS_EXEC_CGROUP` [default: auto].
+    pub cgroup: String,
+    /// `pids.max` of each run's cgroup [default: 4096].
+    pub pids_max: u64,
 }
 
 impl Default for ExecConfig {
@@ -67,6 +73,8 @@ impl Default for ExecConfig {
             log_history: 1000,
             usage_retention: Duration::from_secs(400 * 86_400),
             admins: Vec::new(),
+            cgroup: "auto".into(),
+            pids_max: 4096,
         }
     }
 }
@@ -79,6 +87,7 @@ impl ExecConfig {
         env_override(&mut exec.cpus, "DTAAS_EXEC_CPUS")?;
         env_override(&mut exec.memory_mb, "DTAAS_EXEC_MEMORY_MB")?;
         env_override(&mut exec.run_as, "DTAAS_EXEC_RUN_AS")?;
+        env_override(&mut exec.cgroup, "DTAAS_EXEC_CGROUP")?;
         if let Ok(text) = std::env::var("DTAAS_EXEC_GRACE") {
             let ns = dtaas_schemas::time::parse_duration_ns(&text)
                 .map_err(|m| invalid("DTAAS_EXEC_GRACE", m))?;

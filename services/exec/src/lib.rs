@@ -3,6 +3,7 @@
 //! (own process group, limits, restart policy, logs to NATS), meters their usage into
 //! `DTAAS_USAGE`, and answers `dtaas.v1.<user>.usage.get`. See `docs/exec.md`.
 
+pub mod cgroup;
 pub mod config;
 pub mod events;
 pub mod leftovers;
@@ -39,6 +40,7 @@ Exec worker environment:
   DTAAS_EXEC_DIR        work directories and asset cache [default: DTAAS_DATA_DIR/exec/<node>]
   DTAAS_EXEC_RUN_AS     user DT processes run as when exec runs as root [default: nobody]
   DTAAS_EXEC_GRACE      between SIGTERM and SIGKILL on stop [default: 5s]
+  DTAAS_EXEC_CGROUP     auto | off | a cgroup v2 directory for runs' cgroups [default: auto]
   DTAAS_EXEC_ADMINS     users who may read every user's usage (comma-separated)";
 
 /// Runs the node until `ctx.shutdown` is cancelled; then stops its processes.
@@ -54,13 +56,19 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             "Killed processes a previous run of this node left behind."
         );
     }
+    let cgroups = isolation(&config, &root);
     let run_as = RunAs::resolve(&config.run_as);
     let workdirs = Workdirs {
         root,
         js: ctx.js.clone(),
         run_as,
     };
-    let supervisor = Arc::new(Supervisor::new(ctx.clone(), config.clone(), workdirs));
+    let supervisor = Arc::new(Supervisor::new(
+        ctx.clone(),
+        config.clone(),
+        workdirs,
+        cgroups.clone(),
+    ));
     let nodes = ctx
         .js
         .get_key_value(KV_NODES)
@@ -90,9 +98,53 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     ));
     service.run().await?;
     supervisor.shutdown().await;
+    if let Some(cgroups) = &cgroups {
+        cgroups.remove();
+    }
     heartbeat.await?;
     tracing::info!(node = %config.node, "Exec node stopped.");
     Ok(())
+}
+
+/// The node's cgroups, unless `[exec] cgroup` is `off` or none can be made; kills
+/// what a previous life of the node left in its own (recorded in `<root>/cgroup`).
+/// Says in one line which isolation is in effect.
+fn isolation(config: &ExecConfig, root: &std::path::Path) -> Option<Arc<cgroup::Cgroups>> {
+    let record = root.join("cgroup");
+    if let Ok(previous) = std::fs::read_to_string(&record) {
+        let killed = cgroup::sweep(std::path::Path::new(previous.trim()));
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "Killed processes a previous run of this node left in its cgroups."
+            );
+        }
+        let _ = std::fs::remove_file(&record);
+    }
+    let made = match config.cgroup.as_str() {
+        "off" => Err("cgroups are off ([exec] cgroup = \"off\")".to_owned()),
+        "auto" | "" => cgroup::Cgroups::create(None),
+        dir => cgroup::Cgroups::create(Some(std::path::Path::new(dir))),
+    };
+    match made {
+        Ok(cgroups) => {
+            let _ = std::fs::write(&record, cgroups.base().display().to_string());
+            let limits = if cgroups.controllers() == "none" {
+                "rlimits (no memory, cpu or pids controller delegated)".to_owned()
+            } else {
+                format!(
+                    "cgroup controllers {} (rlimits for the rest)",
+                    cgroups.controllers()
+                )
+            };
+            tracing::info!(cgroup = %cgroups.base().display(), limits = %limits, "Process isolation: a cgroup v2 group per run (terminate kills the whole group, setsid included) and a process group.");
+            Some(Arc::new(cgroups))
+        }
+        Err(reason) => {
+            tracing::info!(reason = %reason, "Process isolation: process groups and rlimits (no cgroup v2 group per run).");
+            None
+        }
+    }
 }
 
 /// Creates the node's directory, traversable (not readable) by the user processes

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cgroup::Group;
 use crate::config::ExecConfig;
 use crate::logs::{self, LogHistory};
 use crate::meter::RunMeter;
@@ -81,13 +82,25 @@ struct Reaped {
     zombie_cpu: Option<f64>,
 }
 
-fn reap(mut child: std::process::Child) -> Reaped {
+fn reap(mut child: std::process::Child, group: Option<Arc<Group>>) -> Reaped {
     let pid = Pid::from_raw(child.id() as i32);
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
     while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(pid), flags) {}
     let zombie_cpu = crate::meter::stat(child.id()).map(|s| s.total_cpu);
     let _ = killpg(pid, Signal::SIGKILL);
+    if let Some(group) = &group {
+        group.kill();
+    }
     let status = child.wait().ok();
+    if let Some(group) = &group {
+        if group.oom_killed() {
+            tracing::info!(
+                pid = child.id(),
+                "A process was killed by its memory limit (memory.max of its cgroup)."
+            );
+        }
+        group.remove();
+    }
     Reaped {
         code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
@@ -96,7 +109,8 @@ fn reap(mut child: std::process::Child) -> Reaped {
 }
 
 /// Watches `child` until it ended (and, if stopped, until it was terminated).
-pub async fn watch(run: Run<'_>, mut child: std::process::Child) -> Outcome {
+pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<Group>) -> Outcome {
+    let group = group.map(Arc::new);
     let pid = child.id();
     crate::leftovers::record(run.root, pid);
     let mut readers = Vec::new();
@@ -117,15 +131,19 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child) -> Outcome {
         }
     }
     let (reaped_tx, mut reaped_rx) = oneshot::channel();
+    let reaper_group = group.clone();
     let reaper = std::thread::Builder::new()
         .name("dtaas-exec-reap".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let _ = reaped_tx.send(reap(child));
+            let _ = reaped_tx.send(reap(child, reaper_group));
         });
     if let Err(error) = reaper {
         tracing::error!(%error, pid, "Cannot start a thread to wait for a process; it is killed.");
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        if let Some(group) = &group {
+            group.kill();
+        }
         return Outcome::Ended {
             code: None,
             signal: Some(Signal::SIGKILL as i32),
@@ -136,18 +154,24 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child) -> Outcome {
     let mut next_report = Instant::now() + run.config.usage_interval;
     let mut stopped = false;
     let mut kill_at: Option<Instant> = None;
-    let group = Pid::from_raw(pid as i32);
+    let leader_group = Pid::from_raw(pid as i32);
     let reaped = loop {
         tokio::select! {
             reaped = &mut reaped_rx => break reaped.ok(),
             _ = run.stop.cancelled(), if !stopped => {
                 stopped = true;
-                let _ = killpg(group, Signal::SIGTERM);
+                let _ = killpg(leader_group, Signal::SIGTERM);
+                if let Some(group) = &group {
+                    group.signal(Signal::SIGTERM);
+                }
                 let grace = *run.grace.lock().unwrap_or_else(|e| e.into_inner());
                 kill_at = Some(Instant::now() + grace);
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
-                let _ = killpg(group, Signal::SIGKILL);
+                let _ = killpg(leader_group, Signal::SIGKILL);
+                if let Some(group) = &group {
+                    group.kill();
+                }
                 kill_at = None;
             }
             _ = tick.tick() => {

@@ -1,13 +1,15 @@
-//! Spawning one run of a DT process: its own process group, the contract's
-//! environment (and nothing of exec's own, which may hold secrets), rlimits, an
-//! unprivileged user, and death with its node.
+//! Spawning one run of a DT process: its own process group (and cgroup, when the
+//! node has them: `cgroup.rs`), the contract's environment (and nothing of exec's
+//! own, which may hold secrets), rlimits, an unprivileged user, and death with its
+//! node.
 //!
 //! The workspace forbids `unsafe`, so nothing runs between fork and exec in Rust.
 //! Limits are set by `/bin/sh` (`ulimit -v` for memory as address space, `ulimit -t`
 //! for CPU seconds) right before it `exec`s the program, and `setpriv --pdeathsig KILL`
 //! (util-linux, when installed) makes the process die with the exec node, so a node
 //! that is killed leaves no orphan running while lifecycle starts its replacement
-//! elsewhere. Both `exec`, so the pid exec knows is the program's.
+//! elsewhere. Both `exec`, so the pid exec knows is the program's. In a cgroup, the
+//! shell first waits until exec has moved it there.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -16,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use dtaas_schemas::exec::ProcessSpec;
+
+use crate::cgroup::Group;
 
 /// The user DT processes run as, when exec runs as root.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +57,8 @@ pub struct Launch<'a> {
     /// `DTAAS_ROLE`, `DTAAS_WORKDIR`, `DTAAS_STATE`.
     pub contract: BTreeMap<String, String>,
     pub run_as: Option<RunAs>,
+    /// The run's cgroup, when the node has them: the run is moved into it at once.
+    pub group: Option<&'a Group>,
 }
 
 fn setpriv() -> Option<&'static PathBuf> {
@@ -78,12 +84,30 @@ fn program(argv0: &str, workdir: &Path) -> String {
     }
 }
 
+/// Shell that waits (builtins only, then 10 ms sleeps, up to 30 s) until exec moved
+/// it into its cgroup, so the program and all it forks start inside.
+fn wait_for_group(proc_line: &str) -> String {
+    let quoted = format!("'{}'", proc_line.replace('\'', "'\\''"));
+    format!(
+        "in_group() {{ while read -r l; do [ \"$l\" = {quoted} ] && return 0; done < /proc/self/cgroup; return 1; }}; \
+         n=0; until in_group; do n=$((n+1)); \
+         [ $n -gt 3000 ] && {{ echo 'dtaas: the process was not moved into its cgroup' >&2; exit 125; }}; \
+         sleep 0.01; done"
+    )
+}
+
 /// The whole command line: `sh -c 'ulimit …; exec "$@"'`, `setpriv`, then the program.
 fn command_line(launch: &Launch<'_>) -> Vec<String> {
     let spec = launch.spec;
     let mut argv = Vec::new();
     let mut limits = Vec::new();
-    if let Some(mb) = spec.memory_mb {
+    if let Some(group) = launch.group {
+        limits.push(wait_for_group(&group.proc_line));
+    }
+    if let (Some(mb), false) = (
+        spec.memory_mb,
+        launch.group.is_some_and(|g| g.memory_limited),
+    ) {
         limits.push(format!("ulimit -v {}", mb.saturating_mul(1024)));
     }
     if let Some(seconds) = spec.cpu_seconds_max {
@@ -134,7 +158,19 @@ pub fn spawn(launch: &Launch<'_>) -> std::io::Result<Child> {
         // std drops the supplementary groups too when it changes the user.
         command.uid(run_as.uid).gid(run_as.gid);
     }
-    command.spawn()
+    let child = command.spawn()?;
+    if let Some(group) = launch.group {
+        if let Err(e) = group.adopt(child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(std::io::Error::other(format!(
+                "cannot move it into its cgroup: {e}"
+            )));
+        }
+    }
+    Ok(child)
 }
 
 #[cfg(test)]
@@ -162,10 +198,29 @@ mod tests {
             workdir: Path::new("/tmp"),
             contract: BTreeMap::new(),
             run_as: None,
+            group: None,
         };
         let argv = command_line(&launch);
         assert_eq!(argv[0], "/bin/sh");
         assert_eq!(argv[2], "ulimit -v 65536 && ulimit -t 5 && exec \"$@\"");
         assert_eq!(argv[argv.len() - 2..], ["sleep", "1"]);
+        // In a cgroup that limits memory, the shell first waits to be moved into it,
+        // and no address-space rlimit is set.
+        let group = Group {
+            path: "/nowhere".into(),
+            proc_line: "0::/a/it's".into(),
+            memory_limited: true,
+        };
+        let launch = Launch {
+            group: Some(&group),
+            ..launch
+        };
+        let argv = command_line(&launch);
+        assert!(argv[2].contains("= '0::/a/it'\\''s' ]"), "{}", argv[2]);
+        assert!(
+            argv[2].ends_with("done && ulimit -t 5 && exec \"$@\""),
+            "{}",
+            argv[2]
+        );
     }
 }

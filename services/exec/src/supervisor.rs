@@ -18,6 +18,7 @@ use dtaas_schemas::{subject, time, ErrorCode, ErrorReply};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cgroup::{Cgroups, Group, Limits};
 use crate::config::ExecConfig;
 use crate::logs::LogHistory;
 use crate::run::{self, Outcome, Run};
@@ -71,6 +72,8 @@ pub struct Supervisor {
     ops: tokio::sync::Mutex<()>,
     pub logs: Arc<LogHistory>,
     tasks: TaskTracker,
+    /// The node's cgroups; `None`: process groups and rlimits only.
+    cgroups: Option<Arc<Cgroups>>,
 }
 
 fn bad_request(message: impl Into<String>) -> ErrorReply {
@@ -78,7 +81,12 @@ fn bad_request(message: impl Into<String>) -> ErrorReply {
 }
 
 impl Supervisor {
-    pub fn new(ctx: Context, config: Arc<ExecConfig>, workdirs: Workdirs) -> Self {
+    pub fn new(
+        ctx: Context,
+        config: Arc<ExecConfig>,
+        workdirs: Workdirs,
+        cgroups: Option<Arc<Cgroups>>,
+    ) -> Self {
         Self {
             node: config.node.clone(),
             logs: Arc::new(LogHistory::new(config.log_history)),
@@ -88,6 +96,7 @@ impl Supervisor {
             table: Mutex::new(HashMap::new()),
             ops: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
+            cgroups,
         }
     }
 
@@ -129,13 +138,8 @@ impl Supervisor {
             WorkdirError::Unavailable(m) => ErrorReply::new(ErrorCode::Unavailable, m),
         })?;
         let workdir = self.workdirs.path(&spec.dt, &spec.role);
-        let launch = Launch {
-            spec: &spec,
-            workdir: &workdir,
-            contract: self.contract(&spec, &workdir, state.as_deref()),
-            run_as: self.workdirs.run_as,
-        };
-        let child = spawn::spawn(&launch).map_err(|e| {
+        let contract = self.contract(&spec, &workdir, state.as_deref());
+        let (child, group) = self.spawn_run(&spec, contract.clone()).map_err(|e| {
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
                     ErrorCode::BadRequest
@@ -150,7 +154,6 @@ impl Supervisor {
                 ),
             )
         })?;
-        let contract = launch.contract;
         let pid = child.id();
         let now = time::now_ns();
         let supervised = Arc::new(Supervised {
@@ -174,12 +177,49 @@ impl Supervisor {
         self.table().insert(key, supervised.clone());
         let this = self.clone();
         self.tasks
-            .spawn(async move { this.supervise(supervised, child, contract).await });
+            .spawn(async move { this.supervise(supervised, (child, group), contract).await });
         Ok(StartReply {
             pid,
             node: self.node.clone(),
             already_running: false,
         })
+    }
+
+    /// Spawns one run of `spec`, in a new cgroup when the node has them.
+    fn spawn_run(
+        &self,
+        spec: &ProcessSpec,
+        contract: BTreeMap<String, String>,
+    ) -> std::io::Result<(std::process::Child, Option<Group>)> {
+        let group = match &self.cgroups {
+            Some(cgroups) => Some(
+                cgroups
+                    .group(Limits {
+                        memory_mb: spec.memory_mb,
+                        cpu: spec.cpu,
+                        pids: Some(self.config.pids_max),
+                    })
+                    .map_err(|e| std::io::Error::other(format!("cannot create its cgroup: {e}")))?,
+            ),
+            None => None,
+        };
+        let workdir = self.workdirs.path(&spec.dt, &spec.role);
+        let launch = Launch {
+            spec,
+            workdir: &workdir,
+            contract,
+            run_as: self.workdirs.run_as,
+            group: group.as_ref(),
+        };
+        match spawn::spawn(&launch) {
+            Ok(child) => Ok((child, group)),
+            Err(e) => {
+                if let Some(group) = &group {
+                    group.remove();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The variables exec sets for every process.
@@ -215,12 +255,12 @@ impl Supervisor {
     async fn supervise(
         self: Arc<Self>,
         supervised: Arc<Supervised>,
-        child: std::process::Child,
+        first: (std::process::Child, Option<Group>),
         contract: BTreeMap<String, String>,
     ) {
         let spec = &supervised.spec;
         let key: Key = (spec.dt.clone(), spec.role.clone());
-        let mut child = child;
+        let mut run_of = first;
         let mut backoff = FIRST_BACKOFF;
         self.event(&supervised, ProcessEventKind::Started, None, None, None)
             .await;
@@ -239,7 +279,7 @@ impl Supervisor {
                 root: &self.workdirs.root,
             };
             let started = std::time::Instant::now();
-            let outcome = run::watch(run, child).await;
+            let outcome = run::watch(run, run_of.0, run_of.1).await;
             supervised.update(|i| i.exit_code = outcome.code());
             let Outcome::Ended { code, signal } = outcome else {
                 supervised.update(|i| i.status = ProcessStatus::Killed);
@@ -282,22 +322,15 @@ impl Supervisor {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(self.config.restart_backoff_max.max(FIRST_BACKOFF));
-            let workdir = self.workdirs.path(&spec.dt, &spec.role);
-            let launch = Launch {
-                spec,
-                workdir: &workdir,
-                contract: contract.clone(),
-                run_as: self.workdirs.run_as,
-            };
-            match spawn::spawn(&launch) {
+            match self.spawn_run(spec, contract.clone()) {
                 Ok(next) => {
                     supervised.update(|i| {
-                        i.pid = next.id();
+                        i.pid = next.0.id();
                         i.status = ProcessStatus::Running;
                         i.restarts += 1;
                         i.started_at = time::now_ns();
                     });
-                    child = next;
+                    run_of = next;
                     self.event(&supervised, ProcessEventKind::Restarted, code, signal, None)
                         .await;
                 }
