@@ -221,6 +221,12 @@ fn neo4j_cypher_runs_on_falkordb() {
     }))
     .unwrap();
     adopted.add_lifecycle("conveyor", &event).unwrap();
+    // One older than factory's configuration (the evolution at T0+3s) adds no edge.
+    let stale: dtaas_schemas::lifecycle::LifecycleEvent = serde_json::from_value(json!({
+        "dt": "stale", "to": "created", "at": T0 + 2 * S, "user": "bob", "parent": "factory"
+    }))
+    .unwrap();
+    adopted.add_lifecycle("stale", &stale).unwrap();
     for (statement, rows) in write_statements(&adopted) {
         run(&mut db, statement, &json!({ "rows": rows }));
     }
@@ -232,6 +238,10 @@ fn neo4j_cypher_runs_on_falkordb() {
     assert!(edges
         .iter()
         .any(|e| e.parent == "factory" && e.child == "conveyor"));
+    assert!(
+        !edges.iter().any(|e| e.child == "stale"),
+        "an event older than the parent's configuration linked a child"
+    );
 
     // Replaying every batch (twice, and the old configuration last) changes nothing.
     for _ in 0..2 {

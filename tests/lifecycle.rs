@@ -362,6 +362,132 @@ async fn an_invalid_evolve_changes_nothing_and_a_valid_one_restarts_only_what_ch
     p.ok("alice", "terminate", json!({"id": "evo"})).await;
 }
 
+/// The `(dt, to)` of lifecycle events until `last` arrived.
+async fn events_until(
+    events: &mut async_nats::Subscriber,
+    last: (&str, &str),
+) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let message = timeout(WAIT, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {last:?} event; seen {seen:?}"))
+            .unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        let pair = (
+            event["dt"].as_str().unwrap().to_owned(),
+            event["to"].as_str().unwrap().to_owned(),
+        );
+        let done = pair.0 == last.0 && pair.1 == last.1;
+        seen.push(pair);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolve_adds_and_removes_children_in_order() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle", "graph"]).await;
+    put_sleeper(&p).await;
+    let kid = |id: &str| json!({"id": id, "assets": [{"name": "k", "asset": "sleeper"}]});
+    let family = |children: Value| json!({"id": "fam", "assets": [{"name": "s", "asset": "sleeper"}], "children": children});
+    p.ok(
+        "alice",
+        "create",
+        json!({"config": family(json!([kid("old-kid")]))}),
+    )
+    .await;
+    p.ok("alice", "create", json!({"config": kid("other")}))
+        .await;
+    p.ok("alice", "execute", json!({"id": "fam"})).await;
+    let running = |dt: &Value| dt["processes"][0]["status"] == "running";
+    let parent = p.until("alice", "fam", "the parent runs", running).await;
+    let old_kid = p
+        .until("alice", "old-kid", "the old child runs", running)
+        .await;
+
+    // Invalid: a cycle and a child id another DT has; nothing changes.
+    let mut looped = kid("fam");
+    looped["assets"][0]["name"] = json!("x");
+    let bad = p
+        .dt(
+            "alice",
+            "evolve",
+            json!({"id": "fam", "config": family(json!([looped, kid("other")]))}),
+        )
+        .await;
+    assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(message.contains("children[0].id"), "{message}");
+    assert!(message.contains("includes itself"), "{message}");
+    assert!(message.contains("children[1].id"), "{message}");
+    assert!(message.contains("exists already"), "{message}");
+    let unchanged = p.ok("alice", "get", json!({"id": "fam"})).await;
+    assert_eq!(unchanged["dt"]["config_version"], 1, "{unchanged}");
+    assert_eq!(
+        unchanged["dt"]["config"]["children"][0]["id"], "old-kid",
+        "{unchanged}"
+    );
+
+    // Valid: old-kid out, new-kid in.
+    let mut events = p.client.subscribe("dtaas.v1.evt.dt.*.*").await.unwrap();
+    let evolved = p
+        .ok(
+            "alice",
+            "evolve",
+            json!({"id": "fam", "config": family(json!([kid("new-kid")]))}),
+        )
+        .await;
+    assert_eq!(evolved["dt"]["config_version"], 2, "{evolved}");
+    let seen = events_until(&mut events, ("old-kid", "terminated")).await;
+    let position = |dt: &str, to: &str| {
+        seen.iter()
+            .position(|(d, t)| d == dt && t == to)
+            .unwrap_or_else(|| panic!("no {dt} {to} in {seen:?}"))
+    };
+    assert!(
+        position("new-kid", "created") < position("new-kid", "executing")
+            && position("new-kid", "executing") < position("fam", "evolving"),
+        "the added child runs before the parent evolves: {seen:?}"
+    );
+    assert!(
+        position("fam", "evolving") < position("old-kid", "terminated"),
+        "the removed child stops after: {seen:?}"
+    );
+    let new_kid = p
+        .until("alice", "new-kid", "the new child runs", running)
+        .await;
+    assert_eq!(new_kid["parent"], "fam", "{new_kid}");
+    let gone = p.ok("alice", "get", json!({"id": "old-kid"})).await;
+    assert_eq!(gone["dt"]["state"], "terminated", "{gone}");
+    assert!(
+        gone["dt"].get("parent").is_none_or(Value::is_null),
+        "detached: {gone}"
+    );
+    eventually("the removed child's process is gone", || {
+        !alive(pids(&old_kid)[0])
+    })
+    .await;
+    // The graph follows: the new child (and its process) under the parent, the old
+    // one no longer.
+    tree_until(&p, "fam", "the evolved hierarchy", |t| {
+        t["children"].as_array().is_some_and(|c| c.len() == 1)
+            && t["children"][0]["id"] == "new-kid"
+            && t["children"][0]["processes"][0]["status"] == "running"
+    })
+    .await;
+    let after = p.ok("alice", "get", json!({"id": "fam"})).await;
+    assert_eq!(
+        pids(&after["dt"]),
+        pids(&parent),
+        "the parent's own process did not change, so it kept running"
+    );
+    p.ok("alice", "terminate", json!({"id": "fam"})).await;
+    let new_kid = p.ok("alice", "get", json!({"id": "new-kid"})).await;
+    assert_eq!(new_kid["dt"]["state"], "terminated", "{new_kid}");
+}
+
 /// Every verb whose DTaaS `lifecycle/` script a DT runs.
 use dtaas_schemas::asset::LIFECYCLE_PHASES as PHASES;
 

@@ -67,11 +67,13 @@ MATCH (d:Dt {id: row.dt}) WHERE d.config_at = row.at
 MERGE (c:Dt {id: row.child})
 MERGE (d)-[:HAS_CHILD]->(c)";
 
-/// `(parent)-[:HAS_CHILD]->(dt)` from an event's `parent` field.
+/// `(parent)-[:HAS_CHILD]->(dt)` from an event's `parent` field, unless the parent
+/// has a newer configuration (which names its children).
 pub const WRITE_PARENTS: &str = "\
 UNWIND $rows AS row
 MERGE (p:Dt {id: row.parent})
 MERGE (c:Dt {id: row.child})
+WITH p, c, row WHERE p.config_at IS NULL OR p.config_at <= row.at
 MERGE (p)-[:HAS_CHILD]->(c)";
 
 /// Lifecycle transitions, keyed by `(dt, at, to_state)`.

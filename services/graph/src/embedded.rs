@@ -207,10 +207,16 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
                 add_child.execute(params![row.dt, c])?;
             }
         }
+        // A parent's newer configuration decides its children: an older event's
+        // `parent` field (replayed, or batched after it) adds no edge.
+        let mut add_parent = tx.prepare_cached(
+            "INSERT OR IGNORE INTO child SELECT ?1, ?2
+             WHERE NOT EXISTS (SELECT 1 FROM dt WHERE id = ?1 AND config_at > ?3)",
+        )?;
         for row in &batch.parents {
             add_dt.execute([&row.parent])?;
             add_dt.execute([&row.child])?;
-            add_child.execute(params![row.parent, row.child])?;
+            add_parent.execute(params![row.parent, row.child, row.at])?;
         }
         let mut add_transition = tx.prepare_cached(
             "INSERT OR IGNORE INTO transition VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -53,11 +53,13 @@ pub struct PtRow {
     pub commands: Vec<String>,
 }
 
-/// `(parent)-[:HAS_CHILD]->(child)` declared by an event's `parent` field.
+/// `(parent)-[:HAS_CHILD]->(child)` declared by an event's `parent` field at `at`;
+/// not added when the parent has a newer configuration (which names its children).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParentRow {
     pub parent: String,
     pub child: String,
+    pub at: i64,
 }
 
 /// A lifecycle transition, keyed by `(dt, at, to)`.
@@ -164,6 +166,7 @@ impl Batch {
             self.parents.push(ParentRow {
                 parent: parent.clone(),
                 child: event.dt.clone(),
+                at: event.at,
             });
         }
         if let Some(config) = &event.config {

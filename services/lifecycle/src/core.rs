@@ -19,8 +19,22 @@ use crate::error::{Error, Result};
 use crate::placement::{place, Demand};
 use crate::registry::Registry;
 use crate::spec::{plan, Planned};
-use crate::validate::{validate, Catalog};
+use crate::validate::{validate, Catalog, Problem};
 use crate::{events, peers};
+
+/// Each asset address of a configuration tree → the asset it resolved to for the
+/// caller, or why it did not.
+pub type Assets = HashMap<String, std::result::Result<AssetMeta, String>>;
+
+/// The addresses the asset uses of `config` (not its children) resolved to, in use order.
+pub fn addresses(assets: &Assets, config: &DtConfig) -> Vec<String> {
+    config
+        .assets
+        .iter()
+        .filter_map(|u| assets.get(&u.asset)?.as_ref().ok())
+        .map(|m| m.address())
+        .collect()
+}
 
 /// Process statuses after which a process runs no more.
 pub const ENDED: [&str; 3] = ["exited", "failed", "killed"];
@@ -82,11 +96,7 @@ impl Core {
     }
 
     /// Looks up every asset address of the tree as `user` sees it.
-    pub async fn resolve(
-        &self,
-        user: &str,
-        config: &DtConfig,
-    ) -> Result<HashMap<String, std::result::Result<AssetMeta, String>>> {
+    pub async fn resolve(&self, user: &str, config: &DtConfig) -> Result<Assets> {
         let mut tree = Vec::new();
         flatten(config, None, &mut tree);
         let mut addresses: Vec<String> = tree
@@ -111,20 +121,27 @@ impl Core {
     }
 
     /// Resolves and validates `config`; every problem in one `bad_request`.
-    pub async fn check(
+    pub async fn check(&self, user: &str, config: &DtConfig) -> Result<Assets> {
+        self.check_with(user, config, Vec::new()).await
+    }
+
+    /// `check`, with `found`: problems the caller found already.
+    pub async fn check_with(
         &self,
         user: &str,
         config: &DtConfig,
-    ) -> Result<HashMap<String, std::result::Result<AssetMeta, String>>> {
+        found: Vec<Problem>,
+    ) -> Result<Assets> {
         let assets = self.resolve(user, config).await?;
         let nodes = peers::nodes(&self.js).await?;
-        let problems = validate(
+        let mut problems = found;
+        problems.extend(validate(
             config,
             &Catalog {
                 assets: &assets,
                 nodes: &nodes,
             },
-        );
+        ));
         if problems.is_empty() {
             return Ok(assets);
         }
@@ -315,7 +332,7 @@ impl Core {
         for (i, &to) in through.iter().chain(settled.iter()).enumerate() {
             let mut event = events::event(&v.dt, from, to, user);
             if with_config && i == 0 {
-                event.config = Some(events::resolved_config(&v.dt));
+                event.config = Some(events::resolved_tree(&self.registry, &v.dt).await?);
             }
             event.detail = detail.clone();
             self.publish(&v.dt, &event).await?;

@@ -10,6 +10,7 @@ use dtaas_schemas::names::header;
 use dtaas_schemas::time::now_ns;
 
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 
 /// A transition of `dt` to `to`, caused by `user`.
 pub fn event(
@@ -41,6 +42,21 @@ pub fn resolved_config(dt: &DtState) -> DtConfig {
     // Children carry their own resolved assets in their own events.
     config.children.clear();
     config
+}
+
+/// `config` with every asset as the address it resolved to, children included (as
+/// the registry has them now): a parent's configuration event then names all its
+/// children, so the graph keeps the edges to children an evolution added.
+pub async fn resolved_tree(registry: &Registry, dt: &DtState) -> Result<DtConfig> {
+    let mut config = resolved_config(dt);
+    for child in &dt.config.children {
+        if let Some(entry) = registry.get(&child.id).await? {
+            config
+                .children
+                .push(Box::pin(resolved_tree(registry, &entry.dt)).await?);
+        }
+    }
+    Ok(config)
 }
 
 /// Publishes `event` and waits for JetStream's acknowledgement; then copies it to

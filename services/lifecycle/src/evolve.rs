@@ -2,17 +2,20 @@
 //! it is invalid nothing changes and the old configuration keeps running. Applied to
 //! an executing DT, only the processes whose part changed are restarted (their spec
 //! hash differs), removed ones are stopped and new ones started. Children are evolved
-//! with their part of the configuration; adding or removing children is refused.
+//! with their part of the configuration. Children it adds are registered (their ids
+//! must be new on the platform) and, when the DT executes, started before the DT's
+//! own processes change; children it removes are detached and terminated after.
 
 use std::collections::HashMap;
 
 use dtaas_schemas::dt_config::{DtConfig, DtState};
 use dtaas_schemas::lifecycle::{LifecycleState, ProcessState};
 
-use crate::core::Core;
+use crate::core::{addresses, Assets, Core};
 use crate::error::{Error, Result};
 use crate::scripts;
 use crate::spec::plan;
+use crate::validate::Problem;
 
 impl Core {
     pub async fn evolve(&self, user: &str, id: &str, config: DtConfig) -> Result<DtState> {
@@ -24,31 +27,54 @@ impl Core {
         }
         let current = self.registry.get_owned(user, id).await?.dt;
         let mut problems = Vec::new();
-        same_children(&current.config, &config, "", &mut problems);
-        if !problems.is_empty() {
-            return Err(Error::BadRequest(format!(
-                "the configuration of DT {id:?} has {} problem(s):\n  {}",
-                problems.len(),
-                problems.join("\n  ")
-            )));
-        }
-        let assets = self.check(user, &config).await?;
-        let resolved = |c: &DtConfig| -> Vec<String> {
-            c.assets
-                .iter()
-                .filter_map(|u| assets.get(&u.asset)?.as_ref().ok())
-                .map(|m| m.address())
-                .collect()
-        };
-        Box::pin(self.evolve_tree(user, &config, &resolved)).await
+        self.taken_ids(&current.config, &config, "", &mut problems)
+            .await?;
+        let assets = self.check_with(user, &config, problems).await?;
+        Box::pin(self.evolve_tree(user, &config, &assets)).await
     }
 
-    async fn evolve_tree(
+    /// A problem for every child `new` adds (at any level, under a DT `old` has too)
+    /// whose id another DT has on the platform already.
+    async fn taken_ids(
         &self,
-        user: &str,
-        config: &DtConfig,
-        resolved: &(dyn Fn(&DtConfig) -> Vec<String> + Sync),
-    ) -> Result<DtState> {
+        old: &DtConfig,
+        new: &DtConfig,
+        prefix: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        for (i, child) in new.children.iter().enumerate() {
+            let path = format!("{prefix}children[{i}].");
+            match old.children.iter().find(|c| c.id == child.id) {
+                Some(kept) => Box::pin(self.taken_ids(kept, child, &path, problems)).await?,
+                None => self.new_ids(child, &path, problems).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A problem for every DT of an added subtree whose id is registered already.
+    async fn new_ids(
+        &self,
+        added: &DtConfig,
+        prefix: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        if self.registry.get(&added.id).await?.is_some() {
+            problems.push(Problem {
+                path: format!("{prefix}id"),
+                message: format!(
+                    "DT id {:?} exists already; a child added by evolve needs a new id",
+                    added.id
+                ),
+            });
+        }
+        for (i, child) in added.children.iter().enumerate() {
+            Box::pin(self.new_ids(child, &format!("{prefix}children[{i}]."), problems)).await?;
+        }
+        Ok(())
+    }
+
+    async fn evolve_tree(&self, user: &str, config: &DtConfig, assets: &Assets) -> Result<DtState> {
         let id = config.id.as_str();
         let claimed = self
             .registry
@@ -61,57 +87,28 @@ impl Core {
             })
             .await?
             .dt;
+        let had = |child: &DtConfig| claimed.config.children.iter().any(|c| c.id == child.id);
+        let executing = claimed.state == LifecycleState::Executing;
         let mut next = claimed.clone();
         next.config = config.clone();
-        next.resolved_assets = resolved(config);
+        next.resolved_assets = addresses(assets, config);
         let applied = async {
-            let metas = self.metas(&next).await?;
-            if claimed.state == LifecycleState::Executing {
-                let planned: Vec<_> = plan(&next.owner, &next.config, &metas)
-                    .map_err(Error::BadRequest)?
-                    .into_iter()
-                    .filter(|p| !p.spec.argv.is_empty())
-                    .collect();
-                let old: HashMap<&str, &ProcessState> = claimed
-                    .processes
-                    .iter()
-                    .map(|p| (p.role.as_str(), p))
-                    .collect();
-                for p in &claimed.processes {
-                    let kept = planned
-                        .iter()
-                        .any(|n| n.spec.role == p.role && n.hash == p.spec_hash);
-                    if !kept {
-                        self.stop_on(id, &p.node, Some(&p.role)).await;
-                    }
+            // Added children first: the DT's processes may read from them.
+            for child in config.children.iter().filter(|c| !had(c)) {
+                self.register_tree(user, child, Some(id), assets).await?;
+                if executing {
+                    self.execute_child(user, &child.id).await?;
                 }
-                let gone: Vec<String> = claimed
-                    .processes
-                    .iter()
-                    .filter(|p| !planned.iter().any(|n| n.spec.role == p.role))
-                    .map(|p| p.role.clone())
-                    .collect();
-                self.registry
-                    .modify(id, |dt| {
-                        dt.processes.retain(|p| !gone.contains(&p.role));
-                        Ok(())
-                    })
-                    .await?;
-                let changed: Vec<_> = planned
-                    .into_iter()
-                    .filter(|n| {
-                        old.get(n.spec.role.as_str())
-                            .is_none_or(|o| o.spec_hash != n.hash)
-                    })
-                    .collect();
-                self.start(id, changed, &[]).await?;
+            }
+            let metas = self.metas(&next).await?;
+            if executing {
+                self.apply_processes(&claimed, &next, &metas).await?;
             }
             scripts::run_phase(self, &next, &metas, "evolve").await
         }
         .await;
         if let Err(e) = applied {
-            self.abandon(user, id, &e, claimed.state == LifecycleState::Executing)
-                .await;
+            self.abandon(user, id, &e, executing).await;
             return Err(e);
         }
         let back = claimed.state;
@@ -130,26 +127,71 @@ impl Core {
                 },
             )
             .await?;
-        for child in &config.children {
-            Box::pin(self.evolve_tree(user, child, resolved)).await?;
+        for child in config.children.iter().filter(|c| had(c)) {
+            Box::pin(self.evolve_tree(user, child, assets)).await?;
+        }
+        // Removed children last: the DT no longer reads from them.
+        let kept = |old: &&DtConfig| config.children.iter().any(|c| c.id == old.id);
+        for gone in claimed.config.children.iter().filter(|c| !kept(c)) {
+            self.registry
+                .modify(&gone.id, |dt| {
+                    dt.parent = None;
+                    Ok(())
+                })
+                .await?;
+            match Box::pin(self.terminate_tree(user, &gone.id)).await {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(dt)
     }
-}
 
-/// Evolve keeps the hierarchy: the same children, by id, at every level.
-fn same_children(old: &DtConfig, new: &DtConfig, prefix: &str, problems: &mut Vec<String>) {
-    let ids = |c: &DtConfig| c.children.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
-    if ids(old) != ids(new) {
-        problems.push(format!(
-            "{prefix}children: evolve keeps the children ({:?}) but this names {:?}; create or \
-             terminate DTs to change the hierarchy",
-            ids(old),
-            ids(new)
-        ));
-        return;
-    }
-    for (i, (o, n)) in old.children.iter().zip(&new.children).enumerate() {
-        same_children(o, n, &format!("{prefix}children[{i}]."), problems);
+    /// Restarts the processes of executing `old` whose spec changed in `new`, stops
+    /// the ones `new` drops and starts the ones it adds.
+    async fn apply_processes(
+        &self,
+        old: &DtState,
+        new: &DtState,
+        metas: &[dtaas_schemas::asset::AssetMeta],
+    ) -> Result<()> {
+        let id = old.id.as_str();
+        let planned: Vec<_> = plan(&new.owner, &new.config, metas)
+            .map_err(Error::BadRequest)?
+            .into_iter()
+            .filter(|p| !p.spec.argv.is_empty())
+            .collect();
+        let before: HashMap<&str, &ProcessState> =
+            old.processes.iter().map(|p| (p.role.as_str(), p)).collect();
+        for p in &old.processes {
+            let kept = planned
+                .iter()
+                .any(|n| n.spec.role == p.role && n.hash == p.spec_hash);
+            if !kept {
+                self.stop_on(id, &p.node, Some(&p.role)).await;
+            }
+        }
+        let gone: Vec<String> = old
+            .processes
+            .iter()
+            .filter(|p| !planned.iter().any(|n| n.spec.role == p.role))
+            .map(|p| p.role.clone())
+            .collect();
+        self.registry
+            .modify(id, |dt| {
+                dt.processes.retain(|p| !gone.contains(&p.role));
+                Ok(())
+            })
+            .await?;
+        let changed: Vec<_> = planned
+            .into_iter()
+            .filter(|n| {
+                before
+                    .get(n.spec.role.as_str())
+                    .is_none_or(|o| o.spec_hash != n.hash)
+            })
+            .collect();
+        self.start(id, changed, &[]).await?;
+        Ok(())
     }
 }

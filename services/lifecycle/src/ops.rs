@@ -6,7 +6,7 @@ use dtaas_schemas::dt_config::{DtConfig, DtState};
 use dtaas_schemas::lifecycle::LifecycleState;
 use dtaas_schemas::time::now_ns;
 
-use crate::core::{flatten, Core};
+use crate::core::{addresses, flatten, Assets, Core};
 use crate::error::{Error, Result};
 use crate::scripts;
 
@@ -14,8 +14,21 @@ impl Core {
     /// Validates `config` and registers it and its children as `created`.
     pub async fn create(&self, user: &str, config: DtConfig) -> Result<DtState> {
         let assets = self.check(user, &config).await?;
+        self.register_tree(user, &config, None, &assets).await
+    }
+
+    /// Registers `config` and its children as `created` (all or nothing, under
+    /// `parent`), publishes their `created` events and runs their `create` scripts,
+    /// children first. `config` was validated.
+    pub(crate) async fn register_tree(
+        &self,
+        user: &str,
+        config: &DtConfig,
+        parent: Option<&str>,
+        assets: &Assets,
+    ) -> Result<DtState> {
         let mut tree = Vec::new();
-        flatten(&config, None, &mut tree);
+        flatten(config, parent, &mut tree);
         let now = now_ns();
         let states: Vec<DtState> = tree
             .iter()
@@ -27,12 +40,7 @@ impl Core {
                 config: (*c).clone(),
                 parent: parent.map(str::to_owned),
                 fork_of: None,
-                resolved_assets: c
-                    .assets
-                    .iter()
-                    .filter_map(|u| assets.get(&u.asset)?.as_ref().ok())
-                    .map(|m| m.address())
-                    .collect(),
+                resolved_assets: addresses(assets, c),
                 processes: Vec::new(),
                 snapshots: Vec::new(),
                 busy: None,
@@ -133,7 +141,7 @@ impl Core {
         Box::pin(self.terminate_tree(user, id)).await
     }
 
-    async fn terminate_tree(&self, user: &str, id: &str) -> Result<DtState> {
+    pub(crate) async fn terminate_tree(&self, user: &str, id: &str) -> Result<DtState> {
         let claimed = self
             .registry
             .claim(id, "terminate", self.lease_ns(), |dt| match dt.state {
