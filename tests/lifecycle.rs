@@ -787,3 +787,70 @@ async fn the_graph_shows_a_dts_processes_from_execute_to_terminate() {
     .await;
     assert_eq!(tree["processes"][0]["pid"], shown["pid"], "{tree}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_quota_refuses_once_the_days_cpu_seconds_are_used() {
+    let mut p = Platform::start(&["n1"], &["assets"]).await;
+    p.spawn(
+        "lifecycle",
+        "lifecycle",
+        &[("DTAAS_QUOTA_CPU_SECONDS", "1.5")],
+    );
+    p.wait_for("lifecycle", "dt", "list", "dts").await;
+    // Spins until it used 2 CPU seconds (whatever the machine's load), then ends.
+    let busy = b"import time\nwhile time.process_time() < 2.0:\n    pass\nprint('done')\n";
+    p.put_asset(
+        "alice",
+        "busy",
+        &[("busy.py", busy, 0o644)],
+        json!({}),
+        json!({"command": ["python3", "busy.py"]}),
+    )
+    .await;
+    for id in ["cpu-1", "cpu-2"] {
+        let config = json!({"id": id, "assets": [{"name": "b", "asset": "busy"}]});
+        p.ok("alice", "create", json!({"config": config})).await;
+    }
+    p.ok("alice", "execute", json!({"id": "cpu-1"})).await;
+    p.until("alice", "cpu-1", "the busy DT completed", |dt| {
+        dt["state"] == "completed"
+    })
+    .await;
+    // Its final usage sample is stored when it ended; usage.get shows it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut usage = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let reply = timeout(
+            WAIT,
+            p.client.request(
+                "dtaas.v1.alice.usage.get",
+                json!({"from": "-24h"}).to_string().into(),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        usage = serde_json::from_slice(&reply.payload).unwrap();
+        if usage["total"]["cpu_seconds"].as_f64().unwrap_or(0.0) >= 1.9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let used = usage["total"]["cpu_seconds"].as_f64().unwrap_or(0.0);
+    assert!((1.9..3.0).contains(&used), "usage of the busy DT: {usage}");
+    assert_eq!(usage["dts"][0]["dt"], "cpu-1", "{usage}");
+
+    let refused = p.dt("alice", "execute", json!({"id": "cpu-2"})).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("CPU seconds") && message.contains("limit is 1.5"),
+        "{message}"
+    );
+    let second = p.ok("alice", "get", json!({"id": "cpu-2"})).await;
+    assert_eq!(second["dt"]["state"], "created");
+    assert!(
+        second["dt"]["processes"].as_array().unwrap().is_empty(),
+        "nothing started: {second}"
+    );
+}
