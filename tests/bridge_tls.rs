@@ -1,6 +1,6 @@
 //! The bridge over TLS (`mqtts://`): a CA and a server certificate made with
-//! `openssl` in a temporary directory, mosquitto with a TLS listener next to its plain
-//! one (devices publish on the plain one). With `DTAAS_MQTT_CA_FILE` naming the CA the
+//! `openssl` in a temporary directory (harness `Certs`), mosquitto with a TLS listener
+//! next to its plain one (devices publish on the plain one). With `DTAAS_MQTT_CA_FILE` naming the CA the
 //! bridge carries telemetry over TLS; with another CA it logs a clear TLS error,
 //! retries, and never connects.
 
@@ -12,100 +12,16 @@ use std::time::Duration;
 use bridge_support::*;
 use dtaas_schemas::names::STREAM_TELEMETRY;
 use dtaas_schemas::subject;
-use dtaas_test_harness::Mosquitto;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// `openssl req` arguments for a new P-256 key, unencrypted, written to `key`.
-fn new_ec_key(key: &str) -> [&str; 8] {
-    [
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key,
-    ]
-}
-
-/// A self-signed CA `<name>.pem` (key `<name>.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) -> PathBuf {
-    let key = format!("{name}.key");
-    let pem = format!("{name}.pem");
-    let subject = format!("/CN=dtaas test {name}");
-    let ca = [
-        "-x509",
-        "-out",
-        &pem,
-        "-days",
-        "2",
-        "-subj",
-        &subject,
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ];
-    openssl(dir, &[&new_ec_key(&key)[..], &ca].concat());
-    dir.join(pem)
-}
-
-/// A server certificate for 127.0.0.1 / localhost signed by the CA `ca`; returns
-/// (certificate, key).
-fn make_server_cert(dir: &Path, ca: &str) -> (PathBuf, PathBuf) {
-    let csr = ["-out", "server.csr", "-subj", "/CN=localhost"];
-    openssl(dir, &[&new_ec_key("server.key")[..], &csr].concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-    (dir.join("server.pem"), dir.join("server.key"))
-}
+use dtaas_test_harness::{Certs, Mosquitto};
 
 /// Certificates and a mosquitto with a TLS listener; returns the broker, the `mqtts`
 /// URL, the right CA file and another CA's file.
 fn tls_broker(dir: &Path) -> (Broker, String, PathBuf, PathBuf) {
-    let ca = make_ca(dir, "ca");
-    let other_ca = make_ca(dir, "other-ca");
-    let (cert, key) = make_server_cert(dir, "ca");
-    let mosquitto = Mosquitto::start_with_tls(&ca, &cert, &key).expect("mosquitto with TLS");
+    let certs = Certs::make(dir).expect("certificates");
+    let mosquitto =
+        Mosquitto::start_with_tls(&certs.ca, &certs.cert, &certs.key).expect("mosquitto with TLS");
     let url = format!("mqtts://127.0.0.1:{}", mosquitto.tls_port.unwrap());
-    (Broker::Mosquitto(mosquitto), url, ca, other_ca)
+    (Broker::Mosquitto(mosquitto), url, certs.ca, certs.other_ca)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -33,6 +33,18 @@ pub enum ConnectError {
         login: String,
         source: async_nats::ConnectError,
     },
+    /// The TLS handshake failed: the server's certificate is not trusted or not valid
+    /// for the host, or the port does not speak TLS. No retry changes that.
+    #[error(
+        "cannot connect to NATS at {url}: TLS failed: {error}. Is the server's \
+         certificate signed by the CA in nats_ca_file (DTAAS_NATS_CA_FILE; default: the \
+         system's) and valid for the host in the URL, and does the server have TLS on?"
+    )]
+    Tls {
+        url: String,
+        /// Not the error's `source`: the message names it once, not again as a cause.
+        error: async_nats::ConnectError,
+    },
     #[error(
         "cannot reach NATS at {url} after {elapsed:?}: {last_error}. \
          Is nats-server running there? Set DTAAS_NATS_URL (or nats_url in the config file) \
@@ -79,6 +91,7 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, ConnectError
                     source,
                 });
             }
+            Err(error) if tls_failed(&error) => return Err(ConnectError::Tls { url, error }),
             Err(error) => {
                 let elapsed = started.elapsed();
                 if elapsed >= config.nats_connect_timeout {
@@ -104,6 +117,26 @@ fn refused(error: &async_nats::ConnectError) -> bool {
         error.kind(),
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
     )
+}
+
+/// Whether the TLS handshake failed (rustls refused the certificate, or the server
+/// answered something that is not TLS), which no retry changes.
+fn tls_failed(error: &async_nats::ConnectError) -> bool {
+    if error.kind() == ConnectErrorKind::Tls {
+        return true;
+    }
+    let mut next = std::error::Error::source(error);
+    while let Some(cause) = next {
+        let rustls = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<async_nats::rustls::Error>());
+        if rustls || cause.is::<async_nats::rustls::Error>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 async fn options(config: &Config, login: &Login, name: &str) -> Result<ConnectOptions, LoginError> {

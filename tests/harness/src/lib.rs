@@ -4,6 +4,7 @@
 //! Each server gets a free port and its own temporary directory, is waited for until
 //! it answers, and is killed and removed on drop. No test uses a standard port.
 
+pub mod certs;
 pub mod cluster;
 pub mod falkordb;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod resp;
 pub mod victoria;
 pub mod worker;
 
+pub use certs::Certs;
 pub use cluster::NatsCluster;
 pub use falkordb::FalkorDb;
 pub use mosquitto::Mosquitto;

@@ -74,6 +74,14 @@ impl NatsOptions {
         self
     }
 
+    /// TLS on the client port with the server certificate and key (PEM); clients then
+    /// connect to `tls://127.0.0.1:<port>`.
+    pub fn tls(self, cert_file: &std::path::Path, key_file: &std::path::Path) -> Self {
+        self.config(&format!(
+            "tls {{ cert_file: {cert_file:?}, key_file: {key_file:?} }}"
+        ))
+    }
+
     /// Writes `contents` to `name` next to the configuration, for `include name`.
     pub fn file(mut self, name: &str, contents: &str) -> Self {
         self.files.push((name.into(), contents.into()));
