@@ -44,7 +44,10 @@ fn dt_configs() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// The catalog DT configurations are validated against: one asset, one node.
-fn catalog_parts() -> (HashMap<String, Result<AssetMeta, String>>, Vec<NodeInfo>) {
+fn catalog_parts() -> (
+    HashMap<String, Result<AssetMeta, dtaas_lifecycle::error::Error>>,
+    Vec<NodeInfo>,
+) {
     let doubler: AssetMeta = serde_json::from_str(
         r#"{"name":"doubler","owner":"alice","version":2,"kind":"function",
             "interface":{"inputs":[{"name":"x","type":"number"}],

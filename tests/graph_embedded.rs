@@ -27,7 +27,7 @@ const T: Duration = Duration::from_secs(30);
 /// A graph worker running in this process against `nats`, storing under `data`.
 struct Worker {
     ctx: Context,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), dtaas_graph::RunError>>,
 }
 
 impl Worker {

@@ -8,6 +8,8 @@ use dtaas_runtime::config::{duration, env_override};
 use dtaas_runtime::{Config, ConfigError};
 use serde::Deserialize;
 
+use crate::error::BadLabel;
+
 /// The `[exec]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,7 +99,8 @@ impl ExecConfig {
             exec.dir = Some(dir.into());
         }
         if let Ok(labels) = std::env::var("DTAAS_EXEC_LABELS") {
-            exec.labels = parse_labels(&labels).map_err(|m| invalid("DTAAS_EXEC_LABELS", m))?;
+            exec.labels =
+                parse_labels(&labels).map_err(|e| invalid("DTAAS_EXEC_LABELS", e.to_string()))?;
         }
         if let Ok(admins) = std::env::var("DTAAS_EXEC_ADMINS") {
             exec.admins = admins
@@ -134,14 +137,14 @@ fn invalid(origin: &str, message: impl Into<String>) -> ConfigError {
 }
 
 /// `k=v,k2=v2` into a map.
-fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, BadLabel> {
     text.split(',')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             pair.split_once('=')
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .ok_or_else(|| format!("label {pair:?} is not `key=value`"))
+                .ok_or_else(|| BadLabel(pair.to_owned()))
         })
         .collect()
 }
@@ -180,7 +183,7 @@ mod tests {
         assert_eq!(exec.grace, Duration::from_secs(2));
         assert_eq!(exec.labels["gpu"], "yes");
         assert_eq!(parse_labels("a=1, b=2").unwrap().len(), 2);
-        assert!(parse_labels("a").unwrap_err().contains("\"a\""));
+        assert!(parse_labels("a").unwrap_err().to_string().contains("\"a\""));
         let config = Config::from_toml("[exec]\ngrase = \"1s\"", "t.toml", &|_| None).unwrap();
         let err = config.section::<ExecConfig>("exec").unwrap_err();
         assert!(err.to_string().contains("grase"), "{err}");

@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use dtaas_runtime::backoff::Backoff;
 use dtaas_schemas::exec::ProcessEvent;
 use dtaas_schemas::names::header;
 
+use crate::error::failed;
+
 const ATTEMPTS: u32 = 5;
+const WHAT: &str = "cannot publish a process event";
 
 /// Publishes `event` and waits for JetStream's acknowledgement.
 pub async fn publish(js: &jetstream::Context, event: &ProcessEvent) {
@@ -33,18 +37,19 @@ pub async fn publish(js: &jetstream::Context, event: &ProcessEvent) {
         )
         .as_str(),
     );
-    let mut wait = Duration::from_millis(200);
+    let mut backoff = Backoff::new();
     for attempt in 1..=ATTEMPTS {
         let sent = async {
             js.publish_with_headers(subject.clone(), headers.clone(), body.clone().into())
-                .await?
                 .await
-                .map_err(anyhow::Error::from)
+                .map_err(failed(WHAT))?
+                .await
+                .map_err(failed(WHAT))
         };
         match tokio::time::timeout(Duration::from_secs(5), sent).await {
             Ok(Ok(_)) => return,
             Ok(Err(error)) if attempt == ATTEMPTS => {
-                tracing::error!(subject, error = %format!("{error:#}"), "Cannot publish a process event; it is lost.");
+                tracing::error!(subject, %error, "Cannot publish a process event; it is lost.");
             }
             Err(_) if attempt == ATTEMPTS => {
                 tracing::error!(
@@ -54,7 +59,6 @@ pub async fn publish(js: &jetstream::Context, event: &ProcessEvent) {
             }
             _ => {}
         }
-        tokio::time::sleep(wait).await;
-        wait *= 2;
+        backoff.sleep().await;
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod error;
 pub mod events;
 pub mod leftovers;
 pub mod logs;
@@ -23,6 +24,7 @@ use dtaas_runtime::{Context, WorkerService};
 use dtaas_schemas::names::KV_NODES;
 
 use crate::config::ExecConfig;
+pub use crate::error::RunError;
 use crate::spawn::RunAs;
 use crate::supervisor::Supervisor;
 use crate::workdir::Workdirs;
@@ -44,7 +46,7 @@ Exec worker environment:
   DTAAS_EXEC_ADMINS     users who may read every user's usage (comma-separated)";
 
 /// Runs the node until `ctx.shutdown` is cancelled; then stops its processes.
-pub async fn run(ctx: Context) -> anyhow::Result<()> {
+pub async fn run(ctx: Context) -> Result<(), RunError> {
     let config = Arc::new(ExecConfig::load(&ctx.config)?);
     usage::provision(&ctx, config.usage_retention).await?;
     let root = config.dir(&ctx.config);
@@ -73,7 +75,11 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .js
         .get_key_value(KV_NODES)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot open KV {KV_NODES}: {e}"))?;
+        .map_err(|e| RunError::Register {
+            node: config.node.clone(),
+            bucket: KV_NODES,
+            source: e.into(),
+        })?;
 
     let mut service = WorkerService::start(
         &ctx,
@@ -149,14 +155,17 @@ fn isolation(config: &ExecConfig, root: &std::path::Path) -> Option<Arc<cgroup::
 
 /// Creates the node's directory, traversable (not readable) by the user processes
 /// run as, so they can reach their own work directories.
-fn prepare_root(root: &std::path::Path) -> anyhow::Result<()> {
+fn prepare_root(root: &std::path::Path) -> Result<(), RunError> {
     use std::os::unix::fs::PermissionsExt;
     let work = root.join("work");
-    std::fs::create_dir_all(&work)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", work.display()))?;
+    let failed = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| RunError::Dir { path, source }
+    };
+    std::fs::create_dir_all(&work).map_err(failed(&work))?;
     for dir in [root, work.as_path()] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-            .map_err(|e| anyhow::anyhow!("cannot set the permissions of {}: {e}", dir.display()))?;
+            .map_err(failed(dir))?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use dtaas_schemas::time;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ExecConfig;
+use crate::error::{failed, timed_out, NatsError, RunError};
 use crate::supervisor::Supervisor;
 
 /// The node's entry now.
@@ -29,9 +30,14 @@ fn info(config: &ExecConfig, supervisor: &Supervisor) -> NodeInfo {
     }
 }
 
-async fn put(store: &kv::Store, info: &NodeInfo) -> anyhow::Result<()> {
+async fn put(store: &kv::Store, info: &NodeInfo) -> Result<(), NatsError> {
+    const WHAT: &str = "cannot store the node's entry";
+    let wait = Duration::from_secs(5);
     let body = serde_json::to_vec(info)?;
-    tokio::time::timeout(Duration::from_secs(5), store.put(&info.id, body.into())).await??;
+    tokio::time::timeout(wait, store.put(&info.id, body.into()))
+        .await
+        .map_err(timed_out(WHAT, wait))?
+        .map_err(failed(WHAT))?;
     Ok(())
 }
 
@@ -40,7 +46,7 @@ pub async fn register(
     store: &kv::Store,
     config: &ExecConfig,
     supervisor: &Supervisor,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     if let Ok(Some(entry)) = store.get(&config.node).await {
         if let Ok(other) = serde_json::from_slice::<NodeInfo>(&entry) {
             if !other.is_stale(time::now_ns()) {
@@ -48,12 +54,13 @@ pub async fn register(
             }
         }
     }
-    put(store, &info(config, supervisor)).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot register node {} in KV {KV_NODES}: {e:#}",
-            config.node
-        )
-    })
+    put(store, &info(config, supervisor))
+        .await
+        .map_err(|e| RunError::Register {
+            node: config.node.clone(),
+            bucket: KV_NODES,
+            source: e.into(),
+        })
 }
 
 /// Rewrites the entry every heartbeat until `shutdown`, then deletes it.
@@ -78,7 +85,7 @@ pub async fn heartbeat(
             Ok(()) => {}
             Err(error) if !failing => {
                 failing = true;
-                tracing::warn!(node = %config.node, error = %format!("{error:#}"), "Cannot store a heartbeat; lifecycle will consider this node gone if it lasts. Retrying.");
+                tracing::warn!(node = %config.node, %error, "Cannot store a heartbeat; lifecycle will consider this node gone if it lasts. Retrying.");
             }
             Err(_) => {}
         }

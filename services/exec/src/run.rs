@@ -225,11 +225,12 @@ async fn report(run: &Run<'_>, meter: &mut RunMeter, ended: bool) {
     match crate::usage::publish(&run.ctx.js, &sample).await {
         Ok(()) => meter.reported(&delta),
         Err(error) if ended => {
-            tracing::warn!(dt = %sample.dt, error = %format!("{error:#}"), "Cannot store a final usage sample; retrying in the background.");
+            tracing::warn!(dt = %sample.dt, %error, "Cannot store a final usage sample; retrying in the background.");
             let js = run.ctx.js.clone();
             tokio::spawn(async move {
+                let mut backoff = dtaas_runtime::backoff::Backoff::new();
                 for _ in 0..FINAL_SAMPLE_RETRIES {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    backoff.sleep().await;
                     if crate::usage::publish(&js, &sample).await.is_ok() {
                         return;
                     }
@@ -239,7 +240,7 @@ async fn report(run: &Run<'_>, meter: &mut RunMeter, ended: bool) {
         }
         // Not stored: its usage goes into the next sample.
         Err(error) => {
-            tracing::debug!(error = %format!("{error:#}"), "Cannot store a usage sample.")
+            tracing::debug!(%error, "Cannot store a usage sample.")
         }
     }
 }

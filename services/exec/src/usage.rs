@@ -13,6 +13,8 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
 use dtaas_runtime::provision::{ensure_stream, retrying, ProvisionError};
 use dtaas_runtime::{Context, RequestInfo};
+
+use crate::error::{failed, timed_out, NatsError};
 use dtaas_schemas::exec::{DtUsage, Usage, UsageReply, UsageRequest, UsageSample};
 use dtaas_schemas::names::{header, STREAM_USAGE};
 use dtaas_schemas::{subject, time, ErrorCode, ErrorReply};
@@ -46,7 +48,7 @@ pub async fn provision(ctx: &Context, retention: Duration) -> Result<(), Provisi
 }
 
 /// Stores one sample; `Ok` once JetStream acknowledged it.
-pub async fn publish(js: &jetstream::Context, sample: &UsageSample) -> anyhow::Result<()> {
+pub async fn publish(js: &jetstream::Context, sample: &UsageSample) -> Result<(), NatsError> {
     let subject = subject::usage_sample(&sample.user, &sample.dt)?;
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, "application/json");
@@ -59,12 +61,16 @@ pub async fn publish(js: &jetstream::Context, sample: &UsageSample) -> anyhow::R
         .as_str(),
     );
     let body = serde_json::to_vec(sample)?;
-    let ack = tokio::time::timeout(
-        Duration::from_secs(5),
-        js.publish_with_headers(subject, headers, body.into()),
-    )
-    .await??;
-    tokio::time::timeout(Duration::from_secs(5), ack).await??;
+    const WHAT: &str = "cannot publish a usage sample";
+    let wait = Duration::from_secs(5);
+    let ack = tokio::time::timeout(wait, js.publish_with_headers(subject, headers, body.into()))
+        .await
+        .map_err(timed_out(WHAT, wait))?
+        .map_err(failed(WHAT))?;
+    tokio::time::timeout(wait, ack)
+        .await
+        .map_err(timed_out(WHAT, wait))?
+        .map_err(failed(WHAT))?;
     Ok(())
 }
 
@@ -171,26 +177,30 @@ async fn read(
     js: &jetstream::Context,
     filter: String,
     from: i64,
-) -> anyhow::Result<Vec<UsageSample>> {
-    let stream = js.get_stream(STREAM_USAGE).await?;
-    let start_time = ::time::OffsetDateTime::from_unix_timestamp_nanos(from as i128)?;
+) -> Result<Vec<UsageSample>, NatsError> {
+    const WHAT: &str = "cannot read the usage stream";
+    let stream = js.get_stream(STREAM_USAGE).await.map_err(failed(WHAT))?;
+    let start_time = ::time::OffsetDateTime::from_unix_timestamp_nanos(from as i128)
+        .map_err(failed("the range starts outside of what a timestamp holds"))?;
     let mut consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter,
             deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
             ..Default::default()
         })
-        .await?;
+        .await
+        .map_err(failed(WHAT))?;
     let mut samples = Vec::new();
-    if consumer.info().await?.num_pending == 0 {
+    if consumer.info().await.map_err(failed(WHAT))?.num_pending == 0 {
         return Ok(samples);
     }
-    let mut messages = consumer.messages().await?;
+    let mut messages = consumer.messages().await.map_err(failed(WHAT))?;
     loop {
         let message = tokio::time::timeout(READ_TIMEOUT, messages.next())
             .await
-            .map_err(|_| anyhow::anyhow!("no sample within {READ_TIMEOUT:?}"))?
-            .ok_or_else(|| anyhow::anyhow!("the consumer ended"))??;
+            .map_err(timed_out(WHAT, READ_TIMEOUT))?
+            .ok_or_else(|| failed(WHAT)("the consumer ended"))?
+            .map_err(failed(WHAT))?;
         let pending = message.info().map(|i| i.pending).unwrap_or(0);
         match serde_json::from_slice::<UsageSample>(&message.payload) {
             Ok(sample) => samples.push(sample),

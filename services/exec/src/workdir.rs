@@ -27,8 +27,8 @@ pub enum WorkdirError {
     Unavailable(String),
 }
 
-fn unavailable(what: impl std::fmt::Display) -> impl FnOnce(anyhow::Error) -> WorkdirError {
-    move |e| WorkdirError::Unavailable(format!("{what}: {e:#}"))
+fn unavailable(what: impl std::fmt::Display) -> impl FnOnce(async_nats::Error) -> WorkdirError {
+    move |e| WorkdirError::Unavailable(format!("{what}: {e}"))
 }
 
 /// The file name `DTAAS_STATE` names when a snapshot is restored.
@@ -200,7 +200,7 @@ impl Workdirs {
 
 enum ReadError {
     NotFound,
-    Other(anyhow::Error),
+    Other(async_nats::Error),
 }
 
 async fn read_object(store: &ObjectStore, name: &str) -> Result<Vec<u8>, ReadError> {

@@ -18,13 +18,13 @@ pub enum Backend {
 }
 
 impl std::str::FromStr for Backend {
-    type Err = String;
+    type Err = crate::error::UnknownBackend;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "embedded" => Ok(Self::Embedded),
             "neo4j" => Ok(Self::Neo4j),
-            _ => Err("expected `embedded` or `neo4j`".into()),
+            other => Err(crate::error::UnknownBackend(other.to_owned())),
         }
     }
 }

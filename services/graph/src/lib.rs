@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod cypher;
 pub mod cypher_guard;
 pub mod embedded;
+pub mod error;
 pub mod model;
 pub mod neo4j;
 pub mod requests;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use dtaas_runtime::{Context, WorkerService};
 
 use crate::config::{Backend, GraphConfig};
+pub use crate::error::RunError;
 use crate::requests::Queries;
 use crate::store::GraphStore;
 
@@ -33,7 +35,7 @@ Graph worker environment:
   DTAAS_NEO4J_PASSWORD  Neo4j password (never logged)";
 
 /// Runs the worker until `ctx.shutdown` is cancelled.
-pub async fn run(ctx: Context) -> anyhow::Result<()> {
+pub async fn run(ctx: Context) -> Result<(), RunError> {
     let config = GraphConfig::load(&ctx.config)?;
     let store: Arc<dyn GraphStore> = match config.backend {
         Backend::Embedded => Arc::new(embedded::EmbeddedStore::open(

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::config::GraphConfig;
 use crate::cypher;
+use crate::error::Neo4jError;
 use crate::model::Batch;
 use crate::store::{CommandStatusRow, GraphStore, StoreError, TreeRows};
 
@@ -42,21 +43,21 @@ fn write_error(e: neo4rs::Error) -> StoreError {
 impl Neo4jStore {
     /// Connects and creates the constraints. The password goes only to neo4rs and
     /// never into an error or log.
-    pub async fn connect(config: &GraphConfig) -> anyhow::Result<Self> {
+    pub async fn connect(config: &GraphConfig) -> Result<Self, Neo4jError> {
         let bolt = ConfigBuilder::default()
             .uri(config.neo4j_uri.as_str())
             .user(config.neo4j_user.as_str())
             .password(config.neo4j_password.expose())
             .db(config.neo4j_database.as_str())
             .build()
-            .map_err(|e| anyhow::anyhow!("invalid Neo4j settings: {e}"))?;
-        let graph = Graph::connect(bolt).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to Neo4j at {} as {}: {e}",
-                config.neo4j_uri,
-                config.neo4j_user
-            )
-        })?;
+            .map_err(Neo4jError::Settings)?;
+        let graph = Graph::connect(bolt)
+            .await
+            .map_err(|source| Neo4jError::Connect {
+                uri: config.neo4j_uri.clone(),
+                user: config.neo4j_user.clone(),
+                source,
+            })?;
         for statement in cypher::CONSTRAINTS {
             // Older or restricted servers may refuse a constraint; MERGE stays correct
             // without it (only slower and open to races between instances), so warn.

@@ -24,7 +24,7 @@ use crate::{events, peers};
 
 /// Each asset address of a configuration tree → the asset it resolved to for the
 /// caller, or why it did not.
-pub type Assets = HashMap<String, std::result::Result<AssetMeta, String>>;
+pub type Assets = HashMap<String, Result<AssetMeta>>;
 
 /// The addresses the asset uses of `config` (not its children) resolved to, in use order.
 pub fn addresses(assets: &Assets, config: &DtConfig) -> Vec<String> {
@@ -175,7 +175,7 @@ impl Core {
     /// The processes `dt` runs: its runnable asset uses.
     pub async fn plan(&self, dt: &DtState) -> Result<(Vec<Planned>, Vec<AssetMeta>)> {
         let metas = self.metas(dt).await?;
-        let planned = plan(&dt.owner, &dt.config, &metas).map_err(Error::BadRequest)?;
+        let planned = plan(&dt.owner, &dt.config, &metas)?;
         let planned = planned
             .into_iter()
             .filter(|p| !p.spec.argv.is_empty())
@@ -204,7 +204,7 @@ impl Core {
                 resources: p.resources,
             })
             .collect();
-        let placed = place(&nodes, now_ns(), &demands, avoid).map_err(Error::Unavailable)?;
+        let placed = place(&nodes, now_ns(), &demands, avoid)?;
         let fresh: Vec<ProcessState> = planned
             .iter()
             .zip(&placed)

@@ -1,4 +1,5 @@
-//! Errors of lifecycle operations; each becomes an error reply with its code.
+//! Errors of lifecycle operations, each of which becomes an error reply with its code,
+//! and why the worker stopped.
 
 use dtaas_schemas::{ErrorCode, ErrorReply};
 
@@ -69,3 +70,21 @@ impl From<dtaas_schemas::SubjectError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the lifecycle worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] dtaas_runtime::ConfigError),
+    /// The DT registry or the snapshot store cannot be opened.
+    #[error("cannot open {bucket}: {source}")]
+    Bucket {
+        bucket: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Service(#[from] dtaas_runtime::service::ServiceError),
+    /// The process follower or the node watcher panicked.
+    #[error("a lifecycle task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}

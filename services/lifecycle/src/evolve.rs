@@ -156,8 +156,7 @@ impl Core {
         metas: &[dtaas_schemas::asset::AssetMeta],
     ) -> Result<()> {
         let id = old.id.as_str();
-        let planned: Vec<_> = plan(&new.owner, &new.config, metas)
-            .map_err(Error::BadRequest)?
+        let planned: Vec<_> = plan(&new.owner, &new.config, metas)?
             .into_iter()
             .filter(|p| !p.spec.argv.is_empty())
             .collect();

@@ -28,6 +28,7 @@ use dtaas_schemas::names::{KV_DTS, OBJECT_SNAPSHOTS};
 
 use crate::config::LifecycleConfig;
 use crate::core::Core;
+pub use crate::error::RunError;
 use crate::registry::Registry;
 
 /// The worker's name: `dtaas lifecycle`, service `dtaas-lifecycle`.
@@ -41,14 +42,30 @@ Lifecycle worker environment:
   DTAAS_QUOTA_CPU_SECONDS    CPU seconds one user may use per 24 hours [default: no limit]";
 
 /// Runs the worker until `ctx.shutdown` is cancelled.
-pub async fn run(ctx: Context) -> anyhow::Result<()> {
+pub async fn run(ctx: Context) -> Result<(), RunError> {
     let config = LifecycleConfig::load(&ctx.config)?;
+    let registry = ctx
+        .js
+        .get_key_value(KV_DTS)
+        .await
+        .map_err(|e| RunError::Bucket {
+            bucket: KV_DTS,
+            source: e.into(),
+        })?;
+    let snapshots = ctx
+        .js
+        .get_object_store(OBJECT_SNAPSHOTS)
+        .await
+        .map_err(|e| RunError::Bucket {
+            bucket: OBJECT_SNAPSHOTS,
+            source: e.into(),
+        })?;
     let core = Core {
         nats: ctx.nats.clone(),
         js: ctx.js.clone(),
-        registry: Registry::new(ctx.js.get_key_value(KV_DTS).await?),
+        registry: Registry::new(registry),
         config: Arc::new(config),
-        snapshots: ctx.js.get_object_store(OBJECT_SNAPSHOTS).await?,
+        snapshots,
     };
     let mut service = WorkerService::start(
         &ctx,

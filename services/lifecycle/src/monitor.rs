@@ -34,7 +34,7 @@ pub async fn follow_processes(core: Core, shutdown: CancellationToken) {
         match consume(&core, &shutdown).await {
             Ok(()) => break,
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), attempt = backoff.attempt(), "Process event consumer failed; restarting it.");
+                tracing::warn!(%error, attempt = backoff.attempt(), "Process event consumer failed; restarting it.");
                 if !backoff.wait(&shutdown).await {
                     break;
                 }
@@ -43,8 +43,15 @@ pub async fn follow_processes(core: Core, shutdown: CancellationToken) {
     }
 }
 
-async fn consume(core: &Core, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let stream = core.js.get_stream(STREAM_EVENTS).await?;
+async fn consume(core: &Core, shutdown: &CancellationToken) -> Result<(), Error> {
+    fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+        move |e| Error::unavailable(what, e)
+    }
+    let stream = core
+        .js
+        .get_stream(STREAM_EVENTS)
+        .await
+        .map_err(unavailable("stream DTAAS_EVT"))?;
     let durable = core.config.durable.clone();
     let consumer = stream
         .get_or_create_consumer(
@@ -60,14 +67,16 @@ async fn consume(core: &Core, shutdown: &CancellationToken) -> anyhow::Result<()
                 ..Default::default()
             },
         )
-        .await?;
+        .await
+        .map_err(unavailable("the process event consumer"))?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(100)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
-        .await?;
+        .await
+        .map_err(unavailable("the process event stream"))?;
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -76,7 +85,7 @@ async fn consume(core: &Core, shutdown: &CancellationToken) -> anyhow::Result<()
         match next {
             Some(Ok(message)) => apply(core, message).await,
             Some(Err(error)) => tracing::warn!(%error, "Error on the process event stream."),
-            None => anyhow::bail!("the process event stream ended"),
+            None => return Err(Error::Unavailable("the process event stream ended".into())),
         }
     }
 }

@@ -47,7 +47,7 @@ pub async fn asset_get(
     user: &str,
     address: &str,
     timeout: Duration,
-) -> Result<std::result::Result<GetReply, String>> {
+) -> Result<Result<GetReply>> {
     let subject = subject::request(user, asset_api::SERVICE, asset_api::VERB_GET)?;
     let request = NameRequest {
         name: address.to_owned(),
@@ -63,7 +63,7 @@ pub async fn asset_get(
     {
         Ok(reply) => Ok(Ok(reply)),
         Err(Error::Unavailable(e) | Error::Internal(e)) => Err(Error::Unavailable(e)),
-        Err(e) => Ok(Err(e.to_string())),
+        Err(e) => Ok(Err(e)),
     }
 }
 

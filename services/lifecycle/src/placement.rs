@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use dtaas_schemas::dt_config::Resources;
 use dtaas_schemas::exec::NodeInfo;
 
+use crate::error::Error;
+
 /// What one process needs.
 #[derive(Debug, Clone)]
 pub struct Demand<'a> {
@@ -22,7 +24,7 @@ pub fn place(
     now_ns: i64,
     demands: &[Demand<'_>],
     avoid: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Error> {
     let mut free: Vec<(&NodeInfo, f64, i64, u32)> = nodes
         .iter()
         .filter(|n| !n.is_stale(now_ns) && !avoid.contains(&n.id))
@@ -55,13 +57,13 @@ pub fn place(
                     .then(b.0.id.cmp(&a.0.id))
             });
         let Some(best) = best else {
-            return Err(format!(
+            return Err(Error::Unavailable(format!(
                 "no live exec node has labels {:?} and free cpu {cpu} and memory {memory} MiB \
                  for role {}; live nodes: {}",
                 demand.labels,
                 demand.role,
                 describe(nodes, now_ns)
-            ));
+            )));
         };
         best.1 -= cpu;
         best.2 -= memory;
@@ -136,7 +138,7 @@ mod tests {
         );
         assert_eq!(placed.unwrap(), ["b", "a", "b"]);
         let four = ["g1", "g2", "g3", "g4"].map(|r| d(r, &gpu));
-        let err = place(&nodes, now, &four, &[]).unwrap_err();
+        let err = place(&nodes, now, &four, &[]).unwrap_err().to_string();
         assert!(err.contains("g4") && err.contains("gpu"), "{err}");
         assert!(place(&nodes, now, &[d("x", &none)], &["a".into(), "b".into()]).is_err());
     }

@@ -32,7 +32,7 @@ pub async fn run_phase(
     metas: &[AssetMeta],
     phase: &str,
 ) -> Result<usize> {
-    let planned = spec::plan(&dt.owner, &dt.config, metas).map_err(Error::BadRequest)?;
+    let planned = spec::plan(&dt.owner, &dt.config, metas)?;
     let mut ran = 0;
     for p in planned {
         let Some(meta) = metas.iter().find(|m| m.address() == p.spec.asset) else {
@@ -52,9 +52,7 @@ pub async fn run_phase(
             labels: &p.labels,
             resources: p.resources,
         };
-        let node = place(&nodes, now_ns(), &[demand], &[])
-            .map_err(Error::Unavailable)?
-            .remove(0);
+        let node = place(&nodes, now_ns(), &[demand], &[])?.remove(0);
         let mut events = core
             .nats
             .subscribe(subject::event_id_all(exec::EVENT_KIND, &dt.id)?)

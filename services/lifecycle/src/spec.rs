@@ -10,6 +10,7 @@ use dtaas_schemas::exec::ProcessSpec;
 use dtaas_schemas::subject;
 use sha2::{Digest, Sha256};
 
+use crate::error::Error;
 use crate::validate::{constraints, output_token, runnable};
 
 /// One process to run, with what placement needs.
@@ -52,7 +53,7 @@ pub fn argv(meta: &AssetMeta) -> Vec<String> {
 
 /// The processes of DT `config` (its own uses, not its children's) owned by `owner`;
 /// `metas[i]` is the resolved asset of `config.assets[i]`.
-pub fn plan(owner: &str, config: &DtConfig, metas: &[AssetMeta]) -> Result<Vec<Planned>, String> {
+pub fn plan(owner: &str, config: &DtConfig, metas: &[AssetMeta]) -> Result<Vec<Planned>, Error> {
     let mut planned = Vec::new();
     for (use_, meta) in config.assets.iter().zip(metas) {
         if !runnable(meta) || argv(meta).is_empty() {
@@ -66,7 +67,7 @@ pub fn plan(owner: &str, config: &DtConfig, metas: &[AssetMeta]) -> Result<Vec<P
         }
         for port in &meta.interface.outputs {
             let token = output_token(use_, &port.name);
-            let out = subject::dt_output(&config.id, token).map_err(|e| e.to_string())?;
+            let out = subject::dt_output(&config.id, token)?;
             env.insert(env_name("DTAAS_OUT_", &port.name), out);
         }
         let spec = ProcessSpec {
@@ -118,19 +119,19 @@ fn params(use_: &AssetUse, meta: &AssetMeta) -> serde_json::Value {
 }
 
 /// A subject as written, or `<role>.<output>` as that role's output subject.
-fn input_subject(config: &DtConfig, source: &str) -> Result<String, String> {
+fn input_subject(config: &DtConfig, source: &str) -> Result<String, Error> {
     if source.starts_with(subject::PREFIX) {
         return Ok(source.to_owned());
     }
-    let (role, output) = source
-        .split_once('.')
-        .ok_or_else(|| format!("input source {source:?} is not `<role>.<output>`"))?;
+    let (role, output) = source.split_once('.').ok_or_else(|| {
+        Error::BadRequest(format!("input source {source:?} is not `<role>.<output>`"))
+    })?;
     let from = config
         .assets
         .iter()
         .find(|u| u.name == role)
-        .ok_or_else(|| format!("no role {role:?}"))?;
-    subject::dt_output(&config.id, output_token(from, output)).map_err(|e| e.to_string())
+        .ok_or_else(|| Error::BadRequest(format!("no role {role:?}")))?;
+    Ok(subject::dt_output(&config.id, output_token(from, output))?)
 }
 
 #[cfg(test)]

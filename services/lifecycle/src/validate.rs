@@ -11,6 +11,8 @@ use dtaas_schemas::dt_config::{AssetUse, DtConfig, Resources};
 use dtaas_schemas::exec::NodeInfo;
 use dtaas_schemas::subject;
 
+use crate::error::Error;
+
 /// How deep children may nest.
 pub const MAX_DEPTH: usize = 16;
 
@@ -31,7 +33,7 @@ impl fmt::Display for Problem {
 /// What validation checks a configuration against.
 pub struct Catalog<'a> {
     /// Address as written → the asset it resolved to for the caller, or why not.
-    pub assets: &'a HashMap<String, Result<AssetMeta, String>>,
+    pub assets: &'a HashMap<String, Result<AssetMeta, Error>>,
     /// The registered exec nodes.
     pub nodes: &'a [NodeInfo],
 }
@@ -130,7 +132,7 @@ impl Validator<'_, '_> {
             let meta = match self.catalog.assets.get(&use_.asset) {
                 Some(Ok(meta)) => meta,
                 Some(Err(why)) => {
-                    self.problem(format!("{path}.asset"), why.clone());
+                    self.problem(format!("{path}.asset"), why.to_string());
                     continue;
                 }
                 None => {

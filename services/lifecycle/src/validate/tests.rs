@@ -8,12 +8,13 @@ use dtaas_schemas::dt_config::DtConfig;
 use dtaas_schemas::exec::NodeInfo;
 
 use super::{validate, Catalog};
+use crate::error::Error;
 
 fn meta(json: &str) -> AssetMeta {
     decode(None, json.as_bytes()).unwrap()
 }
 
-fn assets() -> HashMap<String, Result<AssetMeta, String>> {
+fn assets() -> HashMap<String, Result<AssetMeta, Error>> {
     let doubler = meta(
         r#"{"name":"doubler","owner":"alice","version":2,"kind":"function",
             "interface":{"inputs":[{"name":"x","type":"number"}],
@@ -33,7 +34,9 @@ fn assets() -> HashMap<String, Result<AssetMeta, String>> {
         ("bob/flag@1".to_string(), Ok(flag)),
         (
             "carol/secret".to_string(),
-            Err("not_found: no asset carol/secret visible to alice".to_string()),
+            Err(Error::NotFound(
+                "not_found: no asset carol/secret visible to alice".to_string(),
+            )),
         ),
     ])
 }
