@@ -310,7 +310,11 @@ async fn a_process_that_left_its_group_with_setsid_is_killed_on_stop() {
     let _: StopReply = cluster
         .node_request("cg1", "stop", json!({"dt": "esc"}))
         .await;
-    eventually("the escaped process is gone", || !alive(escaped)).await;
+    // Gone, zombie included: exec, the subreaper of its runs, reaped it.
+    eventually("the escaped process is gone and reaped", || {
+        proc_stat(escaped).is_none()
+    })
+    .await;
     assert!(!alive(started.pid));
 }
 
@@ -432,6 +436,16 @@ async fn hundred_start_stop_cycles_leave_nothing_behind() {
     );
     assert!(pids.iter().all(|p| !alive(*p)));
     assert_eq!(after.2, 0, "no child process is left");
+    // The runs' `sleep`s were killed and reaped (by exec, the subreaper of its runs;
+    // re-parented to an init that does not reap, they would stay zombies).
+    let zombies: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            proc_stat(*p).is_some_and(|f| f[0] == "Z" && pids.iter().any(|g| f[2] == g.to_string()))
+        })
+        .collect();
+    assert!(zombies.is_empty(), "zombies of the runs: {zombies:?}");
     assert!(after.0 <= before.0 + 2, "fds grew: {before:?} -> {after:?}");
     assert!(
         after.1 <= before.1 + 4,

@@ -1,6 +1,7 @@
 //! The dtaas exec worker: one exec node. It registers in KV `dtaas-nodes` with a
 //! heartbeat, runs DT processes on `dtaas.v1.exec.<node>.{start,stop,list,logs}`
-//! (own process group, limits, restart policy, logs to NATS), meters their usage into
+//! (own process group and cgroup, limits, restart policy, logs to NATS, reaping of
+//! their orphans), meters their usage into
 //! `DTAAS_USAGE`, and answers `dtaas.v1.<user>.usage.get`. See `docs/exec.md`.
 
 pub mod cgroup;
@@ -11,6 +12,7 @@ pub mod leftovers;
 pub mod logs;
 pub mod meter;
 pub mod node;
+pub mod orphans;
 pub mod requests;
 pub mod run;
 pub mod spawn;
@@ -59,6 +61,7 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
         );
     }
     let cgroups = isolation(&config, &root);
+    let reaper = tokio::spawn(orphans::reap_orphans(ctx.shutdown.clone()));
     let run_as = RunAs::resolve(&config.run_as);
     let workdirs = Workdirs {
         root,
@@ -108,6 +111,7 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
         cgroups.remove();
     }
     heartbeat.await?;
+    reaper.await?;
     tracing::info!(node = %config.node, "Exec node stopped.");
     Ok(())
 }

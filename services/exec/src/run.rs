@@ -91,7 +91,7 @@ fn reap(mut child: std::process::Child, group: Option<Arc<Group>>) -> Reaped {
     if let Some(group) = &group {
         group.kill();
     }
-    let status = child.wait().ok();
+    let status = crate::orphans::reap_leader(&mut child).ok();
     if let Some(group) = &group {
         if group.oom_killed() {
             tracing::info!(

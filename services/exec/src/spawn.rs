@@ -158,13 +158,14 @@ pub fn spawn(launch: &Launch<'_>) -> std::io::Result<Child> {
         // std drops the supplementary groups too when it changes the user.
         command.uid(run_as.uid).gid(run_as.gid);
     }
-    let child = command.spawn()?;
+    let mut child = crate::orphans::spawn_leader(|| command.spawn())?;
     if let Some(group) = launch.group {
         if let Err(e) = group.adopt(child.id()) {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            let _ = crate::orphans::reap_leader(&mut child);
             return Err(std::io::Error::other(format!(
                 "cannot move it into its cgroup: {e}"
             )));
