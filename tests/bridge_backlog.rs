@@ -1,19 +1,23 @@
 //! The bridge's durable backlog: while JetStream is down the bridge keeps taking QoS 1
-//! messages off the broker (acknowledging each once it is synced to disk); killed with
+//! messages off a broker with mosquitto's default limits (which drops what exceeds
+//! 1,000 queued messages) and acknowledges each once it is synced to disk; killed with
 //! SIGKILL with a full backlog and started again once NATS is back, it drains it:
-//! every message is in `DTAAS_TEL` once and stored once.
+//! every message is in `DTAAS_TEL` once and stored once, and the broker dropped none.
 
 mod bridge_support;
 
 use std::time::Duration;
 
 use bridge_support::*;
+use dtaas_test_harness::Mosquitto;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_left_by_a_killed_bridge_is_drained_once() {
-    let mut setup = Setup::start(&[]).await;
+    let broker = Mosquitto::start_with_default_limits().expect("mosquitto");
+    let mut setup = Setup::start_with(Broker::Mosquitto(broker), &[], None).await;
     let _historian = setup.start_historian();
-    const COUNT: u64 = 500;
+    // More than the broker queues (1,000) and has in flight (20) for a client.
+    const COUNT: u64 = 2000;
     let backlog_dir = setup.env.data_dir.join("bridge-backlog");
     setup.nats.stop();
     // The broker acknowledges all of them to the device; the bridge takes them all
@@ -47,6 +51,10 @@ async fn a_backlog_left_by_a_killed_bridge_is_drained_once() {
     assert_sequence_stored(&setup, &setup.js, "backlog", COUNT).await;
     let stats = setup.stats().await;
     assert_eq!(stats["backlog_messages"], 0, "{stats}");
+    if let Broker::Mosquitto(mosquitto) = &setup.broker {
+        let log = mosquitto.process().log();
+        assert!(!log.contains("being dropped"), "the broker dropped:\n{log}");
+    }
     assert!(
         stats["backlog_drained"].as_u64().unwrap() >= COUNT,
         "{stats}"

@@ -1,6 +1,7 @@
 //! A three-node NATS cluster (`DTAAS_REPLICAS=3`, seeds as a list) loses the
 //! `DTAAS_TEL` stream leader while a QoS 1 device sends thousands of timestamped
-//! readings through a mosquitto with default settings: every reading the broker
+//! readings through a mosquitto with its default queue limits (it drops beyond 1,000
+//! queued messages; its log must show no drop): every reading the broker
 //! acknowledged is stored exactly once (counted through `ts.query`), and ingestion
 //! resumes within the bound docs/bridge.md states. Two cases: the leader SIGKILLed,
 //! and the worst case, the leader moved (step-down) onto the node that holds the
@@ -42,7 +43,7 @@ struct Deployment {
 impl Deployment {
     async fn start() -> Self {
         let cluster = NatsCluster::start(3).expect("three-node cluster");
-        let broker = Mosquitto::start().expect("mosquitto");
+        let broker = Mosquitto::start_with_default_limits().expect("mosquitto");
         let dir = tempfile::tempdir().unwrap();
         let env = WorkerEnv {
             nats_url: cluster.urls(),
@@ -264,6 +265,11 @@ async fn survive_losing(mut deployment: Deployment, pt: &str, victim: &str) {
         "{} stored of {acked}, first missing {missing:?}; bridge log:\n{}",
         stored.len(),
         deployment.bridge.log_tail()
+    );
+    let broker_log = deployment.broker.process().log();
+    assert!(
+        !broker_log.contains("being dropped"),
+        "the broker dropped messages:\n{broker_log}"
     );
     assert!(
         stalled < RESUME_BOUND,

@@ -21,7 +21,14 @@ impl Mosquitto {
     /// mosquitto on a free port, anonymous access, persistent sessions, no limit on
     /// queued messages (so a stopped subscriber loses nothing).
     pub fn start() -> anyhow::Result<Self> {
-        Self::launch(None, None)
+        Self::launch(None, None, true)
+    }
+
+    /// Like `start`, but with mosquitto's default queue limits, as a site's existing
+    /// broker has them: at most 20 unacknowledged QoS 1 messages in flight to a client
+    /// and 1,000 more queued, beyond which it drops.
+    pub fn start_with_default_limits() -> anyhow::Result<Self> {
+        Self::launch(None, None, false)
     }
 
     /// Like `start`, plus a TLS listener on `tls_port` with the server certificate
@@ -31,17 +38,21 @@ impl Mosquitto {
         cert_file: &Path,
         key_file: &Path,
     ) -> anyhow::Result<Self> {
-        Self::launch(None, Some([ca_file, cert_file, key_file]))
+        Self::launch(None, Some([ca_file, cert_file, key_file]), true)
     }
 
     /// Like `start`, but without anonymous access: only the `(user, password)` pairs
     /// log in (`allow_anonymous false`, a `password_file` made with
     /// `mosquitto_passwd -b`).
     pub fn start_with_users(users: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::launch(Some(users), None)
+        Self::launch(Some(users), None, true)
     }
 
-    fn launch(users: Option<&[(&str, &str)]>, tls: Option<[&Path; 3]>) -> anyhow::Result<Self> {
+    fn launch(
+        users: Option<&[(&str, &str)]>,
+        tls: Option<[&Path; 3]>,
+        unlimited_queue: bool,
+    ) -> anyhow::Result<Self> {
         let binary = require_binary("mosquitto", "mosquitto")?;
         let dir = tempfile::Builder::new()
             .prefix("dtaas-mosquitto-")
@@ -107,15 +118,19 @@ impl Mosquitto {
         } else {
             ""
         };
+        let queue = if unlimited_queue {
+            "max_queued_messages 0\nmax_queued_bytes 0\n"
+        } else {
+            ""
+        };
         let config = format!(
             "{listeners}\
              {access}\
              {run_as}\
+             {queue}\
              persistence true\n\
              persistence_location {}/\n\
              autosave_interval 1\n\
-             max_queued_messages 0\n\
-             max_queued_bytes 0\n\
              log_type error\nlog_type warning\nlog_type notice\n",
             dir.path().display()
         );
