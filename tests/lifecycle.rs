@@ -856,3 +856,77 @@ async fn a_cpu_quota_refuses_once_the_days_cpu_seconds_are_used() {
         "nothing started: {second}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_processes_restart_per_their_policy_with_an_event() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    p.put_asset(
+        "alice",
+        "blink",
+        &[("run.sh", b"#!/bin/sh\necho blink\nsleep 0.2\n", 0o755)],
+        json!({}),
+        json!({"command": ["./run.sh"]}),
+    )
+    .await;
+    let config = json!({"id": "pol", "assets": [
+        {"name": "again", "asset": "sleeper"},
+        {"name": "once", "asset": "sleeper", "restart": "never"},
+        {"name": "loop", "asset": "blink", "restart": "always"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    let mut events = p.client.subscribe("dtaas.v1.evt.proc.pol.*").await.unwrap();
+    p.ok("alice", "execute", json!({"id": "pol"})).await;
+    let process = |dt: &Value, role: &str| {
+        dt["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == role)
+            .unwrap()
+            .clone()
+    };
+    let before = p
+        .until("alice", "pol", "the sleepers run", |dt| {
+            ["again", "once"].iter().all(|r| {
+                let p = process(dt, r);
+                p["status"] == "running" && p["pid"].is_u64()
+            })
+        })
+        .await;
+    let pid_of = |dt: &Value, role: &str| process(dt, role)["pid"].as_u64().unwrap() as i32;
+    for role in ["again", "once"] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid_of(&before, role)),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    // on-failure (the default): a new run, a `restarted` event naming the signal.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let restarted = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let message = timeout(left, events.next()).await.unwrap().unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        if event["role"] == "again" && event["status"] == "restarted" {
+            break event;
+        }
+    };
+    assert_eq!(restarted["signal"], 9, "{restarted}");
+    let after = p
+        .until("alice", "pol", "each policy took effect", |dt| {
+            let again = process(dt, "again");
+            again["status"] == "running"
+                && again["restarts"] == 1
+                && process(dt, "once")["status"] == "failed"
+                && process(dt, "loop")["restarts"].as_u64() >= Some(2)
+        })
+        .await;
+    assert_ne!(pid_of(&after, "again"), pid_of(&before, "again"));
+    assert_eq!(
+        process(&after, "once")["restarts"],
+        0,
+        "never: not restarted"
+    );
+    assert_eq!(after["state"], "executing", "the others still run: {after}");
+    p.ok("alice", "terminate", json!({"id": "pol"})).await;
+}
