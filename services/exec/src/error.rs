@@ -47,8 +47,9 @@ pub struct BadLabel(pub String);
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] dtaas_runtime::ConfigError),
+    /// Boxed: it is large, and every `Result` of the worker would carry its size.
     #[error(transparent)]
-    Provision(#[from] dtaas_runtime::provision::ProvisionError),
+    Provision(Box<dtaas_runtime::provision::ProvisionError>),
     /// The node's directory cannot be prepared.
     #[error("cannot prepare {}: {source}", path.display())]
     Dir {
@@ -64,7 +65,13 @@ pub enum RunError {
     },
     #[error(transparent)]
     Service(#[from] dtaas_runtime::service::ServiceError),
-    /// The heartbeat task panicked.
-    #[error("the heartbeat task failed: {0}")]
+    /// The heartbeat or the orphan reaping task panicked.
+    #[error("a task of the node failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl From<dtaas_runtime::provision::ProvisionError> for RunError {
+    fn from(error: dtaas_runtime::provision::ProvisionError) -> Self {
+        Self::Provision(Box::new(error))
+    }
 }
