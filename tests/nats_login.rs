@@ -1,6 +1,7 @@
 //! Connecting workers to NATS as an operator would: several seeds, one of them down;
 //! a malformed seed; the deploy's own authorization (user/password, a user's inbox
-//! prefix and permissions); a token and an nkey. No password reaches a log.
+//! prefix and permissions); a token, an nkey and a JWT credentials file (a server in
+//! operator mode, the JWTs signed at test time). No password reaches a log.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -271,4 +272,112 @@ fn config_with_nkey(down: &str, nkey: &NatsServer, seed_file: &Path) -> Config {
         ("DTAAS_NATS_URL", format!("{down},{}", nkey.url())),
         ("DTAAS_NATS_NKEY", seed_file.display().to_string()),
     ])
+}
+
+/// A JWT of `claims` (`nats` part) about `subject`, signed by `issuer`, as nsc makes
+/// them (ed25519-nkey).
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{}", std::process::id()),
+        "iat": 1_767_225_600,
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    });
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// A server in operator mode (JWTs, memory resolver) with one account that may use
+/// JetStream, and a credentials file of a user of that account.
+fn with_operator(dir: &Path) -> (NatsServer, std::path::PathBuf) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1, "mem_storage": -1,
+        "disk_storage": -1, "streams": -1, "consumer": -1});
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "dtaas",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    // JetStream needs the server's system account.
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "worker",
+        serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1}),
+    );
+    let creds = dir.join("worker.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let nats = NatsServer::options()
+        .config(&format!(
+            "operator: \"{operator_jwt}\"\nresolver: MEMORY\nsystem_account: {sys}\n\
+             resolver_preload: {{ {}: \"{account_jwt}\", {sys}: \"{system_jwt}\" }}",
+            account.public_key(),
+            sys = system.public_key(),
+        ))
+        .start()
+        .expect("nats-server in operator mode");
+    (nats, creds)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credentials_file_logs_in_with_several_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, creds) = with_operator(dir.path());
+    let seeds = format!("nats://127.0.0.1:{},{}", free_port(), nats.url());
+    let creds_path = creds.display().to_string();
+    let worker = historian(
+        &seeds,
+        &dir.path().join("data"),
+        &[("DTAAS_NATS_CREDS", &creds_path)],
+    );
+    let client = async_nats::ConnectOptions::with_credentials_file(creds.clone())
+        .await
+        .unwrap()
+        .connect(nats.url());
+    let client = timeout(WAIT, client).await.unwrap().unwrap();
+    wait_for_service(&client, "dtaas-historian", &worker).await;
+    let log = worker.log();
+    assert!(log.contains("login=the credentials in"), "{log}");
+    // Without the credentials the server refuses the worker at once.
+    let mut anonymous = historian(&nats.url(), &dir.path().join("anonymous"), &[]);
+    let code = anonymous.wait(WAIT).expect("refused at once");
+    assert_ne!(code, Some(0), "{}", anonymous.log());
+    assert!(
+        anonymous.log().contains("refused the login"),
+        "{}",
+        anonymous.log()
+    );
 }
