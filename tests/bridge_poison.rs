@@ -53,6 +53,25 @@ async fn damage_ledger_entry(setup: &Setup, id: &str) {
         .unwrap();
 }
 
+/// Sets `DTAAS_TEL`'s `max_msg_size`, as an operator may.
+async fn limit_telemetry_message_size(setup: &Setup, bytes: i32) {
+    let stream = within(STEP, "DTAAS_TEL", setup.js.get_stream(STREAM_TELEMETRY))
+        .await
+        .unwrap();
+    let mut config = within(STEP, "its configuration", stream.get_info())
+        .await
+        .unwrap()
+        .config;
+    config.max_message_size = bytes;
+    within(
+        STEP,
+        "a smaller max_msg_size",
+        setup.js.update_stream(config),
+    )
+    .await
+    .unwrap();
+}
+
 /// A command whose ledger entry cannot be read fails on every delivery. It is
 /// dead-lettered at its fifth (with the reason), recorded `failed`, never reaches the
 /// device, and the command sent right after it is delivered first.
@@ -155,21 +174,7 @@ async fn a_record_jetstream_refuses_is_dead_lettered_and_the_records_behind_it_a
     let setup = Setup::start(&[]).await;
     let _historian = setup.start_historian();
     setup.wait_historian().await;
-    let stream = within(STEP, "DTAAS_TEL", setup.js.get_stream(STREAM_TELEMETRY))
-        .await
-        .unwrap();
-    let mut config = within(STEP, "its configuration", stream.get_info())
-        .await
-        .unwrap()
-        .config;
-    config.max_message_size = 4096;
-    within(
-        STEP,
-        "a smaller max_msg_size",
-        setup.js.update_stream(config),
-    )
-    .await
-    .unwrap();
+    limit_telemetry_message_size(&setup, 4096).await;
 
     let big = format!(r#"{{"s":"{}"}}"#, "x".repeat(8000));
     mosquitto_pub(setup.broker.port(), "dtaas/pt/big/tel/blob", &big);
@@ -193,4 +198,58 @@ async fn a_record_jetstream_refuses_is_dead_lettered_and_the_records_behind_it_a
     assert_eq!(stats["backlog_messages"], 0, "{stats}");
     assert_eq!(stats["in_flight"], 0, "{stats}");
     assert_eq!(setup.stored("big", "blob", "s").await, Some(Vec::new()));
+}
+
+/// The same refused record taken while NATS is down: it waits in the backlog between
+/// good readings. Once NATS is back the backlog drains: the refused record is
+/// dead-lettered after five tries, every good reading before and after it is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_record_in_the_backlog_does_not_hold_up_the_rest() {
+    let mut setup = Setup::start(&[]).await;
+    let _historian = setup.start_historian();
+    setup.wait_historian().await;
+    limit_telemetry_message_size(&setup, 4096).await;
+    let backlog_dir = setup.env.data_dir.join("bridge-backlog");
+    setup.nats.stop();
+    let port = setup.broker.port();
+    let readings = |from: i64| -> Vec<String> {
+        (from..from + 10)
+            .map(|n| format!(r#"{{"n":{n}}}"#))
+            .collect()
+    };
+    let topic = "dtaas/pt/spill/tel/env";
+    tokio::task::block_in_place(|| {
+        mosquitto_pub_lines(port, &["-q", "1"], topic, &readings(0));
+        mosquitto_pub_with(
+            port,
+            &["-q", "1"],
+            topic,
+            &format!(r#"{{"n":-1,"s":"{}"}}"#, "x".repeat(8000)),
+        );
+        mosquitto_pub_lines(port, &["-q", "1"], topic, &readings(10));
+    });
+    let waiting = poll_until(
+        Duration::from_secs(60),
+        || async { dtaas_bridge::backlog::entries_in(&backlog_dir).unwrap_or(0) },
+        |n| *n == 21,
+    )
+    .await;
+    assert_eq!(waiting, 21, "bridge log:\n{}", setup.bridge.log_tail());
+    setup.nats.start_again().expect("nats-server restarts");
+
+    let points = setup
+        .wait_stored("spill", "env", "n", 20, Duration::from_secs(60))
+        .await;
+    assert_eq!(int_values(&points), (0..20).collect::<Vec<_>>());
+    let letters = dead_letters(&setup, 1).await;
+    let reason = value(&letters[0], header::DLQ_REASON);
+    assert!(reason.contains("JetStream refused it 5 times"), "{reason}");
+    assert_eq!(
+        value(&letters[0], header::DLQ_SUBJECT),
+        subject::telemetry("spill", "env").unwrap()
+    );
+    // From the backlog (an entry keeps no MQTT topic), not from the first publish.
+    assert_eq!(value(&letters[0], header::DLQ_TOPIC), "");
+    assert_still_serving(&setup, "after-spill").await;
+    assert_eq!(setup.stats().await["backlog_messages"], 0);
 }

@@ -34,8 +34,28 @@ const FRAME: u64 = 12;
 
 /// The backlog is full, or its file cannot be written; the caller waits for JetStream.
 #[derive(Debug, thiserror::Error)]
-#[error("bridge backlog: {0}")]
-pub struct BacklogError(String);
+pub enum BacklogError {
+    /// At start: `what` could not be done in `dir`.
+    #[error("bridge backlog: {what} in {}: {source}", dir.display())]
+    Open {
+        what: &'static str,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bridge backlog: full ({used} of {max} bytes)")]
+    Full { used: u64, max: u64 },
+    /// The writer task ended (shutdown).
+    #[error("bridge backlog: writer stopped")]
+    WriterStopped,
+    /// Reading entries or moving the drain position failed.
+    #[error("bridge backlog: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bridge backlog: damaged entry at offset {offset}")]
+    Damaged { offset: u64 },
+    /// Shared by every append of the batch that could not be written.
+    #[error("bridge backlog: cannot write backlog.log: {0}")]
+    Write(#[source] Arc<std::io::Error>),
+}
 
 /// How full the backlog is, for `bridge.stats`.
 #[derive(Debug, Default)]
@@ -198,8 +218,10 @@ impl Backlog {
         max_bytes: u64,
         stats: Arc<BacklogStats>,
     ) -> Result<Arc<Self>, BacklogError> {
-        let io = |what: &str, e: std::io::Error| {
-            BacklogError(format!("{what} in {}: {e}", dir.display()))
+        let io = |what: &'static str, source: std::io::Error| BacklogError::Open {
+            what,
+            dir: dir.to_owned(),
+            source,
         };
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory", e))?;
         let log_path = dir.join("backlog.log");
@@ -247,11 +269,10 @@ impl Backlog {
         let encoded = entry.encode();
         let size = encoded.len() as u64 + FRAME;
         if self.stats.bytes.load(Relaxed) + size > self.max_bytes {
-            return Err(BacklogError(format!(
-                "full ({} of {} bytes)",
-                self.stats.bytes.load(Relaxed),
-                self.max_bytes
-            )));
+            return Err(BacklogError::Full {
+                used: self.stats.bytes.load(Relaxed),
+                max: self.max_bytes,
+            });
         }
         let (done, synced) = oneshot::channel();
         self.appends
@@ -261,27 +282,24 @@ impl Backlog {
                 done,
             })
             .await
-            .map_err(|_| BacklogError("writer stopped".into()))?;
-        synced
-            .await
-            .map_err(|_| BacklogError("writer stopped".into()))?
+            .map_err(|_| BacklogError::WriterStopped)?;
+        synced.await.map_err(|_| BacklogError::WriterStopped)?
     }
 
     /// Up to `max` of the oldest entries not yet drained, each with its size.
     pub fn peek(&self, max: usize) -> Result<Vec<(Entry, u64)>, BacklogError> {
         let files = self.files.lock().unwrap();
-        let io = |e: std::io::Error| BacklogError(e.to_string());
         let mut entries = Vec::new();
         if files.read >= files.end {
             return Ok(entries);
         }
-        let mut file = File::open(&files.log_path).map_err(io)?;
-        file.seek(SeekFrom::Start(files.read)).map_err(io)?;
+        let mut file = File::open(&files.log_path)?;
+        file.seek(SeekFrom::Start(files.read))?;
         let mut reader = BufReader::new(file);
         let mut offset = files.read;
         while offset < files.end && entries.len() < max {
-            let Some((entry, size)) = read_entry(&mut reader).map_err(io)? else {
-                return Err(BacklogError(format!("damaged entry at offset {offset}")));
+            let Some((entry, size)) = read_entry(&mut reader)? else {
+                return Err(BacklogError::Damaged { offset });
             };
             offset += size;
             entries.push((entry, size));
@@ -301,24 +319,24 @@ impl Backlog {
             .saturating_sub(count);
         self.stats.bytes.fetch_sub(bytes, Relaxed);
         self.stats.drained.fetch_add(count, Relaxed);
-        let io = |e: std::io::Error| BacklogError(e.to_string());
         if left == 0 && files.read == files.end {
             // Everything drained: start the file over, so it does not grow forever.
-            files.log.set_len(0).map_err(io)?;
-            files.log.sync_data().map_err(io)?;
+            files.log.set_len(0)?;
+            files.log.sync_data()?;
             files.read = 0;
             files.end = 0;
             self.stats.oldest_ns.store(0, Relaxed);
         } else {
-            let mut file = File::open(&files.log_path).map_err(io)?;
-            file.seek(SeekFrom::Start(files.read)).map_err(io)?;
-            if let Some((next, _)) = read_entry(&mut file).map_err(io)? {
+            let mut file = File::open(&files.log_path)?;
+            file.seek(SeekFrom::Start(files.read))?;
+            if let Some((next, _)) = read_entry(&mut file)? {
                 self.stats.oldest_ns.store(next.appended_ns, Relaxed);
             }
         }
         // Not synced: after a crash an older position only publishes entries again,
         // and JetStream drops them by their ids.
-        std::fs::write(&files.position_path, files.read.to_le_bytes()).map_err(io)
+        std::fs::write(&files.position_path, files.read.to_le_bytes())?;
+        Ok(())
     }
 }
 
@@ -433,13 +451,10 @@ async fn write_batches(
             Ok::<_, std::io::Error>(())
         })
         .await
-        .map_err(|e| BacklogError(e.to_string()))
-        .and_then(|r| r.map_err(|e| BacklogError(format!("cannot write backlog.log: {e}"))));
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(Arc::new);
         for Append { done, .. } in batch.drain(..) {
-            let _ = done.send(match &written {
-                Ok(()) => Ok(()),
-                Err(e) => Err(BacklogError(e.0.clone())),
-            });
+            let _ = done.send(written.clone().map_err(BacklogError::Write));
         }
         appended.notify_one();
     }

@@ -251,7 +251,7 @@ impl Downlink {
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = tokio::time::Instant::now();
-                let _ = message.ack_with(AckKind::Progress).await;
+                dtaas_runtime::consumer::ack::progress([message]).await;
             }
             // Wake when the connection comes up, at shutdown, for the next progress
             // ack, or when the TTL passes.

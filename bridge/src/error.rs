@@ -134,6 +134,27 @@ impl CommandError {
     }
 }
 
+/// The bridge could not start, or a task of it failed: `dtaas bridge` exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::BridgeConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::mqtt::TlsError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Backlog(#[from] crate::backlog::BacklogError),
+    #[error(transparent)]
+    Service(#[from] dtaas_runtime::service::ServiceError),
+    /// The uplink, downlink, backlog drain or MQTT poller panicked.
+    #[error(transparent)]
+    Task(#[from] dtaas_runtime::task::TaskFailed),
+    /// The request endpoints' task panicked.
+    #[error("the request endpoints failed: {0}")]
+    Requests(#[from] tokio::task::JoinError),
+}
+
 /// The command consumer stopped; it is bound again after a backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BridgeConfig;
+pub use crate::error::RunError;
 use crate::stats::Stats;
 
 /// The worker's name: `dtaas bridge`, service `dtaas-bridge`.
@@ -37,7 +38,7 @@ pub const WORKER: &str = "bridge";
 pub const ENV_HELP: &str = config::ENV_HELP;
 
 /// Runs the worker until `ctx.shutdown` is cancelled, then drains and disconnects.
-pub async fn run(ctx: Context) -> anyhow::Result<()> {
+pub async fn run(ctx: Context) -> Result<(), RunError> {
     let bridge = BridgeConfig::load(&ctx.config)?;
     let stats = Arc::new(Stats::default());
     let ledger = ledger::Ledger::open(&ctx.js).await?;
