@@ -274,7 +274,8 @@ async fn a_process_that_left_its_group_with_setsid_is_killed_on_stop() {
         .subscribe(subject::dt_log("esc", "r").unwrap())
         .await
         .unwrap();
-    let script = "setsid sh -c 'echo escaped $$; exec sleep 600' & exec sleep 600";
+    // The escaped child spins, so its CPU seconds show in the run's usage.
+    let script = "setsid sh -c 'echo escaped $$; while :; do :; done' & exec sleep 600";
     let started: StartReply = cluster
         .node_request(
             "cg1",
@@ -307,9 +308,29 @@ async fn a_process_that_left_its_group_with_setsid_is_killed_on_stop() {
         return;
     }
     assert_eq!(cgroup_of(escaped), cgroup_of(started.pid), "same cgroup");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spun = proc_cpu_seconds(escaped);
     let _: StopReply = cluster
         .node_request("cg1", "stop", json!({"dt": "esc"}))
         .await;
+    // Accounting counts the escaped child too (the cgroup's `cpu.stat`).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut used = 0.0;
+    while used < spun * 0.9 && tokio::time::Instant::now() < deadline {
+        let reply = cluster
+            .request(
+                subject::request("alice", "usage", "get").unwrap(),
+                json!({"from": "-1h"}),
+            )
+            .await;
+        let usage: UsageReply = serde_json::from_value(reply).unwrap();
+        used = usage.total.cpu_seconds;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        used >= spun * 0.9 && spun > 0.1,
+        "usage {used} CPU s, the escaped child alone spun {spun} s"
+    );
     // Gone, zombie included: exec, the subreaper of its runs, reaped it.
     eventually("the escaped process is gone and reaped", || {
         proc_stat(escaped).is_none()

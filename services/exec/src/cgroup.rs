@@ -223,6 +223,26 @@ impl Group {
         }
     }
 
+    /// CPU seconds of every process that ever ran in the group (`usage_usec` of
+    /// `cpu.stat`, there with or without the cpu controller): a `setsid` child and
+    /// orphans exec reaped included.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let text = std::fs::read_to_string(self.path.join("cpu.stat")).ok()?;
+        let usec: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(usec as f64 / 1e6)
+    }
+
+    /// Whether a process is still in the group (or its state is unreadable: no).
+    fn populated(&self) -> bool {
+        std::fs::read_to_string(self.path.join("cgroup.events"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "populated 1"))
+    }
+
     /// Whether the run was killed by its memory limit.
     pub fn oom_killed(&self) -> bool {
         std::fs::read_to_string(self.path.join("memory.events"))
@@ -233,10 +253,21 @@ impl Group {
 
     /// Kills what is left and removes the group once it is empty (up to 2 s).
     pub fn remove(&self) {
+        self.remove_after(|_| {});
+    }
+
+    /// Like `remove`, letting `last` read the group once it is empty (final figures).
+    pub fn remove_after(&self, last: impl FnOnce(&Self)) {
+        let mut last = Some(last);
         for _ in 0..200 {
             self.kill();
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
+            if !self.populated() {
+                if let Some(last) = last.take() {
+                    last(self);
+                }
+                if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(10));
         }

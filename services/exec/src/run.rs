@@ -80,6 +80,8 @@ struct Reaped {
     signal: Option<i32>,
     /// The leader's CPU seconds read from its zombie, reaped children included.
     zombie_cpu: Option<f64>,
+    /// The CPU seconds of the run's cgroup once all of it ended.
+    group_cpu: Option<f64>,
 }
 
 fn reap(mut child: std::process::Child, group: Option<Arc<Group>>) -> Reaped {
@@ -92,6 +94,7 @@ fn reap(mut child: std::process::Child, group: Option<Arc<Group>>) -> Reaped {
         group.kill();
     }
     let status = crate::orphans::reap_leader(&mut child).ok();
+    let mut group_cpu = None;
     if let Some(group) = &group {
         if group.oom_killed() {
             tracing::info!(
@@ -99,12 +102,13 @@ fn reap(mut child: std::process::Child, group: Option<Arc<Group>>) -> Reaped {
                 "A process was killed by its memory limit (memory.max of its cgroup)."
             );
         }
-        group.remove();
+        group.remove_after(|g| group_cpu = g.cpu_seconds());
     }
     Reaped {
         code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
         zombie_cpu,
+        group_cpu,
     }
 }
 
@@ -176,6 +180,9 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<G
             }
             _ = tick.tick() => {
                 meter.sample();
+                if let Some(cpu) = group.as_ref().and_then(|g| g.cpu_seconds()) {
+                    meter.cpu = meter.cpu.max(cpu);
+                }
                 if Instant::now() >= next_report {
                     report(&run, &mut meter, false).await;
                     next_report = Instant::now() + run.config.usage_interval;
@@ -185,7 +192,7 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<G
     };
     let (code, signal) = match reaped {
         Some(reaped) => {
-            if let Some(cpu) = reaped.zombie_cpu {
+            for cpu in [reaped.zombie_cpu, reaped.group_cpu].into_iter().flatten() {
                 meter.cpu = meter.cpu.max(cpu);
             }
             (reaped.code, reaped.signal)
