@@ -48,45 +48,7 @@ async fn execute_stores_outputs_and_terminate_leaves_no_process() {
         })
         .await;
     let pid = pids(&dt)[0];
-    let js = async_nats::jetstream::new(p.client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut latest = Value::Null;
-    // Input until the doubled value is in the historian (the doubler subscribes a
-    // moment after it started).
-    while tokio::time::Instant::now() < deadline {
-        let record = json!({"pt": "pt9", "measurement": "val", "ts": dtaas_schemas::time::now_ns(),
-                            "fields": {"val": 7.0}});
-        timeout(WAIT, async {
-            js.publish("dtaas.v1.tel.pt9.val", record.to_string().into())
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let reply = timeout(
-            WAIT,
-            p.client.request(
-                "dtaas.v1.alice.ts.latest",
-                json!({"pt": "dbl-1"}).to_string().into(),
-            ),
-        )
-        .await
-        .unwrap();
-        // The historian may not serve yet (no responders): asked again below.
-        if let Ok(reply) = reply {
-            latest = serde_json::from_slice(&reply.payload).unwrap();
-        }
-        if latest["latest"].as_array().is_some_and(|l| {
-            l.iter()
-                .any(|r| r["measurement"] == "y" && r["value"] == 21.0)
-        }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(latest.to_string().contains("21"), "{latest}\n{}", p.logs());
+    until_output(&p, "pt9", "dbl-1", 21.0).await;
     let terminated = p.ok("alice", "terminate", json!({"id": "dbl-1"})).await;
     assert_eq!(terminated["dt"]["state"], "terminated");
     eventually("the doubler's process group is gone", || {
@@ -101,6 +63,139 @@ async fn execute_stores_outputs_and_terminate_leaves_no_process() {
         .contains("terminated"));
     let other = p.dt("bob", "get", json!({"id": "dbl-1"})).await;
     assert_eq!(other["error"]["code"], "not_found", "{other}");
+}
+
+/// Publishes `x = 7` on `dtaas.v1.tel.<pt>.val` until the historian has output `y`
+/// of DT `dt` equal to `expected` (a process subscribes a moment after it started).
+async fn until_output(p: &Platform, pt: &str, dt: &str, expected: f64) {
+    let js = async_nats::jetstream::new(p.client.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut latest = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let record = json!({"pt": pt, "measurement": "val", "ts": dtaas_schemas::time::now_ns(),
+                            "fields": {"val": 7.0}});
+        timeout(WAIT, async {
+            js.publish(format!("dtaas.v1.tel.{pt}.val"), record.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let reply = timeout(
+            WAIT,
+            p.client.request(
+                "dtaas.v1.alice.ts.latest",
+                json!({ "pt": dt }).to_string().into(),
+            ),
+        )
+        .await
+        .unwrap();
+        // The historian may not serve yet (no responders): asked again below.
+        if let Ok(reply) = reply {
+            latest = serde_json::from_slice(&reply.payload).unwrap();
+        }
+        if latest["latest"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|r| r["measurement"] == "y" && r["value"] == expected)
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("no output y = {expected} of {dt}: {latest}\n{}", p.logs());
+}
+
+/// Builds `examples/doubler.rs` (the process contract's Rust example) and answers
+/// its binary, stripped when `strip` is there (an asset file need not carry debug info).
+fn rust_doubler() -> Vec<u8> {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args([
+        "build",
+        "--offline",
+        "--example",
+        "doubler",
+        "--manifest-path",
+        manifest,
+    ]);
+    // Without the variables cargo set for this test (CARGO_PKG_NAME, OUT_DIR, …): build
+    // scripts that watch them would otherwise be rebuilt here and again by the next
+    // `cargo test`.
+    let kept = ["CARGO_HOME", "CARGO_TARGET_DIR"];
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo = name.starts_with("CARGO_")
+            && !kept.contains(&name.as_ref())
+            && !name.starts_with("CARGO_BUILD_")
+            && !name.starts_with("CARGO_NET_")
+            && !name.starts_with("CARGO_REGISTRIES_");
+        if set_by_cargo || name == "OUT_DIR" {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let built = cargo.status().expect("cargo runs");
+    assert!(built.success(), "cargo build --example doubler failed");
+    // target/<profile>/deps/lifecycle-… → target/<profile>/examples/doubler
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/doubler");
+    let stripped = tempfile::NamedTempFile::new().unwrap();
+    let ok = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(stripped.path())
+        .arg(&binary)
+        .status()
+        .is_ok_and(|s| s.success());
+    std::fs::read(if ok { stripped.path() } else { &binary }).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_example_runs_as_a_dt_process() {
+    let binary = tokio::task::spawn_blocking(rust_doubler).await.unwrap();
+    let p = Platform::start(&["n1"], &["assets", "lifecycle", "historian"]).await;
+    p.put_asset(
+        "alice",
+        "rust-doubler",
+        &[("doubler", &binary, 0o755)],
+        number_io(),
+        json!({"command": ["./doubler"]}),
+    )
+    .await;
+    let config = json!({"id": "rdbl", "assets": [{"name": "doubler", "asset": "rust-doubler",
+        "inputs": {"x": "dtaas.v1.tel.pt8.val"}, "params": {"factor": 3}}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "rdbl"})).await;
+    until_output(&p, "pt8", "rdbl", 21.0).await;
+    // Its state (inputs seen) answers a save.
+    let saved = p.ok("alice", "save", json!({"id": "rdbl"})).await;
+    let snapshot = saved["dt"]["snapshots"][0].clone();
+    assert_eq!(snapshot["roles"], json!(["doubler"]), "{saved}");
+    let js = async_nats::jetstream::new(p.client.clone());
+    let store = js.get_object_store("dtaas-snapshots").await.unwrap();
+    let name = snapshot["name"].as_str().unwrap();
+    let mut object = store.get(format!("rdbl/{name}/doubler")).await.unwrap();
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut object, &mut text)
+        .await
+        .unwrap();
+    assert!(
+        text.trim().parse::<u64>().unwrap() >= 1,
+        "inputs seen: {text:?}"
+    );
+    let logs = p
+        .ok("alice", "logs", json!({"id": "rdbl", "lines": 10}))
+        .await;
+    assert!(
+        logs.to_string().contains("doubler ready, factor 3"),
+        "{logs}"
+    );
+    p.ok("alice", "terminate", json!({"id": "rdbl"})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
