@@ -196,6 +196,27 @@ async fn wait_for_worker(nats: &NatsServer, worker: &Process) {
     wait_for_service(&admin, "dtaas-historian", worker).await;
 }
 
+/// As `deploy/k8s/workers.yaml` logs in: `DTAAS_NATS_USER` and `DTAAS_NATS_PASSWORD`
+/// beside seeds without credentials, one of them down.
+#[tokio::test(flavor = "multi_thread")]
+async fn user_and_password_from_the_environment_with_several_seeds() {
+    let nats = with_deploy_auth();
+    let seeds = format!("nats://127.0.0.1:{},{}", free_port(), nats.url());
+    let dir = tempfile::tempdir().unwrap();
+    let worker = historian(
+        &seeds,
+        dir.path(),
+        &[
+            ("DTAAS_NATS_USER", "dtaas"),
+            ("DTAAS_NATS_PASSWORD", WORKER_PASSWORD),
+        ],
+    );
+    wait_for_worker(&nats, &worker).await;
+    let log = worker.log();
+    assert!(log.contains("login=user dtaas"), "{log}");
+    assert!(!log.contains(WORKER_PASSWORD), "{log}");
+}
+
 #[test]
 fn a_wrong_password_is_refused_at_once() {
     let nats = with_deploy_auth();
