@@ -1023,5 +1023,20 @@ async fn sigkilled_processes_restart_per_their_policy_with_an_event() {
         "never: not restarted"
     );
     assert_eq!(after["state"], "executing", "the others still run: {after}");
+    // Every run's output is in the DT's log history, oldest first.
+    let logs = p
+        .ok("alice", "logs", json!({"id": "pol", "lines": 50}))
+        .await;
+    let lines: Vec<&str> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["line"].as_str())
+        .collect();
+    assert!(
+        lines.iter().filter(|l| **l == "blink").count() >= 3,
+        "{logs}"
+    );
+    assert!(lines.contains(&"sleeping"), "{logs}");
     p.ok("alice", "terminate", json!({"id": "pol"})).await;
 }
