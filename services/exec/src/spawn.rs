@@ -160,15 +160,19 @@ pub fn spawn(launch: &Launch<'_>) -> std::io::Result<Child> {
     }
     let mut child = crate::orphans::spawn_leader(|| command.spawn())?;
     if let Some(group) = launch.group {
-        if let Err(e) = group.adopt(child.id()) {
+        if let Err(error) = group.adopt(child.id()) {
+            // A hierarchy that lets exec make groups but not move processes into them:
+            // the run goes on as a process group with rlimits rather than not at all.
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
             let _ = crate::orphans::reap_leader(&mut child);
-            return Err(std::io::Error::other(format!(
-                "cannot move it into its cgroup: {e}"
-            )));
+            tracing::warn!(%error, dt = %launch.spec.dt, role = %launch.spec.role, "Cannot move a run into its cgroup; it runs without one (process group and rlimits).");
+            return spawn(&Launch {
+                group: None,
+                ..launch.clone()
+            });
         }
     }
     Ok(child)
