@@ -279,6 +279,14 @@ async fn a_three_level_hierarchy_starts_bottom_up_and_stops_top_down() {
             .await;
         all_pids.extend(pids(&dt));
     }
+    // Saving the parent saves its children under the same snapshot name.
+    let saved = p.ok("alice", "save", json!({"id": "factory"})).await;
+    let name = saved["dt"]["snapshots"][0]["name"].clone();
+    assert!(name.is_string(), "{saved}");
+    for id in ["line", "robot"] {
+        let child = p.ok("alice", "get", json!({ "id": id })).await;
+        assert_eq!(child["dt"]["snapshots"][0]["name"], name, "{child}");
+    }
     let refused = p.dt("alice", "terminate", json!({"id": "line"})).await;
     assert_eq!(refused["error"]["code"], "conflict", "{refused}");
     assert!(
@@ -1039,4 +1047,101 @@ async fn sigkilled_processes_restart_per_their_policy_with_an_event() {
     );
     assert!(lines.contains(&"sleeping"), "{logs}");
     p.ok("alice", "terminate", json!({"id": "pol"})).await;
+}
+
+/// Runs `dtaas <args>` as alice against `p`; (success, stdout, stderr).
+async fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
+    let output = timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_dtaas"))
+            .args(args)
+            .env("DTAAS_NATS_URL", p.nats.url())
+            .env("DTAAS_USER", "alice")
+            .env_remove("DTAAS_CONFIG")
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("dtaas {args:?} timed out"))
+    .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        output.status.success(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+/// `cli` that must succeed; its stdout.
+async fn cli_ok(p: &Platform, args: &[&str]) -> String {
+    let (ok, out, err) = cli(p, args).await;
+    assert!(ok, "dtaas {args:?} failed:\n{out}\n{err}\n{}", p.logs());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_people_cli_runs_a_dt_through_its_lifecycle() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_doubler(&p).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The minimal configuration of the issue, as a person writes it.
+    let yaml = dir.path().join("cli.yaml");
+    std::fs::write(
+        &yaml,
+        "id: cli-1\nassets:\n  - name: doubler\n    asset: alice/doubler\n    \
+         inputs: {x: dtaas.v1.tel.pt9.val}\n    params: {factor: 3}\n",
+    )
+    .unwrap();
+    let toml = dir.path().join("cli-v2.toml");
+    std::fs::write(
+        &toml,
+        "id = \"cli-1\"\n[[assets]]\nname = \"doubler\"\nasset = \"alice/doubler\"\n\
+         inputs = { x = \"dtaas.v1.tel.pt9.val\" }\nparams = { factor = 4 }\n",
+    )
+    .unwrap();
+    let yaml = yaml.to_str().unwrap();
+    let out = cli_ok(&p, &["dt", "create", "-f", yaml]).await;
+    assert!(out.contains("DT cli-1 of alice: created"), "{out}");
+    assert!(out.contains("asset doubler: alice/doubler@1"), "{out}");
+    let out = cli_ok(&p, &["dt", "execute", "cli-1"]).await;
+    assert!(out.contains("executing"), "{out}");
+    p.until("alice", "cli-1", "the doubler runs", |dt| {
+        dt["processes"][0]["status"] == "running"
+    })
+    .await;
+    // get --json: the registry entry with the last log lines.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut got = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        got = serde_json::from_str(&cli_ok(&p, &["dt", "get", "cli-1", "--json"]).await).unwrap();
+        if got.to_string().contains("doubler ready") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(got["dt"]["processes"][0]["node"], "n1", "{got}");
+    assert!(got["logs"].to_string().contains("doubler ready"), "{got}");
+    let out = cli_ok(&p, &["dt", "get", "cli-1"]).await;
+    assert!(out.contains("ROLE") && out.contains("running"), "{out}");
+    let out = cli_ok(&p, &["dt", "list"]).await;
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cli-1") && l.contains("executing")),
+        "{out}"
+    );
+    let out = cli_ok(&p, &["dt", "logs", "cli-1", "-n", "5"]).await;
+    assert!(out.contains("doubler ready, factor 3"), "{out}");
+    let out = cli_ok(&p, &["dt", "save", "cli-1"]).await;
+    assert!(out.contains("snapshot s-"), "{out}");
+    let out = cli_ok(&p, &["dt", "evolve", "-f", toml.to_str().unwrap()]).await;
+    assert!(out.contains("configuration v2"), "{out}");
+    let out = cli_ok(&p, &["dt", "terminate", "cli-1"]).await;
+    assert!(out.contains("terminated"), "{out}");
+    let out = cli_ok(&p, &["usage", "--json"]).await;
+    let usage: Value = serde_json::from_str(&out).unwrap();
+    assert!(usage["total"].is_object(), "{usage}");
+    // Errors: a clear message and a failing exit status.
+    let (ok, _, err) = cli(&p, &["dt", "execute", "nope"]).await;
+    assert!(!ok && err.contains("nope"), "{err}");
+    let (ok, _, err) = cli(&p, &["dt", "terminate", "cli-1"]).await;
+    assert!(!ok && err.contains("terminated"), "{err}");
 }
