@@ -181,8 +181,9 @@ pub async fn run(args: DtArgs, config: &Config) -> anyhow::Result<()> {
     }
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    dtaas_schemas::time::parse_duration_ns(text).map(|ns| Duration::from_nanos(ns.max(0) as u64))
+fn duration(text: &str) -> anyhow::Result<Duration> {
+    let ns = dtaas_schemas::time::parse_duration_ns(text)?;
+    Ok(Duration::from_nanos(ns.max(0) as u64))
 }
 
 /// One request to the lifecycle service as the configured user.

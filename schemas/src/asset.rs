@@ -52,16 +52,19 @@ impl AssetKind {
     }
 }
 
-impl std::str::FromStr for AssetKind {
-    type Err = String;
+/// A kind that is none of [`AssetKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown asset kind {0:?}; use data, model, function, tool or dt")]
+pub struct UnknownKind(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for AssetKind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, UnknownKind> {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown asset kind {s:?}; use data, model, function, tool or dt")
-            })
+            .ok_or_else(|| UnknownKind(s.to_owned()))
     }
 }
 
@@ -307,6 +310,7 @@ mod tests {
         assert!("gadget"
             .parse::<AssetKind>()
             .unwrap_err()
+            .to_string()
             .contains("gadget"));
         assert_eq!(AssetKind::Dt.folder(), "digital_twins");
         assert!(ValueType::Number.accepts(&serde_json::json!(2)));

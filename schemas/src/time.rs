@@ -4,6 +4,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::excerpt::excerpt;
 
+/// A time or duration written by a person that cannot be read; the message quotes
+/// (an excerpt of) it and says what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimeError(pub String);
+
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_ns() -> i64 {
     SystemTime::now()
@@ -14,7 +20,7 @@ pub fn now_ns() -> i64 {
 
 /// A time written by a person: RFC 3339 (`2026-11-24T10:00:00Z`), `now`, or relative to
 /// now (`-15m`, `-1h`, `-2d`, `-30s`, `-500ms`). Returns nanoseconds since the epoch.
-pub fn parse_time(text: &str, now_ns: i64) -> Result<i64, String> {
+pub fn parse_time(text: &str, now_ns: i64) -> Result<i64, TimeError> {
     let text = text.trim();
     if text == "now" {
         return Ok(now_ns);
@@ -24,28 +30,31 @@ pub fn parse_time(text: &str, now_ns: i64) -> Result<i64, String> {
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map_err(|e| {
-            format!(
+            TimeError(format!(
                 "{} is neither RFC 3339, `now`, nor relative like `-15m`: {e}",
                 excerpt(text)
-            )
+            ))
         })?
         .timestamp_nanos_opt()
-        .ok_or_else(|| format!("{} is out of range", excerpt(text)))
+        .ok_or_else(|| TimeError(format!("{} is out of range", excerpt(text))))
 }
 
 /// A duration such as `10s`, `500ms`, `15m`, `1h`, `2d`, `1w`, in nanoseconds.
-pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
+pub fn parse_duration_ns(text: &str) -> Result<i64, TimeError> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        format!(
+        TimeError(format!(
             "duration {} lacks a unit (ns, us, ms, s, m, h, d, w)",
             excerpt(text)
-        )
+        ))
     })?;
     let (number, unit) = text.split_at(split);
-    let number: i64 = number
-        .parse()
-        .map_err(|_| format!("duration {} must start with a whole number", excerpt(text)))?;
+    let number: i64 = number.parse().map_err(|_| {
+        TimeError(format!(
+            "duration {} must start with a whole number",
+            excerpt(text)
+        ))
+    })?;
     let scale: i64 = match unit {
         "ns" => 1,
         "us" | "µs" => 1_000,
@@ -56,16 +65,16 @@ pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
         "d" => 86_400 * 1_000_000_000,
         "w" => 7 * 86_400 * 1_000_000_000,
         _ => {
-            return Err(format!(
+            return Err(TimeError(format!(
                 "duration {} has unknown unit {} (ns, us, ms, s, m, h, d, w)",
                 excerpt(text),
                 excerpt(unit)
-            ))
+            )))
         }
     };
     number
         .checked_mul(scale)
-        .ok_or_else(|| format!("duration {} is too long", excerpt(text)))
+        .ok_or_else(|| TimeError(format!("duration {} is too long", excerpt(text))))
 }
 
 #[cfg(test)]
@@ -83,9 +92,16 @@ mod tests {
         );
         assert!(parse_time("yesterday", now)
             .unwrap_err()
+            .to_string()
             .contains("yesterday"));
         assert_eq!(parse_duration_ns("10s").unwrap(), 10_000_000_000);
-        assert!(parse_duration_ns("10").unwrap_err().contains("unit"));
-        assert!(parse_duration_ns("10y").unwrap_err().contains("\"y\""));
+        assert!(parse_duration_ns("10")
+            .unwrap_err()
+            .to_string()
+            .contains("unit"));
+        assert!(parse_duration_ns("10y")
+            .unwrap_err()
+            .to_string()
+            .contains("\"y\""));
     }
 }

@@ -80,7 +80,7 @@ pub async fn run(args: UpArgs, config: Arc<Config>) -> anyhow::Result<()> {
     stop_rest.cancel();
     tracing::info!("Stopping the demo: terminating the DT, then the workers.");
     if let Err(error) = terminate(&client, &config.user).await {
-        tracing::warn!(error = %format!("{error:#}"), "Cannot terminate the DT.");
+        tracing::warn!(error = ?error, "Cannot terminate the DT.");
     }
     stop_workers.cancel();
     let joined = crate::workers::join_all(workers, stop_workers).await;
@@ -170,6 +170,7 @@ async fn execute(client: &async_nats::Client, user: &str, config: DtConfig) -> a
     }
     // The exec node may still be registering: retry for a while.
     let deadline = Instant::now() + STEP;
+    let mut backoff = dtaas_runtime::backoff::Backoff::new();
     loop {
         match ask::<_, DtReply>(client, user, "execute", &IdRequest { id: DT.into() }).await {
             Ok(reply) => {
@@ -181,8 +182,8 @@ async fn execute(client: &async_nats::Client, user: &str, config: DtConfig) -> a
                 return Ok(());
             }
             Err(error) if Instant::now() < deadline => {
-                tracing::info!(error = %format!("{error:#}"), "The DT cannot execute yet; retrying.");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::info!(error = ?error, "The DT cannot execute yet; retrying.");
+                backoff.sleep().await;
             }
             Err(error) => return Err(error.context("executing the incubator DT")),
         }

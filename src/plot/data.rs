@@ -23,18 +23,18 @@ pub struct SeriesSpec {
 }
 
 impl FromStr for SeriesSpec {
-    type Err = String;
+    type Err = anyhow::Error;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> anyhow::Result<Self> {
         let (path, label) = match text.split_once('=') {
             Some((path, label)) => (path, Some(label)),
             None => (text, None),
         };
         let parts: Vec<&str> = path.split('/').collect();
         let [pt, measurement, field] = parts[..] else {
-            return Err(format!(
+            anyhow::bail!(
                 "series {text:?} must be PT/MEASUREMENT/FIELD[=LABEL], e.g. inc1/state/t1=room"
-            ));
+            );
         };
         Ok(Self {
             pt: pt.to_owned(),
@@ -305,6 +305,7 @@ mod tests {
         assert!("inc1/t1"
             .parse::<SeriesSpec>()
             .unwrap_err()
+            .to_string()
             .contains("PT/MEASUREMENT/FIELD"));
     }
 

@@ -49,7 +49,7 @@ pub fn render(path: &Path, size: (u32, u32), title: &str, plot: &Plot) -> anyhow
             plot,
         )
     };
-    result.map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
+    result.map_err(|e| e.context(format!("cannot draw {}", path.display())))
 }
 
 fn load_font() -> anyhow::Result<()> {
@@ -76,8 +76,8 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
     plot: &Plot,
-) -> Result<(), String> {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+) -> anyhow::Result<()> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e}");
     root.fill(&WHITE).map_err(err)?;
     let minutes = |ts: i64| (ts - plot.start) as f64 / 60e9;
     let x_end = minutes(plot.end).max(1e-3);

@@ -49,10 +49,10 @@ pub struct PlotArgs {
     pub height: u32,
 }
 
-fn parse_span(text: &str) -> Result<Duration, String> {
+fn parse_span(text: &str) -> anyhow::Result<Duration> {
     let ns = dtaas_schemas::time::parse_duration_ns(text)?;
     if ns <= 0 {
-        return Err(format!("{text:?} must be longer than zero"));
+        anyhow::bail!("{text:?} must be longer than zero");
     }
     Ok(Duration::from_nanos(ns as u64))
 }

@@ -2,6 +2,7 @@
 //! `desired − lower_bound`, then heat in bursts of `heating_time` seconds separated by
 //! `heating_gap` seconds while the box is at or below `desired`.
 
+use super::refused::Refused;
 use serde::{Deserialize, Serialize};
 
 /// The controller's parameters; the `controller` command changes any of them.
@@ -45,7 +46,7 @@ pub struct ControllerUpdate {
 
 impl ControllerParams {
     /// These parameters with `update` applied, or why the update is refused.
-    pub fn updated(self, update: &ControllerUpdate) -> Result<Self, String> {
+    pub fn updated(self, update: &ControllerUpdate) -> Result<Self, Refused> {
         let next = Self {
             temperature_desired: update
                 .temperature_desired
@@ -62,7 +63,9 @@ impl ControllerParams {
         ];
         for (name, value, min, max) in checks {
             if !(min..=max).contains(&value) {
-                return Err(format!("{name} must lie in {min}..={max}, got {value}"));
+                return Err(Refused(format!(
+                    "{name} must lie in {min}..={max}, got {value}"
+                )));
             }
         }
         Ok(next)
@@ -177,7 +180,11 @@ mod tests {
         assert_eq!(next.heating_time, 40.0);
         assert_eq!(next.heating_gap, 30.0);
         let bad: ControllerUpdate = serde_json::from_str(r#"{"heating_gap":-1}"#).unwrap();
-        assert!(p.updated(&bad).unwrap_err().contains("heating_gap"));
+        assert!(p
+            .updated(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("heating_gap"));
         assert!(serde_json::from_str::<ControllerUpdate>(r#"{"heat":1}"#).is_err());
     }
 }

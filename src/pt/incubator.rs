@@ -4,6 +4,7 @@
 //! Samples carry the fields of the INTO-CPS incubator's recorded experiments, so
 //! recorded and simulated data look alike to a DT.
 
+use super::refused::Refused;
 use serde::{Deserialize, Serialize};
 
 use super::controller::{Controller, ControllerParams, ControllerUpdate};
@@ -66,8 +67,8 @@ pub const COMMANDS: &str = "controller, lid, room";
 
 impl Order {
     /// Decodes the payload of command `name`; the error says what is wrong.
-    pub fn parse(name: &str, payload: &[u8]) -> Result<Self, String> {
-        let bad = |e: serde_json::Error| format!("invalid {name} payload: {e}");
+    pub fn parse(name: &str, payload: &[u8]) -> Result<Self, Refused> {
+        let bad = |e: serde_json::Error| Refused(format!("invalid {name} payload: {e}"));
         match name {
             "controller" => Ok(Self::Controller(
                 serde_json::from_slice(payload).map_err(bad)?,
@@ -82,9 +83,9 @@ impl Order {
                     temperature: room.temperature,
                 })
             }
-            other => Err(format!(
+            other => Err(Refused(format!(
                 "unknown command {other:?}; this incubator understands {COMMANDS}"
-            )),
+            ))),
         }
     }
 }
@@ -147,7 +148,7 @@ impl Incubator {
     }
 
     /// Applies a command; an invalid one changes nothing.
-    pub fn apply(&mut self, order: &Order) -> Result<(), String> {
+    pub fn apply(&mut self, order: &Order) -> Result<(), Refused> {
         match order {
             Order::Controller(update) => {
                 self.controller.params = self.controller.params.updated(update)?;
@@ -155,9 +156,9 @@ impl Incubator {
             Order::Lid { open } => self.plant.lid_open = *open,
             Order::Room { temperature } => {
                 if !(-40.0..=60.0).contains(temperature) {
-                    return Err(format!(
+                    return Err(Refused(format!(
                         "temperature must lie in -40..=60 °C, got {temperature}"
-                    ));
+                    )));
                 }
                 self.t_room = *temperature;
             }
@@ -212,9 +213,11 @@ mod tests {
     fn commands_are_checked() {
         assert!(Order::parse("lid", br#"{"open":"yes"}"#)
             .unwrap_err()
+            .to_string()
             .contains("lid"));
         assert!(Order::parse("fly", b"{}")
             .unwrap_err()
+            .to_string()
             .contains("controller"));
         let mut inc = Incubator::new(21.0, 0.0, 1, 0);
         let bad = Order::parse("controller", br#"{"heating_time":0}"#).unwrap();

@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod incubator;
+pub mod refused;
 mod send;
 pub mod sim;
 pub mod thermal;
@@ -81,20 +82,20 @@ pub async fn run(args: PtArgs, config: &Config) -> anyhow::Result<()> {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let ns = dtaas_schemas::time::parse_duration_ns(text)?;
     if ns < 0 {
-        return Err(format!("duration {text:?} must not be negative"));
+        anyhow::bail!("duration {text:?} must not be negative");
     }
     Ok(Duration::from_nanos(ns as u64))
 }
 
-fn parse_time_scale(text: &str) -> Result<f64, String> {
+fn parse_time_scale(text: &str) -> anyhow::Result<f64> {
     let scale: f64 = text
         .parse()
-        .map_err(|_| format!("time scale {text:?} is not a number"))?;
+        .map_err(|_| anyhow::anyhow!("time scale {text:?} is not a number"))?;
     if !(0.001..=10_000.0).contains(&scale) {
-        return Err(format!("time scale must lie in 0.001..=10000, got {scale}"));
+        anyhow::bail!("time scale must lie in 0.001..=10000, got {scale}");
     }
     Ok(scale)
 }

@@ -130,7 +130,7 @@ async fn answer(
     };
     let ack = match result {
         Ok(_) => serde_json::json!({ "id": id, "ok": true }),
-        Err(error) => serde_json::json!({ "id": id, "ok": false, "error": error }),
+        Err(error) => serde_json::json!({ "id": id, "ok": false, "error": error.to_string() }),
     };
     client
         .publish(

@@ -25,7 +25,7 @@ pub const T: Duration = Duration::from_secs(120);
 pub struct Library {
     pub nats: NatsServer,
     pub ctx: Context,
-    worker: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    worker: Option<tokio::task::JoinHandle<Result<(), dtaas_assets::RunError>>>,
 }
 
 impl Library {

@@ -1,4 +1,5 @@
-//! Error replies of the asset library, and how store failures map onto them.
+//! Error replies of the asset library, how store failures map onto them, and why the
+//! worker stopped.
 
 use dtaas_schemas::{ErrorCode, ErrorReply};
 
@@ -41,4 +42,16 @@ pub fn no_such_asset(address: &str, user: &str) -> ErrorReply {
     not_found(format!(
         "no asset {address} visible to {user}; `dtaas asset list` shows what you can use"
     ))
+}
+
+/// Why the assets worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] dtaas_runtime::ConfigError),
+    /// A bucket of the library cannot be opened.
+    #[error(transparent)]
+    Open(#[from] dtaas_runtime::provision::ProvisionError),
+    #[error(transparent)]
+    Service(#[from] dtaas_runtime::service::ServiceError),
 }

@@ -16,10 +16,12 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use dtaas_runtime::provision::{open_kv, open_object_store};
 use dtaas_runtime::{Context, WorkerService};
 use dtaas_schemas::names;
 
 use crate::config::AssetsConfig;
+pub use crate::error::RunError;
 use crate::in_use::DtRegistry;
 use crate::library::Library;
 use crate::store::MetaStore;
@@ -33,15 +35,15 @@ Assets worker environment:
   DTAAS_ASSETS_MAX_FILE_SIZE  largest file an asset may hold, bytes [default: 1073741824]";
 
 /// Runs the worker until `ctx.shutdown` is cancelled.
-pub async fn run(ctx: Context) -> anyhow::Result<()> {
+pub async fn run(ctx: Context) -> Result<(), RunError> {
     let config = Arc::new(AssetsConfig::load(&ctx.config)?);
     let library = Library {
         meta: MetaStore {
-            kv: ctx.js.get_key_value(names::KV_ASSETS).await?,
+            kv: open_kv(&ctx.js, names::KV_ASSETS).await?,
         },
-        objects: ctx.js.get_object_store(names::OBJECT_ASSETS).await?,
+        objects: open_object_store(&ctx.js, names::OBJECT_ASSETS).await?,
         dts: DtRegistry {
-            kv: ctx.js.get_key_value(names::KV_DTS).await?,
+            kv: open_kv(&ctx.js, names::KV_DTS).await?,
         },
         readers: Arc::new(fetch::Readers::new(config.fetch_readers)),
         config,

@@ -19,9 +19,20 @@ const PATH_MAX: usize = 1024;
 /// Longest description.
 const DESCRIPTION_MAX: usize = 64 * 1024;
 
+/// A put, path or run section that breaks a rule; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<Invalid> for ErrorReply {
+    fn from(invalid: Invalid) -> Self {
+        bad_request(invalid.0)
+    }
+}
+
 /// Checks a relative file path: `/`-separated, no empty, `.` or `..` component, no
 /// leading `/`, no backslash or NUL.
-pub fn validate_path(path: &str) -> Result<(), String> {
+pub fn validate_path(path: &str) -> Result<(), Invalid> {
     let why = if path.is_empty() {
         "it is empty"
     } else if path.len() > PATH_MAX {
@@ -39,7 +50,7 @@ pub fn validate_path(path: &str) -> Result<(), String> {
     } else {
         return Ok(());
     };
-    Err(format!("file path {path:?} is invalid: {why}"))
+    Err(Invalid(format!("file path {path:?} is invalid: {why}")))
 }
 
 /// Checks everything in `req` that can be checked without the stores; sorts its files.
@@ -62,35 +73,38 @@ pub fn put(req: &mut PutRequest, max_file_size: u64) -> Result<(), ErrorReply> {
             )));
         }
     }
-    files(&mut req.files, max_file_size).map_err(bad)?;
-    interface(&req.interface).map_err(bad)?;
+    files(&mut req.files, max_file_size)?;
+    interface(&req.interface)?;
     if let Some(run) = &req.run {
-        run_section(run, &req.files).map_err(bad)?;
+        run_section(run, &req.files)?;
     }
     Ok(())
 }
 
-fn files(files: &mut [AssetFile], max_file_size: u64) -> Result<(), String> {
+fn files(files: &mut [AssetFile], max_file_size: u64) -> Result<(), Invalid> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     for (i, file) in files.iter().enumerate() {
         validate_path(&file.path)?;
         if i > 0 && files[i - 1].path == file.path {
-            return Err(format!("file path {:?} is listed twice", file.path));
+            return Err(Invalid(format!(
+                "file path {:?} is listed twice",
+                file.path
+            )));
         }
         if !is_sha256(&file.sha256) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "file {:?}: `sha256` must be 64 lowercase hex digits",
                 file.path
-            ));
+            )));
         }
         if file.size > max_file_size {
-            return Err(too_large(&file.path, file.size, max_file_size));
+            return Err(Invalid(too_large(&file.path, file.size, max_file_size)));
         }
         if file.mode & !0o7777 != 0 {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "file {:?}: `mode` {:o} has bits beyond the permission bits (0o7777)",
                 file.path, file.mode
-            ));
+            )));
         }
     }
     // A file may not also be a folder of other files (`a` and `a/b`).
@@ -99,10 +113,10 @@ fn files(files: &mut [AssetFile], max_file_size: u64) -> Result<(), String> {
         let mut prefix = file.path.as_str();
         while let Some((parent, _)) = prefix.rsplit_once('/') {
             if paths.contains(parent) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "file path {:?} is inside {parent:?}, which is a file",
                     file.path
-                ));
+                )));
             }
             prefix = parent;
         }
@@ -118,87 +132,90 @@ pub fn too_large(path: &str, size: u64, max: u64) -> String {
     )
 }
 
-fn ports(what: &str, ports: &[Port]) -> Result<(), String> {
+fn ports(what: &str, ports: &[Port]) -> Result<(), Invalid> {
     let mut seen = BTreeSet::new();
     for port in ports {
-        validate_name("port name", &port.name).map_err(|e| format!("{what}: {e}"))?;
+        validate_name("port name", &port.name).map_err(|e| Invalid(format!("{what}: {e}")))?;
         if !seen.insert(port.name.as_str()) {
-            return Err(format!("{what}: {:?} is declared twice", port.name));
+            return Err(Invalid(format!(
+                "{what}: {:?} is declared twice",
+                port.name
+            )));
         }
     }
     Ok(())
 }
 
-fn param(p: &Param) -> Result<(), String> {
+fn param(p: &Param) -> Result<(), Invalid> {
     use dtaas_schemas::asset::ValueType;
     let numeric = matches!(p.value_type, ValueType::Number | ValueType::Integer);
     if !numeric && (p.min.is_some() || p.max.is_some()) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "params: {:?} is {} and cannot have `min` or `max`",
             p.name,
             p.value_type.as_str()
-        ));
+        )));
     }
     if let (Some(min), Some(max)) = (p.min, p.max) {
         if min > max {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "params: {:?} has `min` {min} above `max` {max}",
                 p.name
-            ));
+            )));
         }
     }
     if let Some(default) = &p.default {
         if !p.value_type.accepts(default) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "params: the default of {:?} is {default}, not of type {}",
                 p.name,
                 p.value_type.as_str()
-            ));
+            )));
         }
         if let Some(v) = default.as_f64() {
             if p.min.is_some_and(|min| v < min) || p.max.is_some_and(|max| v > max) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "params: the default {v} of {:?} is outside its range",
                     p.name
-                ));
+                )));
             }
         }
     }
     Ok(())
 }
 
-fn interface(interface: &Interface) -> Result<(), String> {
+fn interface(interface: &Interface) -> Result<(), Invalid> {
     ports("inputs", &interface.inputs)?;
     ports("outputs", &interface.outputs)?;
     let mut seen = BTreeSet::new();
     for p in &interface.params {
-        validate_name("parameter name", &p.name).map_err(|e| format!("params: {e}"))?;
+        validate_name("parameter name", &p.name).map_err(|e| Invalid(format!("params: {e}")))?;
         if !seen.insert(p.name.as_str()) {
-            return Err(format!("params: {:?} is declared twice", p.name));
+            return Err(Invalid(format!("params: {:?} is declared twice", p.name)));
         }
         param(p)?;
     }
     Ok(())
 }
 
-fn run_section(run: &Run, files: &[AssetFile]) -> Result<(), String> {
+fn run_section(run: &Run, files: &[AssetFile]) -> Result<(), Invalid> {
     if run.command.iter().any(|a| a.contains('\0')) {
-        return Err("run.command: an argument contains NUL".into());
+        return Err(Invalid("run.command: an argument contains NUL".into()));
     }
     if run.command.first().is_some_and(|p| p.is_empty()) {
-        return Err("run.command: the program is empty".into());
+        return Err(Invalid("run.command: the program is empty".into()));
     }
     for (phase, script) in &run.lifecycle {
         if !LIFECYCLE_PHASES.contains(&phase.as_str()) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "run.lifecycle: unknown phase {phase:?}; phases are {}",
                 LIFECYCLE_PHASES.join(", ")
-            ));
+            )));
         }
         if !files.iter().any(|f| &f.path == script) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "run.lifecycle: the {phase} script {script:?} is not among the files"
-            ));
+            )));
         }
     }
     Ok(())
@@ -252,7 +269,7 @@ mod tests {
             ("a//b", "empty"),
             ("", "empty"),
         ] {
-            let err = validate_path(path).unwrap_err();
+            let err = validate_path(path).unwrap_err().to_string();
             assert!(err.contains(why), "{path:?}: {err}");
         }
         validate_path("lifecycle/create").unwrap();

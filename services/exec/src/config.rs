@@ -92,7 +92,7 @@ impl ExecConfig {
         env_override(&mut exec.cgroup, "DTAAS_EXEC_CGROUP")?;
         if let Ok(text) = std::env::var("DTAAS_EXEC_GRACE") {
             let ns = dtaas_schemas::time::parse_duration_ns(&text)
-                .map_err(|m| invalid("DTAAS_EXEC_GRACE", m))?;
+                .map_err(|e| invalid("DTAAS_EXEC_GRACE", e.to_string()))?;
             exec.grace = Duration::from_nanos(ns.max(0) as u64);
         }
         if let Ok(dir) = std::env::var("DTAAS_EXEC_DIR") {

@@ -74,15 +74,7 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
         workdirs,
         cgroups.clone(),
     ));
-    let nodes = ctx
-        .js
-        .get_key_value(KV_NODES)
-        .await
-        .map_err(|e| RunError::Register {
-            node: config.node.clone(),
-            bucket: KV_NODES,
-            source: e.into(),
-        })?;
+    let nodes = dtaas_runtime::provision::open_kv(&ctx.js, KV_NODES).await?;
 
     let mut service = WorkerService::start(
         &ctx,

@@ -109,11 +109,11 @@ pub async fn get(
         ErrorReply::new(ErrorCode::BadRequest, format!("field `{field}`: {m}"))
     };
     let from = match &request.from {
-        Some(text) => time::parse_time(text, now).map_err(|m| bad("from", m))?,
+        Some(text) => time::parse_time(text, now).map_err(|e| bad("from", e.to_string()))?,
         None => now - DEFAULT_RANGE_NS,
     };
     let to = match &request.to {
-        Some(text) => time::parse_time(text, now).map_err(|m| bad("to", m))?,
+        Some(text) => time::parse_time(text, now).map_err(|e| bad("to", e.to_string()))?,
         None => now,
     };
     if from > to {

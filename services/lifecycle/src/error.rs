@@ -77,11 +77,8 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] dtaas_runtime::ConfigError),
     /// The DT registry or the snapshot store cannot be opened.
-    #[error("cannot open {bucket}: {source}")]
-    Bucket {
-        bucket: &'static str,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Open(#[from] dtaas_runtime::provision::ProvisionError),
     #[error(transparent)]
     Service(#[from] dtaas_runtime::service::ServiceError),
     /// The process follower or the node watcher panicked.

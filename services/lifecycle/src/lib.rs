@@ -23,6 +23,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use dtaas_runtime::provision::{open_kv, open_object_store};
 use dtaas_runtime::{Context, WorkerService};
 use dtaas_schemas::names::{KV_DTS, OBJECT_SNAPSHOTS};
 
@@ -44,22 +45,8 @@ Lifecycle worker environment:
 /// Runs the worker until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: Context) -> Result<(), RunError> {
     let config = LifecycleConfig::load(&ctx.config)?;
-    let registry = ctx
-        .js
-        .get_key_value(KV_DTS)
-        .await
-        .map_err(|e| RunError::Bucket {
-            bucket: KV_DTS,
-            source: e.into(),
-        })?;
-    let snapshots = ctx
-        .js
-        .get_object_store(OBJECT_SNAPSHOTS)
-        .await
-        .map_err(|e| RunError::Bucket {
-            bucket: OBJECT_SNAPSHOTS,
-            source: e.into(),
-        })?;
+    let registry = open_kv(&ctx.js, KV_DTS).await?;
+    let snapshots = open_object_store(&ctx.js, OBJECT_SNAPSHOTS).await?;
     let core = Core {
         nats: ctx.nats.clone(),
         js: ctx.js.clone(),

@@ -112,10 +112,12 @@ mod tests {
         assert!("mqtt://h:x"
             .parse::<MqttUrl>()
             .unwrap_err()
+            .to_string()
             .contains("port"));
         assert!("mqtt://:1"
             .parse::<MqttUrl>()
             .unwrap_err()
+            .to_string()
             .contains("no host"));
     }
 
@@ -153,7 +155,7 @@ mod tests {
             "mqtt://:hunter2@h",
             "mqtt://u:hunter2%zz@h",
         ] {
-            let err = bad.parse::<MqttUrl>().unwrap_err();
+            let err = bad.parse::<MqttUrl>().unwrap_err().to_string();
             assert!(!err.contains("hunter2") && err.contains(":***@"), "{err}");
         }
         let err = crate::Config::from_toml("", "defaults", &|n: &str| {

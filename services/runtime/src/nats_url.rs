@@ -160,16 +160,23 @@ mod tests {
     fn a_bad_seed_is_named() {
         let err = "nats://a:4222,nats://b:42x3"
             .parse::<NatsUrls>()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("2 of 2") && err.contains("nats://b:42x3"),
             "{err}"
         );
-        let err = "nats://a:4222,,nats://b".parse::<NatsUrls>().unwrap_err();
+        let err = "nats://a:4222,,nats://b"
+            .parse::<NatsUrls>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 of 3") && err.contains("empty"), "{err}");
-        let err = "http://a".parse::<NatsUrls>().unwrap_err();
+        let err = "http://a".parse::<NatsUrls>().unwrap_err().to_string();
         assert!(err.contains("http://a") && err.contains("scheme"), "{err}");
-        let err = "nats://u:hunter2@b:99999".parse::<NatsUrls>().unwrap_err();
+        let err = "nats://u:hunter2@b:99999"
+            .parse::<NatsUrls>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("u:***@b") && !err.contains("hunter2"), "{err}");
     }
 
@@ -190,7 +197,8 @@ mod tests {
         assert_eq!(urls.token.unwrap().expose(), "t0ken");
         let err = "nats://u:one@a,nats://u:two@b"
             .parse::<NatsUrls>()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("other credentials") && !err.contains("two"),
             "{err}"

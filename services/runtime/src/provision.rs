@@ -109,7 +109,7 @@ pub enum ProvisionError {
     },
     /// A KV bucket or object store could not be looked up, created or migrated.
     #[error(transparent)]
-    Bucket(#[from] buckets::BucketError),
+    Bucket(Box<buckets::BucketError>),
     /// The bucket exists but cannot be opened.
     #[error("cannot open {kind} {bucket}: {source}")]
     Open {
@@ -131,6 +131,12 @@ pub enum ProvisionError {
     },
     #[error("shut down while waiting for JetStream")]
     Cancelled,
+}
+
+impl From<buckets::BucketError> for ProvisionError {
+    fn from(error: buckets::BucketError) -> Self {
+        Self::Bucket(Box::new(error))
+    }
 }
 
 impl ProvisionError {
@@ -355,6 +361,23 @@ pub async fn ensure_object_store(
     js.get_object_store(&wanted.bucket)
         .await
         .map_err(|e| open_error(KIND, &wanted.bucket, e))
+}
+
+/// Opens KV bucket `bucket` (provisioned by `Context::connect`).
+pub async fn open_kv(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, ProvisionError> {
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| open_error("KV bucket", bucket, e))
+}
+
+/// Opens object store `bucket` (provisioned by `Context::connect`).
+pub async fn open_object_store(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<object_store::ObjectStore, ProvisionError> {
+    js.get_object_store(bucket)
+        .await
+        .map_err(|e| open_error("object store", bucket, e))
 }
 
 /// The KV buckets of dtaas.
