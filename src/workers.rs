@@ -97,7 +97,7 @@ async fn run_one(
     let ctx = Context::connect(config, worker, shutdown).await?;
     tracing::info!(worker, "started");
     let result: anyhow::Result<()> = match command {
-        Command::Bridge => dtaas_bridge::run(ctx).await,
+        Command::Bridge => dtaas_bridge::run(ctx).await.map_err(Into::into),
         Command::Historian => dtaas_historian::run(ctx).await.map_err(Into::into),
         Command::Graph => dtaas_graph::run(ctx).await.map_err(Into::into),
         Command::Exec => dtaas_exec::run(ctx).await.map_err(Into::into),

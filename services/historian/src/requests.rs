@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use dtaas_runtime::consumer::Counters;
 use dtaas_runtime::service::{ServiceError, StatsFn};
-use dtaas_runtime::{Context, RequestInfo, WorkerService};
+use dtaas_runtime::{Context, WorkerService};
 use dtaas_schemas::timeseries::{
     TsLatestRequest, TsQueryRequest, SERVICE, VERB_LATEST, VERB_QUERY,
 };
@@ -35,32 +35,27 @@ pub async fn start<S: Sink>(
         Some(stats_fn),
     )
     .await?;
-    let query_store = store.clone();
     service
-        .endpoint(
+        .endpoint_with(
+            &store,
             SERVICE,
             VERB_QUERY,
-            move |_: RequestInfo, request: TsQueryRequest| {
-                let store = query_store.clone();
-                async move {
-                    let query = Query::parse(request, time::now_ns())?;
-                    store.query(query).await.map_err(reply_error)
-                }
+            |store, _, request: TsQueryRequest| async move {
+                let query = Query::parse(request, time::now_ns())?;
+                store.query(query).await.map_err(reply_error)
             },
         )
         .await?;
     service
-        .endpoint(
+        .endpoint_with(
+            &store,
             SERVICE,
             VERB_LATEST,
-            move |_: RequestInfo, request: TsLatestRequest| {
-                let store = store.clone();
-                async move {
-                    subject::validate_token("PT id", &request.pt).map_err(|e| {
-                        ErrorReply::new(ErrorCode::BadRequest, format!("field `pt`: {e}"))
-                    })?;
-                    store.latest(request.pt).await.map_err(reply_error)
-                }
+            |store, _, request: TsLatestRequest| async move {
+                subject::validate_token("PT id", &request.pt).map_err(|e| {
+                    ErrorReply::new(ErrorCode::BadRequest, format!("field `pt`: {e}"))
+                })?;
+                store.latest(request.pt).await.map_err(reply_error)
             },
         )
         .await?;
