@@ -17,6 +17,24 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Why runs fall back to process groups and rlimits: no cgroup v2 group for them.
+#[derive(Debug, thiserror::Error)]
+pub enum NoCgroups {
+    #[error("cgroups are off ([exec] cgroup = \"off\")")]
+    Off,
+    #[error("no cgroup v2 file system is mounted")]
+    NoMount,
+    #[error("{} is not inside the cgroup v2 mount {}", dir.display(), mount.display())]
+    Outside { dir: PathBuf, mount: PathBuf },
+    #[error("this process is in no cgroup v2 group")]
+    NoOwnGroup,
+    #[error("cannot create the cgroup {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// How exec keeps a node's runs apart.
 #[derive(Debug)]
 pub struct Cgroups {
@@ -77,20 +95,17 @@ fn join(parent: &str, child: &str) -> String {
 impl Cgroups {
     /// Sets up the node's group: below `configured` (a directory in a cgroup v2 mount)
     /// or below exec's own cgroup. `Err` says why runs fall back to rlimits.
-    pub fn create(configured: Option<&Path>) -> Result<Self, String> {
-        let (mount, mount_root) = cgroup2_mount().ok_or("no cgroup v2 file system is mounted")?;
+    pub fn create(configured: Option<&Path>) -> Result<Self, NoCgroups> {
+        let (mount, mount_root) = cgroup2_mount().ok_or(NoCgroups::NoMount)?;
         let parent_in_hierarchy = match configured {
             Some(dir) => {
-                let inside = dir.strip_prefix(&mount).map_err(|_| {
-                    format!(
-                        "{} is not inside the cgroup v2 mount {}",
-                        dir.display(),
-                        mount.display()
-                    )
+                let inside = dir.strip_prefix(&mount).map_err(|_| NoCgroups::Outside {
+                    dir: dir.to_owned(),
+                    mount: mount.clone(),
                 })?;
                 join(&mount_root, &inside.display().to_string())
             }
-            None => own_cgroup().ok_or("this process is in no cgroup v2 group")?,
+            None => own_cgroup().ok_or(NoCgroups::NoOwnGroup)?,
         };
         let relative = parent_in_hierarchy
             .strip_prefix(mount_root.trim_end_matches('/'))
@@ -100,8 +115,10 @@ impl Cgroups {
         let parent = mount.join(relative);
         remove_empty_leftovers(&parent);
         let base = parent.join(&name);
-        std::fs::create_dir(&base)
-            .map_err(|e| format!("cannot create the cgroup {}: {e}", base.display()))?;
+        std::fs::create_dir(&base).map_err(|source| NoCgroups::Create {
+            path: base.clone(),
+            source,
+        })?;
         let offered = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
         let offered: Vec<&str> = offered.split_whitespace().collect();
         let mut cgroups = Self {

@@ -124,7 +124,7 @@ fn isolation(config: &ExecConfig, root: &std::path::Path) -> Option<Arc<cgroup::
         let _ = std::fs::remove_file(&record);
     }
     let made = match config.cgroup.as_str() {
-        "off" => Err("cgroups are off ([exec] cgroup = \"off\")".to_owned()),
+        "off" => Err(cgroup::NoCgroups::Off),
         "auto" | "" => cgroup::Cgroups::create(None),
         dir => cgroup::Cgroups::create(Some(std::path::Path::new(dir))),
     };
