@@ -127,7 +127,8 @@ pub fn spawn_all(
         let (config, shutdown) = (config.clone(), shutdown.clone());
         workers.spawn(async move { run_one(command, config, shutdown).await });
     }
-    tracing::info!("dtaas up: running {}", WORKERS.map(|c| name(&c)).join(", "));
+    let names = WORKERS.map(|c| name(&c)).join(", ");
+    tracing::info!(workers = %names, "dtaas up: running the workers.");
     workers
 }
 
