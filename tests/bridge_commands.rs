@@ -89,6 +89,50 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_dts_commands_are_limited_to_its_c_pt() {
+    let setup = Setup::start(&[]).await;
+    // Registry entries as the lifecycle worker writes them (the bucket is provisioned).
+    let kv = within(
+        STEP,
+        "registry",
+        setup.js.get_key_value(dtaas_schemas::names::KV_DTS),
+    )
+    .await
+    .unwrap();
+    for (id, owner) in [("ctl-1", "alice"), ("bobs", "bob")] {
+        let state = serde_json::json!({"id": id, "owner": owner, "state": "executing",
+            "config_version": 1, "updated_at": 0,
+            "config": {"id": id, "pt": [{"id": "dev1", "signals": [], "commands": ["heater"]}]}});
+        within(STEP, "put", kv.put(id, state.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let send = |dt: &str, pt: &str, command: &str| serde_json::json!({"pt": pt, "command": command, "payload": {}, "dt": dt});
+    let reply = request(&setup, "send", send("ctl-1", "dev1", "heater")).await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        body["id"].is_string(),
+        "an allowed command is accepted: {body}"
+    );
+    for (body, code, words) in [
+        (send("ctl-1", "dev1", "fan"), "forbidden", "[\"heater\"]"),
+        (
+            send("ctl-1", "dev2", "heater"),
+            "forbidden",
+            "not in its C_pt",
+        ),
+        (send("bobs", "dev1", "heater"), "not_found", "bobs"),
+        (send("nope", "dev1", "heater"), "not_found", "nope"),
+    ] {
+        let reply = request(&setup, "send", body.clone()).await;
+        let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{body}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn command_expiring_while_the_broker_is_down_is_never_delivered() {
     let mut setup = Setup::start(&[]).await;
     let mut dev = device(setup.broker.port(), "dev2").await;

@@ -6,6 +6,7 @@
 pub mod backlog;
 pub mod config;
 pub mod downlink;
+pub mod dt_commands;
 pub mod error;
 pub mod ledger;
 pub mod mqtt;

@@ -81,6 +81,9 @@ pub async fn register(
         move |info: RequestInfo, req: SendCommandRequest| {
             let (js, ledger) = (js.clone(), send_ledger.clone());
             async move {
+                if let Some(dt) = &req.dt {
+                    crate::dt_commands::check(&js, &info.user, dt, &req.pt, &req.command).await?;
+                }
                 let command = validate(req, &info.user, limits)?;
                 let unavailable = |e: String| ErrorReply::new(ErrorCode::Unavailable, e);
                 let subject = subject::command(&command.pt, &command.command)
@@ -156,6 +159,7 @@ mod tests {
 
     fn req(pt: &str, ttl: Option<u64>, payload: serde_json::Value) -> SendCommandRequest {
         SendCommandRequest {
+            dt: None,
             pt: pt.into(),
             command: "heat".into(),
             payload,

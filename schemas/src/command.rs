@@ -143,6 +143,10 @@ pub struct SendCommandRequest {
     pub payload: serde_json::Value,
     #[serde(default)]
     pub ttl_ms: Option<u64>,
+    /// The DT on whose behalf the command is sent (a DT process passes its
+    /// `DTAAS_DT`): then only the commands that DT's `C_pt` lists for the PT pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dt: Option<String>,
 }
 
 /// Reply to `cmd.send`: `{"id":"…"}`.

@@ -22,6 +22,7 @@ pub async fn run(args: SendArgs, config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("the payload {:?} is not JSON", args.payload))?;
     let client = dtaas_runtime::nats::connect(config, "dtaas-pt-send").await?;
     let request = SendCommandRequest {
+        dt: None,
         pt: args.pt.clone(),
         command: args.command.clone(),
         payload,
