@@ -6,13 +6,15 @@
 //! timeouts) provisioning waits with backoff, up to `nats_provision_timeout`.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{
     self, kv, object_store,
     stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType},
 };
 use dtaas_schemas::{names, subject};
+// Tokio's clock, so that a test with paused time sees the deadline pass.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -194,7 +196,8 @@ where
         let delay = if error.is_passing() {
             if waited >= deadline {
                 return Err(ProvisionError::Deadline {
-                    waited,
+                    // Whole seconds: the error says "after 60s", not "after 60.000213s".
+                    waited: Duration::from_secs(waited.as_secs_f64().round() as u64),
                     last: Box::new(error),
                 });
             }
@@ -443,4 +446,73 @@ async fn all_once(js: &jetstream::Context, replicas: usize) -> Result<(), Provis
         ensure_object_store(js, store).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+
+    fn timed_out() -> ProvisionError {
+        ProvisionError::Create {
+            stream: "DTAAS_TEL".into(),
+            source: CreateStreamError::new(CreateStreamErrorKind::TimedOut),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_while_jetstream_cannot_answer_then_names_the_deadline() {
+        let mut tries = 0;
+        let error = retrying(Duration::from_secs(30), &CancellationToken::new(), || {
+            tries += 1;
+            async { Err(timed_out()) }
+        })
+        .await
+        .unwrap_err();
+        assert!(tries > 5, "{tries} tries");
+        let message = error.to_string();
+        assert!(message.contains("after 30s"), "{message}");
+        assert!(message.contains("nats_provision_timeout"), "{message}");
+        assert!(
+            message.contains("cannot create stream DTAAS_TEL"),
+            "{message}"
+        );
+        assert_eq!(error.what(), "stream DTAAS_TEL");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn succeeds_once_jetstream_answers_and_stops_at_shutdown() {
+        let mut tries = 0;
+        let ok = retrying(Duration::from_secs(30), &CancellationToken::new(), || {
+            tries += 1;
+            let result = if tries < 4 { Err(timed_out()) } else { Ok(()) };
+            async move { result }
+        })
+        .await;
+        assert!(ok.is_ok() && tries == 4);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let stopped = retrying(Duration::from_secs(30), &shutdown, || async {
+            Err(timed_out())
+        });
+        assert!(matches!(stopped.await, Err(ProvisionError::Cancelled)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_waiting_cannot_fix_is_tried_twice() {
+        let mut tries = 0;
+        let error = retrying(Duration::from_secs(30), &CancellationToken::new(), || {
+            tries += 1;
+            async {
+                Err(ProvisionError::Create {
+                    stream: "DTAAS_TEL".into(),
+                    source: CreateStreamError::new(CreateStreamErrorKind::JetStreamUnavailable),
+                })
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(tries, 2);
+        assert!(!error.is_passing());
+    }
 }
