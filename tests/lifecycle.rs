@@ -851,9 +851,21 @@ async fn the_graph_shows_a_dts_processes_from_execute_to_terminate() {
     let p = Platform::start(&["n1"], &["assets", "lifecycle", "graph"]).await;
     put_sleeper(&p).await;
     let config = json!({"id": "g-1", "assets": [{"name": "s", "asset": "sleeper"}],
+        "external": {"event_sinks": ["alerts.g-1"]},
         "children": [{"id": "g-kid", "assets": [{"name": "k", "asset": "sleeper"}]}]});
+    let mut sink = p.client.subscribe("alerts.g-1").await.unwrap();
     p.ok("alice", "create", json!({"config": config})).await;
     p.ok("alice", "execute", json!({"id": "g-1"})).await;
+    // C_e: the event sink gets a copy of the DT's own lifecycle events.
+    for state in ["created", "executing"] {
+        let copy = timeout(WAIT, sink.next()).await.unwrap().unwrap();
+        let event: Value = serde_json::from_slice(&copy.payload).unwrap();
+        assert_eq!(
+            (&event["dt"], &event["to"]),
+            (&json!("g-1"), &json!(state)),
+            "{event}"
+        );
+    }
     let running = |dt: &Value| dt["processes"][0]["status"] == "running";
     let parent = p.until("alice", "g-1", "its process runs", running).await;
     let child = p.until("alice", "g-kid", "its process runs", running).await;
@@ -1144,4 +1156,50 @@ async fn the_people_cli_runs_a_dt_through_its_lifecycle() {
     assert!(!ok && err.contains("nope"), "{err}");
     let (ok, _, err) = cli(&p, &["dt", "terminate", "cli-1"]).await;
     assert!(!ok && err.contains("terminated"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dt_whose_process_fails_for_good_is_failed_and_can_run_again() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    let run = b"#!/bin/sh\necho giving up >&2\nexit 3\n";
+    p.put_asset(
+        "alice",
+        "quitter",
+        &[("run.sh", run, 0o755)],
+        json!({}),
+        json!({"command": ["./run.sh"]}),
+    )
+    .await;
+    let config =
+        json!({"id": "fails", "assets": [{"name": "q", "asset": "quitter", "restart": "never"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "fails"})).await;
+    let dt = p
+        .until("alice", "fails", "the DT failed", |dt| {
+            dt["state"] == "failed"
+        })
+        .await;
+    assert_eq!(dt["processes"][0]["status"], "failed", "{dt}");
+    assert_eq!(dt["processes"][0]["exit_code"], 3, "{dt}");
+    assert!(
+        dt["reason"].as_str().unwrap().contains("process q failed"),
+        "{dt}"
+    );
+    // save needs an executing DT: a conflict naming the state.
+    let refused = p.dt("alice", "save", json!({"id": "fails"})).await;
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed"),
+        "{refused}"
+    );
+    // A failed DT may be executed again: a new run, failing again.
+    let first = dt["processes"][0]["pid"].clone();
+    p.ok("alice", "execute", json!({"id": "fails"})).await;
+    p.until("alice", "fails", "a second run failed", |dt| {
+        dt["state"] == "failed" && dt["processes"][0]["pid"] != first
+    })
+    .await;
 }
