@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dtaas_runtime::backoff::Backoff;
 use dtaas_runtime::Context;
 use dtaas_schemas::exec::{
     ListReply, LogsReply, LogsRequest, ProcessEventKind, ProcessInfo, ProcessSpec, ProcessStatus,
@@ -261,7 +262,7 @@ impl Supervisor {
         let spec = &supervised.spec;
         let key: Key = (spec.dt.clone(), spec.role.clone());
         let mut run_of = first;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::between(FIRST_BACKOFF, self.config.restart_backoff_max);
         self.event(&supervised, ProcessEventKind::Started, None, None, None)
             .await;
         loop {
@@ -310,18 +311,15 @@ impl Supervisor {
                 break;
             }
             if started.elapsed() >= STABLE_RUN {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
             }
             supervised.update(|i| i.status = ProcessStatus::Restarting);
-            tokio::select! {
-                _ = supervised.stop.cancelled() => {
-                    supervised.update(|i| i.status = ProcessStatus::Killed);
-                    self.event(&supervised, ProcessEventKind::Killed, code, signal, None).await;
-                    break;
-                }
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&supervised.stop).await {
+                supervised.update(|i| i.status = ProcessStatus::Killed);
+                self.event(&supervised, ProcessEventKind::Killed, code, signal, None)
+                    .await;
+                break;
             }
-            backoff = (backoff * 2).min(self.config.restart_backoff_max.max(FIRST_BACKOFF));
             match self.spawn_run(spec, contract.clone()) {
                 Ok(next) => {
                     supervised.update(|i| {

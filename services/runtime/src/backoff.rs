@@ -16,22 +16,47 @@ const MAX: Duration = Duration::from_secs(5);
 
 /// The delay before retry `attempt` (0-based): 100 ms doubling up to 5 s.
 pub fn delay(attempt: usize) -> Duration {
+    delay_between(INITIAL, MAX, attempt)
+}
+
+fn delay_between(initial: Duration, max: Duration, attempt: usize) -> Duration {
     let exponent = attempt.min(16) as u32;
-    INITIAL
+    initial
         .saturating_mul(2u32.saturating_pow(exponent))
-        .min(MAX)
+        .min(max)
 }
 
 /// The state of one retry loop: how many failures in a row so far.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Backoff {
     /// Failures since the last success.
     attempt: usize,
+    /// The first delay.
+    initial: Duration,
+    /// The longest delay.
+    max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::between(INITIAL, MAX)
+    }
 }
 
 impl Backoff {
+    /// 100 ms doubling up to 5 s: every retry loop's unless a contract says otherwise.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `initial` doubling up to `max`, for a delay that is part of a contract (a DT
+    /// process's restart policy, `restart_backoff_max`).
+    pub fn between(initial: Duration, max: Duration) -> Self {
+        Self {
+            attempt: 0,
+            initial,
+            max: max.max(initial),
+        }
     }
 
     /// Failures since the last success (0 before the first failure).
@@ -41,7 +66,7 @@ impl Backoff {
 
     /// The delay after the failure just seen; counts it.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = delay(self.attempt);
+        let delay = delay_between(self.initial, self.max, self.attempt);
         self.attempt += 1;
         delay
     }
@@ -82,6 +107,9 @@ mod tests {
         assert_eq!(backoff.attempt(), 3);
         backoff.reset();
         assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        let mut restarts = Backoff::between(Duration::from_millis(500), Duration::from_secs(1));
+        let delays: Vec<_> = (0..3).map(|_| restarts.next_delay()).collect();
+        assert_eq!(delays, [500, 1000, 1000].map(Duration::from_millis));
     }
 
     #[tokio::test(start_paused = true)]
