@@ -160,6 +160,7 @@ fn answers(db: &mut RespClient) -> Value {
         "n1": processes(db, None, Some("n1")),
         "robot-1-on-n2": processes(db, Some("robot-1"), Some("n2")),
         "robot-1-on-n1": processes(db, Some("robot-1"), Some("n1")),
+        "n3": processes(db, None, Some("n3")),
     })
 }
 
@@ -184,6 +185,7 @@ fn neo4j_cypher_runs_on_falkordb() {
         cypher::WRITE_TRANSITIONS,
         cypher::WRITE_COMMANDS,
         cypher::WRITE_PROCESSES,
+        cypher::END_PROCESSES,
     ]
     .into();
     assert_eq!(written, expected_writes, "every write statement ran");
@@ -200,6 +202,7 @@ fn neo4j_cypher_runs_on_falkordb() {
     assert_eq!(first["history-limit"], json!(2));
     assert_eq!(first["window"], expected_robot1_window());
     assert_eq!(first["n1"], expected_n1_processes());
+    assert_eq!(first["n3"], expected_n3_processes(), "ended with its DT");
     assert_eq!(first["robot-1-on-n2"][0]["pid"], json!(202), "{first}");
     assert_eq!(
         first["robot-1-on-n1"],

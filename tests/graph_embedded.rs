@@ -126,6 +126,9 @@ async fn publish_fixture(js: &jetstream::Context, recent_at: i64) {
         let body = Encoding::Json.encode(&event).unwrap();
         publish(js, event.subject().unwrap(), Encoding::Json, body).await;
     }
+    let event = solo_terminated();
+    let body = Encoding::Json.encode(&event).unwrap();
+    publish(js, event.subject().unwrap(), Encoding::Json, body).await;
 }
 
 /// Registers the asset kinds the asset library knows.
@@ -174,6 +177,7 @@ async fn answers(ctx: &Context) -> Value {
         "all-robot1": ask(ctx, "commands", json!({"pt": "robot1"})).await,
         "n1": ask(ctx, "processes", json!({"node": "n1"})).await,
         "robot-1-on-n2": ask(ctx, "processes", json!({"dt": "robot-1", "node": "n2"})).await,
+        "n3": ask(ctx, "processes", json!({"node": "n3"})).await,
     })
 }
 
@@ -181,8 +185,10 @@ async fn fixture_complete(ctx: &Context) -> bool {
     let history = ask(ctx, "history", json!({"dt": "factory"})).await;
     let robot2 = ask(ctx, "commands", json!({"pt": "robot2"})).await;
     let vision = ask(ctx, "processes", json!({"dt": "robot-2"})).await;
+    let solo = ask(ctx, "processes", json!({"dt": "solo"})).await;
     history["transitions"].as_array().map(Vec::len) == Some(4)
         && vision["processes"][0]["status"] == "exited"
+        && solo["processes"][0]["status"] == "killed"
         && robot2["commands"]
             .as_array()
             .is_some_and(|c| c.len() == 2 && c[1]["history"].as_array().map(Vec::len) == Some(2))
@@ -228,6 +234,7 @@ async fn queries_answer_the_known_composition() {
     assert_eq!(first["history"]["transitions"], expected_history());
     assert_eq!(first["window"]["commands"], expected_robot1_window());
     assert_eq!(first["n1"]["processes"], expected_n1_processes());
+    assert_eq!(first["n3"]["processes"], expected_n3_processes());
     assert_eq!(
         first["robot-1-on-n2"]["processes"][0]["pid"], 202,
         "the move to n2 and the restart there: {}",

@@ -72,6 +72,27 @@ fn transition(
     }
 }
 
+/// `solo` is terminated at T0+2s while exec never reported its process's end (its
+/// node died): the graph ends the process with the transition. Published after the
+/// process events.
+pub fn solo_terminated() -> LifecycleEvent {
+    let mut event = transition(
+        Some(LifecycleState::Executing),
+        LifecycleState::Terminated,
+        T0 + 2 * S,
+        None,
+        None,
+    );
+    event.dt = "solo".into();
+    event
+}
+
+/// The expected `graph.processes` of exec node `n3`.
+pub fn expected_n3_processes() -> Value {
+    json!([{"dt": "solo", "role": "r", "node": "n3", "pid": 400, "status": "killed",
+            "restarts": 0, "exit_code": null, "at": T0 + 2 * S}])
+}
+
 /// The lifecycle events, in publish order.
 pub fn lifecycle_events() -> Vec<LifecycleEvent> {
     use LifecycleState::*;
@@ -185,6 +206,7 @@ pub fn process_events() -> Vec<ProcessEvent> {
             Some(0),
             T0 + 4 * S,
         ),
+        process("solo", "r", "n3", 400, Started, 0, None, T0 + S),
     ]
 }
 
@@ -301,6 +323,9 @@ pub fn fixture_batches(recent_at: i64) -> Vec<dtaas_graph::model::Batch> {
             .add_process(&event.dt, event)
             .unwrap();
     }
+    batches[1]
+        .add_lifecycle("solo", &solo_terminated())
+        .unwrap();
     for batch in &mut batches {
         for row in batch.asset_uses_mut() {
             row.kind = KNOWN_KINDS

@@ -113,6 +113,14 @@ WITH DISTINCT p, row
 MERGE (n:ExecNode {id: row.node})
 MERGE (p)-[:RUNS_ON]->(n)";
 
+/// A terminated DT runs nothing: its processes still `running` (their node died before
+/// it could report the kill) become `killed` at the transition.
+pub const END_PROCESSES: &str = "\
+UNWIND $rows AS row
+MATCH (:Dt {id: row.dt})-[:RUNS]->(p:Process)
+WHERE p.status = 'running' AND p.at <= row.at
+SET p.status = 'killed', p.at = row.at";
+
 /// The DTs of a composition subtree (root included); no row when the root is unknown.
 pub const TREE_DTS: &str = "\
 MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)
@@ -245,6 +253,12 @@ pub fn write_statements(batch: &Batch) -> Vec<(&'static str, Value)> {
     push(WRITE_TRANSITIONS, json!(batch.transitions));
     push(WRITE_COMMANDS, json!(batch.commands));
     push(WRITE_PROCESSES, json!(batch.processes));
+    let terminated: Vec<&StateRow> = batch
+        .states
+        .iter()
+        .filter(|s| s.state == crate::model::TERMINATED)
+        .collect();
+    push(END_PROCESSES, json!(terminated));
     out
 }
 

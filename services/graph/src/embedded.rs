@@ -10,7 +10,7 @@ use dtaas_schemas::graph::{AssetUseNode, AssetUser, DtProcess, PtNode, Transitio
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::model::{Batch, MAX_DEPTH};
+use crate::model::{Batch, MAX_DEPTH, TERMINATED};
 use crate::store::{CommandStatusRow, DtRow, GraphStore, StoreError, TreeRows};
 
 const SCHEMA: &str = "
@@ -266,6 +266,15 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
                 p.exit_code,
                 p.at
             ])?;
+        }
+        // A terminated DT runs nothing: a process still shown running (its node died
+        // before it could report the kill) ends with the transition.
+        let mut end_processes = tx.prepare_cached(
+            "UPDATE process SET status = 'killed', at = ?2
+             WHERE dt = ?1 AND status = 'running' AND at <= ?2",
+        )?;
+        for row in batch.states.iter().filter(|s| s.state == TERMINATED) {
+            end_processes.execute(params![row.dt, row.at])?;
         }
     }
     tx.commit()

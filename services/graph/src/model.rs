@@ -106,6 +106,10 @@ pub struct Batch {
 /// An event that cannot enter the graph; the reason goes to the DLQ.
 pub use dtaas_runtime::consumer::Invalid;
 
+/// The state after which a DT runs no process: its processes still `running` in the
+/// graph become `killed` at the transition.
+pub const TERMINATED: &str = "terminated";
+
 /// How deep a configuration may nest children; deeper ones are rejected.
 pub const MAX_DEPTH: usize = 32;
 
