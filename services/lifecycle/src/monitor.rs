@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, Message};
 use dtaas_runtime::backoff::Backoff;
+use dtaas_runtime::dlq;
 use dtaas_schemas::codec::decode;
 use dtaas_schemas::exec::{self, ProcessEvent, ProcessEventKind, HEARTBEAT_INTERVAL_MS};
 use dtaas_schemas::lifecycle::LifecycleState;
-use dtaas_schemas::names::STREAM_EVENTS;
+use dtaas_schemas::names::{header, STREAM_EVENTS};
 use dtaas_schemas::subject;
 use dtaas_schemas::time::now_ns;
 use futures::StreamExt;
@@ -77,18 +78,33 @@ async fn consume(core: &Core, shutdown: &CancellationToken) -> Result<(), Error>
         .messages()
         .await
         .map_err(unavailable("the process event stream"))?;
+    // Missed heartbeats come as errors while a JetStream leader moves; a few in a row
+    // mean the consumer is gone or elsewhere, so it is bound again.
+    let mut errors_in_a_row = 0;
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             next = messages.next() => next,
         };
         match next {
-            Some(Ok(message)) => apply(core, message).await,
-            Some(Err(error)) => tracing::warn!(%error, "Error on the process event stream."),
+            Some(Ok(message)) => {
+                errors_in_a_row = 0;
+                apply(core, message).await;
+            }
+            Some(Err(error)) => {
+                errors_in_a_row += 1;
+                if errors_in_a_row >= ERRORS_BEFORE_REBIND {
+                    return Err(Error::unavailable("the process event stream", error));
+                }
+                tracing::warn!(%error, "Error on the process event stream.");
+            }
             None => return Err(Error::Unavailable("the process event stream ended".into())),
         }
     }
 }
+
+/// Stream errors in a row after which the consumer is bound again.
+const ERRORS_BEFORE_REBIND: usize = 3;
 
 /// Takes one event into the registry, then acknowledges it. A registry that is down
 /// leaves it unacknowledged (JetStream delivers it again).
@@ -96,8 +112,7 @@ async fn apply(core: &Core, message: Message) {
     let event = match decode::<ProcessEvent>(None, &message.payload) {
         Ok(event) => event,
         Err(e) => {
-            tracing::warn!(subject = %message.subject, error = %e, "Skipping an unreadable process event.");
-            let _ = message.ack().await;
+            dead_letter(core, &message, &e.to_string()).await;
             return;
         }
     };
@@ -107,6 +122,28 @@ async fn apply(core: &Core, message: Message) {
         }
         Err(e) => {
             tracing::warn!(dt = %event.dt, error = %e, "Cannot record a process event; it comes again.");
+        }
+    }
+}
+
+/// Sends an unreadable event to the DLQ with its reason, then acknowledges it; a DLQ
+/// that cannot take it leaves it unacknowledged (JetStream delivers it again).
+async fn dead_letter(core: &Core, message: &Message, reason: &str) {
+    let context = [(header::DLQ_SUBJECT, message.subject.as_str())];
+    let published = dlq::publish(
+        &core.js,
+        crate::WORKER,
+        message.payload.clone(),
+        reason,
+        &context,
+    );
+    match published.await {
+        Ok(()) => {
+            tracing::warn!(subject = %message.subject, %reason, "Sent an unreadable process event to the DLQ.");
+            let _ = message.ack().await;
+        }
+        Err(error) => {
+            tracing::warn!(subject = %message.subject, %error, "Cannot dead-letter an unreadable process event; it comes again.");
         }
     }
 }
