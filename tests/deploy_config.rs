@@ -60,6 +60,35 @@ fn kubernetes_manifests_give_seeds_as_the_workers_read_them() {
     );
 }
 
+/// Each worker of the platform runs from the Kubernetes manifests, with the ConfigMap
+/// and the Secret's password, and exec nodes from the image target that has python3.
+#[test]
+fn kubernetes_manifests_run_every_worker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifests = std::fs::read_to_string(root.join("deploy/k8s/workers.yaml")).unwrap();
+    for document in manifests.split("\n---\n").filter(|d| d.contains("args: [")) {
+        assert!(
+            document.contains("configMapRef: { name: dtaas }"),
+            "{document}"
+        );
+        assert!(document.contains("key: nats-password"), "{document}");
+    }
+    // Every configuration section but `accounting` (exec meters) is a worker.
+    let workers = dtaas_runtime::config::SECTIONS
+        .iter()
+        .filter(|s| **s != "accounting");
+    for worker in workers {
+        let args = format!("args: [\"{worker}\"]");
+        assert!(
+            manifests.contains(&args),
+            "no manifest runs `dtaas {worker}`"
+        );
+    }
+    assert!(manifests.contains("image: dtaas-exec:latest"));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("AS exec") && dockerfile.contains("python3"));
+}
+
 /// Every `deploy/nats/cluster-*.conf` names, in its comment, the seeds workers take: the
 /// client port (`listen`) of every node its routes name, as one comma-separated list.
 #[test]
