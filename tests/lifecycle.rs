@@ -10,6 +10,7 @@ use exec_support::{alive, eventually, group_members};
 use futures::StreamExt;
 use lifecycle_support::{pids, put_sleeper, Platform, WAIT};
 use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
 use tokio::time::timeout;
 
 const DOUBLER: &[u8] = include_bytes!("lifecycle_support/doubler.py");
@@ -1063,24 +1064,27 @@ async fn sigkilled_processes_restart_per_their_policy_with_an_event() {
 
 /// Runs `dtaas <args>` as alice against `p`; (success, stdout, stderr).
 async fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
-    let output = timeout(
-        WAIT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_dtaas"))
-            .args(args)
-            .env("DTAAS_NATS_URL", p.nats.url())
-            .env("DTAAS_USER", "alice")
-            .env_remove("DTAAS_CONFIG")
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("dtaas {args:?} timed out"))
-    .unwrap();
+    let output = timeout(WAIT, dtaas_as_alice(p, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("dtaas {args:?} timed out"))
+        .unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (
         output.status.success(),
         text(&output.stdout),
         text(&output.stderr),
     )
+}
+
+/// The `dtaas` command with `args`, as alice on the platform's NATS.
+fn dtaas_as_alice(p: &Platform, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dtaas"));
+    command
+        .args(args)
+        .env("DTAAS_NATS_URL", p.nats.url())
+        .env("DTAAS_USER", "alice")
+        .env_remove("DTAAS_CONFIG");
+    command
 }
 
 /// `cli` that must succeed; its stdout.
@@ -1144,8 +1148,39 @@ async fn the_people_cli_runs_a_dt_through_its_lifecycle() {
     assert!(out.contains("doubler ready, factor 3"), "{out}");
     let out = cli_ok(&p, &["dt", "save", "cli-1"]).await;
     assert!(out.contains("snapshot s-"), "{out}");
+    // logs -f follows: the line of the process evolve restarts arrives while it runs.
+    let mut follow = dtaas_as_alice(&p, &["dt", "logs", "cli-1", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut followed = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    // The first line (history) is printed after the follow subscribed.
+    let history = timeout(WAIT, followed.next_line()).await.unwrap().unwrap();
+    assert!(history.is_some(), "logs -f printed the history");
     let out = cli_ok(&p, &["dt", "evolve", "-f", toml.to_str().unwrap()]).await;
     assert!(out.contains("configuration v2"), "{out}");
+    let evolved = async {
+        while let Some(line) = followed.next_line().await.unwrap() {
+            if line.contains("doubler ready, factor 4") {
+                return line;
+            }
+        }
+        panic!("dtaas dt logs -f ended");
+    };
+    timeout(WAIT, evolved)
+        .await
+        .expect("logs -f shows the evolved process");
+    follow.kill().await.unwrap();
+    let out = cli_ok(&p, &["dt", "terminate", "cli-1"]).await;
+    assert!(out.contains("terminated"), "{out}");
+    // restore: the snapshot's configuration (factor 3) runs again.
+    let out = cli_ok(&p, &["dt", "restore", "cli-1"]).await;
+    assert!(out.contains("executing"), "{out}");
+    p.until("alice", "cli-1", "the restored doubler runs", |dt| {
+        dt["processes"][0]["status"] == "running"
+    })
+    .await;
     let out = cli_ok(&p, &["dt", "terminate", "cli-1"]).await;
     assert!(out.contains("terminated"), "{out}");
     let out = cli_ok(&p, &["usage", "--json"]).await;
