@@ -1238,3 +1238,55 @@ async fn a_dt_whose_process_fails_for_good_is_failed_and_can_run_again() {
     })
     .await;
 }
+
+/// A process event that cannot be decoded goes to the DLQ with its reason and changes
+/// nothing; the events after it are still taken (the DT terminates as usual).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_process_event_is_dead_lettered() {
+    use dtaas_schemas::names::{header, STREAM_DLQ};
+    use dtaas_schemas::subject;
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let config = json!({"id": "dlq-1", "assets": [{"name": "s", "asset": "sleeper"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "dlq-1"})).await;
+    // Running means the process-event consumer is taking events.
+    p.until("alice", "dlq-1", "the sleeper runs", |dt| {
+        dt["processes"][0]["status"] == "running"
+    })
+    .await;
+    let js = async_nats::jetstream::new(p.client.clone());
+    let forged = subject::event("proc", "dlq-1", "failed").unwrap();
+    js.publish(forged, "not an event".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let stream = js.get_stream(STREAM_DLQ).await.unwrap();
+    let dlq = subject::dlq("lifecycle").unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let entry = loop {
+        if let Ok(entry) = stream.get_last_raw_message_by_subject(&dlq).await {
+            break entry;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no DLQ entry\n{}",
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let reason = entry.headers.get(header::DLQ_REASON).unwrap().to_string();
+    assert!(!reason.is_empty(), "{entry:?}");
+    assert_eq!(&entry.payload[..], b"not an event");
+    let dt = p.ok("alice", "get", json!({"id": "dlq-1"})).await;
+    assert_eq!(
+        dt["dt"]["state"], "executing",
+        "the forged event changed nothing: {dt}"
+    );
+    p.ok("alice", "terminate", json!({"id": "dlq-1"})).await;
+    p.until("alice", "dlq-1", "terminated", |dt| {
+        dt["state"] == "terminated"
+    })
+    .await;
+}
