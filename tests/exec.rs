@@ -291,7 +291,7 @@ async fn a_process_that_left_its_group_with_setsid_is_killed_on_stop() {
         started.pid.to_string(),
         "it left the process group"
     );
-    let log = cluster.nodes[0].1.log();
+    let log = cluster.processes[0].1.log();
     let mode = log.lines().find(|l| l.contains("Process isolation:"));
     eprintln!(
         "{}",

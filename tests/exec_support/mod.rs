@@ -16,32 +16,22 @@ use tokio::time::timeout;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// A nats-server and some exec nodes.
+/// A nats-server and `dtaas` processes on it: exec nodes, and other workers where a
+/// test suite adds them (the lifecycle tests' `Platform`).
 pub struct Cluster {
     pub nats: NatsServer,
     pub client: async_nats::Client,
-    pub nodes: Vec<(String, Process)>,
+    /// (name, process): an exec node by its id, other workers as spawned.
+    pub processes: Vec<(String, Process)>,
     pub dir: tempfile::TempDir,
+    /// How long waits for a node or a reply may take.
+    pub wait: Duration,
 }
 
 impl Cluster {
     /// Starts nats-server and the nodes `ids`, and waits until all are registered.
     pub async fn start(ids: &[&str]) -> Self {
-        let nats = NatsServer::start().expect("nats-server starts");
-        let dir = tempfile::tempdir().unwrap();
-        // DT processes run as `nobody` when the tests run as root: their work
-        // directories' parents must be traversable.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let client = timeout(WAIT, async_nats::connect(nats.url()))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut cluster = Self {
-            nats,
-            client,
-            nodes: Vec::new(),
-            dir,
-        };
+        let mut cluster = Self::empty(WAIT).await;
         for id in ids {
             cluster.add_node(id);
         }
@@ -51,30 +41,72 @@ impl Cluster {
         cluster
     }
 
+    /// nats-server alone, with a data directory; `wait` bounds every wait.
+    pub async fn empty(wait: Duration) -> Self {
+        let nats = NatsServer::start().expect("nats-server starts");
+        let dir = tempfile::tempdir().unwrap();
+        // DT processes run as `nobody` when the tests run as root: their work
+        // directories' parents must be traversable.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let client = timeout(wait, async_nats::connect(nats.url()))
+            .await
+            .unwrap()
+            .unwrap();
+        Self {
+            nats,
+            client,
+            processes: Vec::new(),
+            dir,
+            wait,
+        }
+    }
+
+    /// Starts exec node `id`.
     pub fn add_node(&mut self, id: &str) {
-        let data_dir = self.dir.path().join(id);
+        self.spawn(
+            id,
+            "exec",
+            &[("DTAAS_EXEC_NODE", id), ("DTAAS_EXEC_GRACE", "2s")],
+        );
+    }
+
+    /// Starts `dtaas <worker>` as `name`, with its own data directory and `extra`
+    /// environment.
+    pub fn spawn(&mut self, name: &str, worker: &str, extra: &[(&str, &str)]) {
+        let data_dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let env = WorkerEnv {
             nats_url: self.nats.url(),
             mqtt_url: "mqtt://127.0.0.1:1".into(),
-            data_dir: data_dir.clone(),
-            extra: vec![
-                ("DTAAS_EXEC_NODE".into(), id.into()),
-                ("DTAAS_EXEC_GRACE".into(), "2s".into()),
-            ],
+            data_dir,
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        std::fs::create_dir_all(&data_dir).unwrap();
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let process = spawn_worker(env!("CARGO_BIN_EXE_dtaas").as_ref(), "exec", &env)
-            .expect("dtaas exec starts");
-        self.nodes.push((id.to_owned(), process));
+        let process = spawn_worker(env!("CARGO_BIN_EXE_dtaas").as_ref(), worker, &env)
+            .unwrap_or_else(|e| panic!("dtaas {worker} starts: {e}"));
+        self.processes.push((name.to_owned(), process));
     }
 
+    /// The process spawned as `name`.
+    pub fn process(&mut self, name: &str) -> &mut Process {
+        &mut self
+            .processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    }
+
+    /// Exec node `id`.
     pub fn node(&mut self, id: &str) -> &mut Process {
-        &mut self.nodes.iter_mut().find(|(n, _)| n == id).unwrap().1
+        self.process(id)
     }
 
     pub fn logs(&self) -> String {
-        self.nodes
+        self.processes
             .iter()
             .map(|(id, p)| format!("--- {id}:\n{}", p.log_tail()))
             .collect::<Vec<_>>()
@@ -84,7 +116,7 @@ impl Cluster {
     /// The node's entry in `dtaas-nodes`, once it is there.
     pub async fn wait_for_node(&self, id: &str) -> NodeInfo {
         let js = async_nats::jetstream::new(self.client.clone());
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + self.wait;
         while tokio::time::Instant::now() < deadline {
             if let Ok(kv) = js.get_key_value("dtaas-nodes").await {
                 if let Ok(Some(entry)) = kv.get(id).await {
@@ -99,7 +131,7 @@ impl Cluster {
     /// A request with a JSON body; the JSON reply (an error reply too).
     pub async fn request(&self, subject: String, body: Value) -> Value {
         let reply = timeout(
-            WAIT,
+            self.wait,
             self.client
                 .request(subject.clone(), body.to_string().into()),
         )

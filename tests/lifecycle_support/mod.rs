@@ -4,43 +4,38 @@
 
 #![allow(dead_code)]
 
-use std::os::unix::fs::PermissionsExt;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use crate::exec_support::Cluster;
 use dtaas_assets::client::AssetClient;
 use dtaas_schemas::asset_api::{self, PutReply, PutRequest};
 use dtaas_schemas::subject;
-use dtaas_test_harness::worker::{spawn_worker, WorkerEnv};
-use dtaas_test_harness::{NatsServer, Process};
 use serde_json::{json, Value};
 use tokio::time::timeout;
 
 pub const WAIT: Duration = Duration::from_secs(90);
 
-/// A whole platform without MQTT: nats-server, exec nodes and the workers named.
-pub struct Platform {
-    pub nats: NatsServer,
-    pub client: async_nats::Client,
-    pub dir: tempfile::TempDir,
-    /// (name, process): `exec-<node>`, `assets`, `lifecycle`, `historian`.
-    pub processes: Vec<(String, Process)>,
+/// A whole platform without MQTT: nats-server, exec nodes (`exec-<node>`) and the
+/// workers named, on the exec tests' [`Cluster`].
+pub struct Platform(Cluster);
+
+impl Deref for Platform {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
+}
+
+impl DerefMut for Platform {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.0
+    }
 }
 
 impl Platform {
     pub async fn start(nodes: &[&str], workers: &[&str]) -> Self {
-        let nats = NatsServer::start().expect("nats-server starts");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let client = timeout(WAIT, async_nats::connect(nats.url()))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut platform = Self {
-            nats,
-            client,
-            dir,
-            processes: Vec::new(),
-        };
+        let mut platform = Self(Cluster::empty(WAIT).await);
         for node in nodes {
             // Kept as root: the test's Python (with nats-py) may live under /root.
             platform.spawn(
@@ -64,55 +59,6 @@ impl Platform {
             .wait_for("assets", asset_api::SERVICE, asset_api::VERB_LIST, "assets")
             .await;
         platform
-    }
-
-    pub fn spawn(&mut self, name: &str, worker: &str, extra: &[(&str, &str)]) {
-        let data_dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let env = WorkerEnv {
-            nats_url: self.nats.url(),
-            mqtt_url: "mqtt://127.0.0.1:1".into(),
-            data_dir,
-            extra: extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        let process = spawn_worker(env!("CARGO_BIN_EXE_dtaas").as_ref(), worker, &env)
-            .unwrap_or_else(|e| panic!("dtaas {worker} starts: {e}"));
-        self.processes.push((name.to_owned(), process));
-    }
-
-    pub fn process(&mut self, name: &str) -> &mut Process {
-        &mut self
-            .processes
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-    }
-
-    pub fn logs(&self) -> String {
-        self.processes
-            .iter()
-            .map(|(id, p)| format!("--- {id}:\n{}", p.log_tail()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    async fn wait_for_node(&self, id: &str) {
-        let js = async_nats::jetstream::new(self.client.clone());
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::time::Instant::now() < deadline {
-            if let Ok(kv) = js.get_key_value("dtaas-nodes").await {
-                if let Ok(Some(_)) = kv.get(id).await {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("node {id} never registered\n{}", self.logs());
     }
 
     pub async fn wait_for(&self, name: &str, service: &str, verb: &str, field: &str) {
