@@ -125,11 +125,8 @@ impl WorkerService {
         F: Fn(St, RequestInfo, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
     {
-        let state = state.clone();
-        self.endpoint(service_name, verb, move |info, request| {
-            handler(state.clone(), info, request)
-        })
-        .await
+        self.endpoint(service_name, verb, with_state(state, handler))
+            .await
     }
 
     /// Serves a subject that is not a user's request (for example an exec node's own
@@ -164,11 +161,8 @@ impl WorkerService {
         F: Fn(St, RequestInfo, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ErrorReply>> + Send + 'static,
     {
-        let state = state.clone();
-        self.endpoint_at(name, subject, move |info, request| {
-            handler(state.clone(), info, request)
-        })
-        .await
+        self.endpoint_at(name, subject, with_state(state, handler))
+            .await
     }
 
     async fn serve<Req, Resp, F, Fut>(
@@ -230,6 +224,17 @@ impl WorkerService {
         self.service.stop().await.ok();
         Ok(())
     }
+}
+
+/// `handler` with its own clone of `state` for each request (`endpoint_with`,
+/// `endpoint_at_with`).
+fn with_state<St, Req, Fut, F>(state: &St, handler: F) -> impl Fn(RequestInfo, Req) -> Fut
+where
+    St: Clone,
+    F: Fn(St, RequestInfo, Req) -> Fut,
+{
+    let state = state.clone();
+    move |info, request| handler(state.clone(), info, request)
 }
 
 /// Decodes, calls `handler` and encodes its reply, or an error reply: also when the
