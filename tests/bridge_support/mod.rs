@@ -269,7 +269,7 @@ pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
 
 /// `mosquitto_pub <args> -t topic -m message`.
 pub fn mosquitto_pub_with(port: u16, args: &[&str], topic: &str, message: &str) {
-    run_mosquitto_pub(port, args, topic, Err(message));
+    run_mosquitto_pub(port, args, topic, PubInput::Message(message));
 }
 
 /// `mosquitto_pub -q 1 -f <file>`: one message of any size (a `-m` argument is
@@ -277,31 +277,26 @@ pub fn mosquitto_pub_with(port: u16, args: &[&str], topic: &str, message: &str) 
 pub fn mosquitto_pub_bytes(port: u16, topic: &str, message: &[u8]) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), message).unwrap();
-    let path = file.path().display().to_string();
-    let status = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-        ])
-        .args(["-f", &path])
-        .status()
-        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
-    assert!(status.success(), "mosquitto_pub failed for {topic}");
+    run_mosquitto_pub(port, &["-q", "1"], topic, PubInput::File(file.path()));
 }
 
 /// `mosquitto_pub <args> -t topic -l`: every line is one message, one connection.
 pub fn mosquitto_pub_lines(port: u16, args: &[&str], topic: &str, lines: &[String]) {
-    run_mosquitto_pub(port, args, topic, Ok(lines));
+    run_mosquitto_pub(port, args, topic, PubInput::Lines(lines));
 }
 
-/// Runs mosquitto_pub with the lines on stdin (`Ok`) or one message (`Err`).
-fn run_mosquitto_pub(port: u16, args: &[&str], topic: &str, input: Result<&[String], &str>) {
+/// What one mosquitto_pub run sends.
+enum PubInput<'a> {
+    /// One message (`-m`).
+    Message(&'a str),
+    /// One message a line, on stdin (`-l`).
+    Lines(&'a [String]),
+    /// One message, the file's bytes (`-f`).
+    File(&'a std::path::Path),
+}
+
+/// Runs mosquitto_pub with `args` on `topic`, sending `input`.
+fn run_mosquitto_pub(port: u16, args: &[&str], topic: &str, input: PubInput<'_>) {
     use std::io::Write;
     let port = port.to_string();
     let mut command = std::process::Command::new("mosquitto_pub");
@@ -309,13 +304,14 @@ fn run_mosquitto_pub(port: u16, args: &[&str], topic: &str, input: Result<&[Stri
         .args(["-h", "127.0.0.1", "-p", &port, "-t", topic])
         .args(args);
     match input {
-        Ok(_) => command.arg("-l").stdin(std::process::Stdio::piped()),
-        Err(message) => command.args(["-m", message]),
+        PubInput::Message(message) => command.args(["-m", message]),
+        PubInput::Lines(_) => command.arg("-l").stdin(std::process::Stdio::piped()),
+        PubInput::File(path) => command.arg("-f").arg(path),
     };
     let mut child = command
         .spawn()
         .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
-    if let Ok(lines) = input {
+    if let PubInput::Lines(lines) = input {
         let mut stdin = child.stdin.take().unwrap();
         for line in lines {
             writeln!(stdin, "{line}").unwrap();
