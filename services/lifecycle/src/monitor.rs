@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, Message};
 use dtaas_runtime::backoff::Backoff;
+use dtaas_runtime::consumer::ERRORS_BEFORE_REBIND;
 use dtaas_runtime::dlq;
 use dtaas_schemas::codec::decode;
 use dtaas_schemas::exec::{self, ProcessEvent, ProcessEventKind, HEARTBEAT_INTERVAL_MS};
@@ -79,7 +80,7 @@ async fn consume(core: &Core, shutdown: &CancellationToken) -> Result<(), Error>
         .await
         .map_err(unavailable("the process event stream"))?;
     // Missed heartbeats come as errors while a JetStream leader moves; a few in a row
-    // mean the consumer is gone or elsewhere, so it is bound again.
+    // mean the consumer is gone or elsewhere, so it is bound again (as the kit's).
     let mut errors_in_a_row = 0;
     loop {
         let next = tokio::select! {
@@ -102,9 +103,6 @@ async fn consume(core: &Core, shutdown: &CancellationToken) -> Result<(), Error>
         }
     }
 }
-
-/// Stream errors in a row after which the consumer is bound again.
-const ERRORS_BEFORE_REBIND: usize = 3;
 
 /// Takes one event into the registry, then acknowledges it. A registry that is down
 /// leaves it unacknowledged (JetStream delivers it again).

@@ -51,7 +51,7 @@ use writer::{Collected, Writer};
 const PULL_BYTES: usize = 16 << 20;
 /// Pull errors in a row (missed heartbeats, no responders) after which the durable is
 /// looked up and created again: it may be gone without the server saying so.
-const ERRORS_BEFORE_REBIND: usize = 3;
+pub const ERRORS_BEFORE_REBIND: usize = 3;
 /// How often, while collecting, the `all` ack floor checks for deleted sequences.
 const FLOOR_CHECK_EVERY: Duration = Duration::from_secs(1);
 
