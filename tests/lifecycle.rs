@@ -906,25 +906,46 @@ async fn the_graph_shows_a_dts_processes_from_execute_to_terminate() {
     assert_eq!(tree["processes"][0]["pid"], shown["pid"], "{tree}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cpu_quota_refuses_once_the_days_cpu_seconds_are_used() {
+/// A platform whose lifecycle allows 1.5 CPU seconds a day (with `env` besides), and
+/// alice's asset `name`: `script` run by python3.
+async fn cpu_quota_platform(env: &[(&str, &str)], name: &str, script: &[u8]) -> Platform {
     let mut p = Platform::start(&["n1"], &["assets"]).await;
-    p.spawn(
-        "lifecycle",
-        "lifecycle",
-        &[("DTAAS_QUOTA_CPU_SECONDS", "1.5")],
-    );
+    let mut env = env.to_vec();
+    env.push(("DTAAS_QUOTA_CPU_SECONDS", "1.5"));
+    p.spawn("lifecycle", "lifecycle", &env);
     p.wait_for("lifecycle", "dt", "list", "dts").await;
-    // Spins until it used 2 CPU seconds (whatever the machine's load), then ends.
-    let busy = b"import time\nwhile time.process_time() < 2.0:\n    pass\nprint('done')\n";
+    let file = format!("{name}.py");
     p.put_asset(
         "alice",
-        "busy",
-        &[("busy.py", busy, 0o644)],
+        name,
+        &[(file.as_str(), script, 0o644)],
         json!({}),
-        json!({"command": ["python3", "busy.py"]}),
+        json!({"command": ["python3", file]}),
     )
     .await;
+    p
+}
+
+/// `usage.get` of `user` over the last 24 hours.
+async fn usage_today(p: &Platform, user: &str) -> Value {
+    let reply = timeout(
+        WAIT,
+        p.client.request(
+            format!("dtaas.v1.{user}.usage.get"),
+            json!({"from": "-24h"}).to_string().into(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_quota_refuses_once_the_days_cpu_seconds_are_used() {
+    // Spins until it used 2 CPU seconds (whatever the machine's load), then ends.
+    let busy = b"import time\nwhile time.process_time() < 2.0:\n    pass\nprint('done')\n";
+    let p = cpu_quota_platform(&[], "busy", busy).await;
     for id in ["cpu-1", "cpu-2"] {
         let config = json!({"id": id, "assets": [{"name": "b", "asset": "busy"}]});
         p.ok("alice", "create", json!({"config": config})).await;
@@ -938,17 +959,7 @@ async fn a_cpu_quota_refuses_once_the_days_cpu_seconds_are_used() {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut usage = Value::Null;
     while tokio::time::Instant::now() < deadline {
-        let reply = timeout(
-            WAIT,
-            p.client.request(
-                "dtaas.v1.alice.usage.get",
-                json!({"from": "-24h"}).to_string().into(),
-            ),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        usage = serde_json::from_slice(&reply.payload).unwrap();
+        usage = usage_today(&p, "alice").await;
         if usage["total"]["cpu_seconds"].as_f64().unwrap_or(0.0) >= 1.9 {
             break;
         }
@@ -970,6 +981,53 @@ async fn a_cpu_quota_refuses_once_the_days_cpu_seconds_are_used() {
     assert!(
         second["dt"]["processes"].as_array().unwrap().is_empty(),
         "nothing started: {second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dt_running_past_the_cpu_quota_is_terminated_with_the_reason() {
+    // Spins for good: only the quota stops it.
+    let spin = b"while True:\n    pass\n";
+    let p = cpu_quota_platform(&[("DTAAS_QUOTA_CHECK_INTERVAL", "1s")], "spin", spin).await;
+    let config = json!({"id": "spin-1", "assets": [{"name": "s", "asset": "spin"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    let mut terminated = p
+        .client
+        .subscribe("dtaas.v1.evt.dt.spin-1.terminated")
+        .await
+        .unwrap();
+    p.ok("alice", "execute", json!({"id": "spin-1"})).await;
+    let running = p
+        .until("alice", "spin-1", "the spinning process runs", |dt| {
+            dt["processes"][0]["status"] == "running"
+        })
+        .await;
+    let pid = pids(&running)[0];
+    let dt = p
+        .until("alice", "spin-1", "the quota terminated the DT", |dt| {
+            dt["state"] == "terminated"
+        })
+        .await;
+    let reason = dt["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("CPU seconds") && reason.contains("the limit is 1.5"),
+        "{dt}"
+    );
+    let event: Value = serde_json::from_slice(
+        &timeout(WAIT, terminated.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(event["detail"].as_str(), Some(reason), "{event}");
+    assert!(!alive(pid), "the spinning process {pid} still runs");
+    // What accounting counted is what the user sees, and it is past the limit.
+    let usage = usage_today(&p, "alice").await;
+    assert!(
+        usage["total"]["cpu_seconds"].as_f64().unwrap_or(0.0) >= 1.5,
+        "{usage}"
     );
 }
 

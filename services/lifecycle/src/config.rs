@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dtaas_runtime::config::{duration, env_override};
+use dtaas_runtime::config::{duration, env_duration, env_override};
 use dtaas_runtime::{Config, ConfigError};
 use serde::Deserialize;
 
@@ -43,6 +43,10 @@ pub struct LifecycleConfig {
     pub user_quota: BTreeMap<String, Quota>,
     /// Log lines `dt.get` shows.
     pub get_log_lines: usize,
+    /// How often executing DTs' users are checked against their CPU quota (DTs of a
+    /// user over it are terminated); env `DTAAS_QUOTA_CHECK_INTERVAL` [default: 15s].
+    #[serde(deserialize_with = "duration")]
+    pub quota_check_interval: Duration,
 }
 
 impl Default for LifecycleConfig {
@@ -56,6 +60,7 @@ impl Default for LifecycleConfig {
             quota: Quota::default(),
             user_quota: BTreeMap::new(),
             get_log_lines: 20,
+            quota_check_interval: Duration::from_secs(15),
         }
     }
 }
@@ -73,7 +78,20 @@ impl LifecycleConfig {
             &mut lifecycle.quota.cpu_seconds_per_day,
             "DTAAS_QUOTA_CPU_SECONDS",
         )?;
+        env_duration(
+            &mut lifecycle.quota_check_interval,
+            "DTAAS_QUOTA_CHECK_INTERVAL",
+        )?;
         Ok(lifecycle)
+    }
+
+    /// Whether any user has a CPU quota (else nothing needs watching).
+    pub fn any_cpu_quota(&self) -> bool {
+        self.quota.cpu_seconds_per_day.is_some()
+            || self
+                .user_quota
+                .values()
+                .any(|q| q.cpu_seconds_per_day.is_some())
     }
 
     /// The limits of `user`.

@@ -139,7 +139,7 @@ impl Core {
                     Ok(())
                 })
                 .await?;
-            match Box::pin(self.terminate_tree(user, &gone.id)).await {
+            match Box::pin(self.terminate_tree(user, &gone.id, None)).await {
                 Ok(_) | Err(Error::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }

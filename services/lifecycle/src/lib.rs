@@ -12,6 +12,7 @@ pub mod ops;
 pub mod peers;
 pub mod placement;
 pub mod quota;
+pub mod quota_watch;
 pub mod read;
 pub mod registry;
 pub mod requests;
@@ -40,7 +41,8 @@ pub const ENV_HELP: &str = "\
 Lifecycle worker environment:
   DTAAS_LIFECYCLE_DURABLE    durable consumer of process events on DTAAS_EVT [default: lifecycle]
   DTAAS_QUOTA_MAX_EXECUTING  DTs one user may execute at once [default: no limit]
-  DTAAS_QUOTA_CPU_SECONDS    CPU seconds one user may use per 24 hours [default: no limit]";
+  DTAAS_QUOTA_CPU_SECONDS    CPU seconds one user may use per 24 hours [default: no limit]
+  DTAAS_QUOTA_CHECK_INTERVAL how often executing DTs' users are checked against it [default: 15s]";
 
 /// Runs the worker until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: Context) -> Result<(), RunError> {
@@ -67,10 +69,15 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
         ctx.shutdown.clone(),
     ));
     let watcher = tokio::spawn(monitor::watch_nodes(core.clone(), ctx.shutdown.clone()));
+    let quotas = tokio::spawn(quota_watch::watch_cpu_quotas(
+        core.clone(),
+        ctx.shutdown.clone(),
+    ));
     tracing::info!("Lifecycle worker ready.");
     service.run().await?;
     follower.await?;
     watcher.await?;
+    quotas.await?;
     tracing::info!("Lifecycle worker stopped.");
     Ok(())
 }

@@ -138,10 +138,26 @@ impl Core {
                 }
             }
         }
-        Box::pin(self.terminate_tree(user, id)).await
+        Box::pin(self.terminate_tree(user, id, None)).await
     }
 
-    pub(crate) async fn terminate_tree(&self, user: &str, id: &str) -> Result<DtState> {
+    /// Terminates `id` and its children, recording `reason` on each (in the DT and
+    /// its `terminated` event): the platform stopping a DT, e.g. over a quota.
+    pub async fn terminate_tree_because(
+        &self,
+        user: &str,
+        id: &str,
+        reason: &str,
+    ) -> Result<DtState> {
+        Box::pin(self.terminate_tree(user, id, Some(reason))).await
+    }
+
+    pub(crate) async fn terminate_tree(
+        &self,
+        user: &str,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<DtState> {
         let claimed = self
             .registry
             .claim(id, "terminate", self.lease_ns(), |dt| match dt.state {
@@ -164,13 +180,23 @@ impl Core {
             return Err(e);
         }
         let dt = self
-            .finish(user, id, &[LifecycleState::Terminated], false, None, |dt| {
-                dt.state = LifecycleState::Terminated;
-                Ok(())
-            })
+            .finish(
+                user,
+                id,
+                &[LifecycleState::Terminated],
+                false,
+                reason.map(str::to_owned),
+                |dt| {
+                    dt.state = LifecycleState::Terminated;
+                    if let Some(reason) = reason {
+                        dt.reason = Some(reason.to_owned());
+                    }
+                    Ok(())
+                },
+            )
             .await?;
         for child in &claimed.config.children {
-            match Box::pin(self.terminate_tree(user, &child.id)).await {
+            match Box::pin(self.terminate_tree(user, &child.id, reason)).await {
                 Ok(_) | Err(Error::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }

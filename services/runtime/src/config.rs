@@ -344,6 +344,15 @@ where
     Ok(())
 }
 
+/// Overrides a duration from the environment variable `var` when it is set, written
+/// as a person would (`"500ms"`, `"15s"`).
+pub fn env_duration(target: &mut Duration, var: &str) -> Result<(), ConfigError> {
+    if let Ok(text) = std::env::var(var) {
+        *target = parse_duration(var, "value", &text)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
