@@ -30,8 +30,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         tokio::select! {
             Some(msg) = inputs.next() => {
-                // One telemetry record, or an array of them (the newest last).
-                let record: Value = serde_json::from_slice(&msg.payload)?;
+                // One telemetry record, or an array of them (the newest last), in
+                // MessagePack (what the bridge sends PT telemetry as) or JSON.
+                let record: Value = match msg.payload.first() {
+                    Some(b'{' | b'[') => serde_json::from_slice(&msg.payload)?,
+                    _ => rmp_serde::from_slice(&msg.payload)?,
+                };
                 let record = match record {
                     Value::Array(mut all) => all.pop().unwrap_or(Value::Null),
                     one => one,

@@ -6,6 +6,8 @@ mod lifecycle_support;
 
 use std::time::Duration;
 
+use dtaas_schemas::codec::Encoding;
+use dtaas_schemas::names::header;
 use exec_support::{alive, eventually, group_members};
 use futures::StreamExt;
 use lifecycle_support::{pids, put_sleeper, Platform, WAIT};
@@ -66,8 +68,95 @@ async fn execute_stores_outputs_and_terminate_leaves_no_process() {
     assert_eq!(other["error"]["code"], "not_found", "{other}");
 }
 
+/// The files of the Python package `package` as the test's `python3` imports it, as
+/// `pip install --target <asset> <package>` would put them in an asset.
+fn python_package(package: &str) -> Vec<(String, Vec<u8>)> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!("import os, {package}; print(os.path.dirname({package}.__file__))"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python3 cannot import {package}");
+    let root = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if entry.file_name() != "__pycache__" {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let inside = path.strip_prefix(root.parent().unwrap()).unwrap();
+            files.push((inside.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files
+}
+
+/// The Python example as a new user runs it: exec, as root, runs DT processes as
+/// `nobody`, who cannot import the packages of the Python under `/root`; the asset
+/// carries nats-py and msgpack itself (docs/process-contract.md), and doubles PT
+/// telemetry in MessagePack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_runs_as_nobody_with_the_packages_it_carries() {
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    let (true, Some(nobody)) = (nix::unistd::geteuid().is_root(), nobody) else {
+        eprintln!("skipped: exec runs DT processes as nobody only when it runs as root");
+        return;
+    };
+    let mut p = Platform::start(&[], &["assets", "lifecycle", "historian"]).await;
+    p.spawn(
+        "exec-n1",
+        "exec",
+        &[("DTAAS_EXEC_NODE", "n1"), ("DTAAS_EXEC_GRACE", "2s")],
+    );
+    p.wait_for_node("n1").await;
+    let mut files = vec![("doubler.py".to_owned(), DOUBLER.to_vec())];
+    files.extend(python_package("nats"));
+    files.extend(python_package("msgpack"));
+    let files: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(path, content)| (path.as_str(), content.as_slice(), 0o644))
+        .collect();
+    p.put_asset(
+        "alice",
+        "doubler",
+        &files,
+        number_io(),
+        json!({"command": ["python3", "doubler.py"]}),
+    )
+    .await;
+    let config = json!({"id": "dbl-nobody", "assets": [{"name": "doubler",
+        "asset": "alice/doubler", "inputs": {"x": "dtaas.v1.tel.pt6.val"},
+        "params": {"factor": 3}}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "dbl-nobody"})).await;
+    let dt = p
+        .until("alice", "dbl-nobody", "the doubler runs", |dt| {
+            dt["processes"][0]["status"] == "running"
+        })
+        .await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pids(&dt)[0])).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .unwrap();
+    assert_eq!(uid, nobody.uid.to_string(), "{status}");
+    until_output(&p, "pt6", "dbl-nobody", 21.0).await;
+    p.ok("alice", "terminate", json!({"id": "dbl-nobody"}))
+        .await;
+}
+
 /// Publishes `x = 7` on `dtaas.v1.tel.<pt>.val` until the historian has output `y`
 /// of DT `dt` equal to `expected` (a process subscribes a moment after it started).
+/// The record goes as the bridge sends PT telemetry: MessagePack, with its
+/// `Content-Type`.
 async fn until_output(p: &Platform, pt: &str, dt: &str, expected: f64) {
     let js = async_nats::jetstream::new(p.client.clone());
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -75,8 +164,11 @@ async fn until_output(p: &Platform, pt: &str, dt: &str, expected: f64) {
     while tokio::time::Instant::now() < deadline {
         let record = json!({"pt": pt, "measurement": "val", "ts": dtaas_schemas::time::now_ns(),
                             "fields": {"val": 7.0}});
+        let body = Encoding::MsgPack.encode(&record).unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
         timeout(WAIT, async {
-            js.publish(format!("dtaas.v1.tel.{pt}.val"), record.to_string().into())
+            js.publish_with_headers(format!("dtaas.v1.tel.{pt}.val"), headers, body)
                 .await
                 .unwrap()
                 .await

@@ -2,7 +2,16 @@
 # publishes factor * x as output y.
 import asyncio, json, os, time
 
+import msgpack
 import nats
+
+
+def decode(data):
+    """A telemetry record, or an array of them: MessagePack (what the bridge sends PT
+    telemetry as) or JSON."""
+    if data[:1] in (b"{", b"["):
+        return json.loads(data)
+    return msgpack.unpackb(data)
 
 
 async def main():
@@ -12,7 +21,7 @@ async def main():
     out = os.environ["DTAAS_OUT_Y"]
 
     async def on_input(msg):
-        record = json.loads(msg.data)
+        record = decode(msg.data)
         if isinstance(record, list):
             record = record[-1]
         x = next(iter(record["fields"].values()))

@@ -1,6 +1,6 @@
 """dtaas_process: a DT process in Python with the standard library only.
 
-The dtaas process contract (docs/dt-processes.md): the platform starts a process with
+The dtaas process contract (docs/process-contract.md): the platform starts a process with
 DTAAS_NATS_URL, DTAAS_DT, DTAAS_ROLE, DTAAS_PARAMS (JSON), DTAAS_IN_<NAME> and
 DTAAS_OUT_<NAME> (subjects), DTAAS_WORKDIR and, when restoring, DTAAS_STATE (a file).
 Inputs are telemetry records (MessagePack or JSON, one or an array); outputs are
