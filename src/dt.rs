@@ -269,6 +269,12 @@ fn show_dt(reply: &DtReply, json: bool) -> anyhow::Result<()> {
     for (use_, resolved) in dt.config.assets.iter().zip(&dt.resolved_assets) {
         println!("  asset {}: {resolved}", use_.name);
     }
+    for export in &reply.exports {
+        println!("  exports {export}");
+    }
+    for dashboard in &dt.config.external.dashboards {
+        println!("  dashboard {dashboard}");
+    }
     if !dt.processes.is_empty() {
         println!(
             "  {:<16} {:<12} {:>8} {:<10} {:>8}",

@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use dtaas_lifecycle::validate::{validate, Catalog};
+use dtaas_lifecycle::validate::{validate, Catalog, Peer};
 use dtaas_runtime::Config;
-use dtaas_schemas::asset::AssetMeta;
+use dtaas_schemas::asset::{AssetMeta, ValueType};
 use dtaas_schemas::dt_config::DtConfig;
 use dtaas_schemas::exec::NodeInfo;
 use dtaas_schemas::Encoding;
@@ -27,8 +27,11 @@ const DT_CONFIGS: &[&str] = &[
         "params":{"factor":2,"label":"x"},"restart":"always"},
         {"name":"e","asset":"alice/doubler@2","inputs":{"x":"d.y"},"params":{"factor":3},
         "outputs":{"y":"ey"}}],
+        "external":{"exports":["ey"],"dashboards":["https://grafana.example.com/d/plant"]},
         "children":[{"id":"cell","assets":[{"name":"f","asset":"doubler",
-        "inputs":{"x":"dtaas.v1.tel.p.w"},"params":{"factor":1}}]}]}"#,
+        "inputs":{"x":"dtaas.v1.dt.plant.out.ey"},"params":{"factor":1}},
+        {"name":"g","asset":"doubler","inputs":{"x":"dtaas.v1.dt.other.out.y"},
+        "params":{"factor":1},"outputs":{"y":"gy"}}]}]}"#,
 ];
 
 /// The worker configuration with random edits; every worker's section is loaded.
@@ -41,6 +44,18 @@ fn worker_configs() -> impl Strategy<Value = String> {
 /// A DT configuration with random edits, as JSON or converted to MessagePack.
 fn dt_configs() -> impl Strategy<Value = Vec<u8>> {
     mutate::json_or_msgpack(DT_CONFIGS)
+}
+
+/// Another user's DT `other`, exporting its output `y`.
+fn wired_dts() -> HashMap<String, Peer> {
+    let outputs = [("y".to_owned(), Some(ValueType::Number))].into();
+    HashMap::from([(
+        "other".to_owned(),
+        Peer::Readable {
+            own: false,
+            outputs,
+        },
+    )])
 }
 
 /// The catalog DT configurations are validated against: one asset, one node.
@@ -83,9 +98,11 @@ fn the_shipped_examples_are_valid() {
     let (assets, nodes) = catalog_parts();
     for seed in DT_CONFIGS {
         let dt: DtConfig = serde_json::from_str(seed).unwrap();
+        let dts = wired_dts();
         let catalog = Catalog {
             assets: &assets,
             nodes: &nodes,
+            dts: &dts,
         };
         assert_eq!(validate(&dt, &catalog), [], "{seed}");
     }
@@ -113,7 +130,8 @@ proptest! {
         let encoding = Encoding::sniff(&body);
         if let Ok(dt) = encoding.decode::<DtConfig>(&body) {
             let (assets, nodes) = catalog_parts();
-            let catalog = Catalog { assets: &assets, nodes: &nodes };
+            let dts = wired_dts();
+            let catalog = Catalog { assets: &assets, nodes: &nodes, dts: &dts };
             for problem in validate(&dt, &catalog) {
                 prop_assert!(!problem.message.is_empty(), "{problem}");
             }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::asset::ValueType;
 pub use crate::exec::RestartPolicy;
 use crate::lifecycle::{LifecycleState, ProcessState, SnapshotInfo};
 
@@ -30,7 +31,7 @@ pub struct DtConfig {
     /// `C_i`: defaults for every process of the DT (a use may override them).
     #[serde(default)]
     pub infrastructure: Infrastructure,
-    /// `C_e`: event sinks, dashboards, exported subjects.
+    /// `C_e`: event sinks, dashboards, the outputs other users' DTs may read.
     #[serde(default)]
     pub external: External,
     /// `C_pt`: the physical twins this DT mirrors.
@@ -55,7 +56,9 @@ pub struct AssetUse {
     #[schemars(with = "String")]
     pub asset: String,
     /// Input name → a telemetry subject (`dtaas.v1.tel.<pt>.<measurement>`), a DT
-    /// output subject, or another use's output (`<role>.<output>`).
+    /// output subject (`dtaas.v1.dt.<dt>.out.<output>`: of a DT of this configuration
+    /// or of your own, or exported by another user's), or another use's output
+    /// (`<role>.<output>`).
     #[serde(default)]
     pub inputs: BTreeMap<String, String>,
     /// Output name → the token it is published under (`dtaas.v1.dt.<dt>.out.<token>`);
@@ -142,12 +145,26 @@ pub struct External {
     /// Subjects that receive a copy of the DT's lifecycle events.
     #[serde(default)]
     pub event_sinks: Vec<String>,
-    /// Dashboard URLs, for people.
+    /// Dashboard URLs for people (absolute `http://` or `https://`); `dtaas dt get`
+    /// shows them.
     #[serde(default)]
     pub dashboards: Vec<String>,
-    /// Subjects the DT publishes for others.
+    /// Outputs other users' DTs may wire their inputs to: output tokens (the
+    /// `<output>` of `dtaas.v1.dt.<dt>.out.<output>`) that some role of this DT
+    /// publishes. The owner's own DTs may read every output without exporting it.
     #[serde(default)]
     pub exports: Vec<String>,
+}
+
+impl External {
+    /// The subjects others wire to: `dtaas.v1.dt.<dt>.out.<export>`, for each export
+    /// that makes a valid subject.
+    pub fn export_subjects(&self, dt: &str) -> Vec<String> {
+        self.exports
+            .iter()
+            .filter_map(|export| crate::subject::dt_output(dt, export).ok())
+            .collect()
+    }
 }
 
 /// `C_pt`: one PT this DT mirrors.
@@ -185,6 +202,12 @@ pub struct DtState {
     /// the asset library refuses to delete these.
     #[serde(default)]
     pub resolved_assets: Vec<String>,
+    /// Output token → value type of every output this DT's processes publish
+    /// (`dtaas.v1.dt.<dt>.out.<token>`), recorded on create and evolve: other DTs'
+    /// inputs wired to it are checked against it. `None` in entries written before it
+    /// was recorded; wiring to those is not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, ValueType>>,
     /// The processes of the current run (empty before the first execute).
     #[serde(default)]
     pub processes: Vec<ProcessState>,

@@ -181,9 +181,21 @@ fn default_lines() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DtReply {
     pub dt: DtState,
+    /// Its `C_e` exports as the subjects other users' DTs wire to
+    /// (`dtaas.v1.dt.<dt>.out.<output>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<String>,
     /// The last log lines of its processes (`dt.get` only), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
+}
+
+impl DtReply {
+    /// The reply about `dt`, with `logs` (`dt.get`) or none.
+    pub fn new(dt: DtState, logs: Vec<LogLine>) -> Self {
+        let exports = dt.config.external.export_subjects(&dt.id);
+        Self { dt, exports, logs }
+    }
 }
 
 /// One line of `dt.list`.

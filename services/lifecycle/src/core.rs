@@ -134,12 +134,14 @@ impl Core {
     ) -> Result<Assets> {
         let assets = self.resolve(user, config).await?;
         let nodes = peers::nodes(&self.js).await?;
+        let dts = self.wired_dts(user, config).await?;
         let mut problems = found;
         problems.extend(validate(
             config,
             &Catalog {
                 assets: &assets,
                 nodes: &nodes,
+                dts: &dts,
             },
         ));
         if problems.is_empty() {

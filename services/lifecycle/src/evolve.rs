@@ -15,7 +15,7 @@ use crate::core::{addresses, Assets, Core};
 use crate::error::{Error, Result};
 use crate::scripts;
 use crate::spec::plan;
-use crate::validate::Problem;
+use crate::validate::{published, Problem};
 
 impl Core {
     pub async fn evolve(&self, user: &str, id: &str, config: DtConfig) -> Result<DtState> {
@@ -92,6 +92,7 @@ impl Core {
         let mut next = claimed.clone();
         next.config = config.clone();
         next.resolved_assets = addresses(assets, config);
+        next.outputs = Some(published(config, assets));
         let applied = async {
             // Added children first: the DT's processes may read from them.
             for child in config.children.iter().filter(|c| !had(c)) {
@@ -122,6 +123,7 @@ impl Core {
                 |dt| {
                     dt.config = next.config.clone();
                     dt.resolved_assets = next.resolved_assets.clone();
+                    dt.outputs = next.outputs.clone();
                     dt.config_version += 1;
                     Ok(())
                 },

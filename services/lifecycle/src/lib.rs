@@ -21,6 +21,7 @@ pub mod scripts;
 pub mod snapshots;
 pub mod spec;
 pub mod validate;
+pub mod wired_dts;
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@ use dtaas_schemas::time::now_ns;
 use crate::core::{addresses, flatten, Assets, Core};
 use crate::error::{Error, Result};
 use crate::scripts;
+use crate::validate::published;
 
 impl Core {
     /// Validates `config` and registers it and its children as `created`.
@@ -41,6 +42,7 @@ impl Core {
                 parent: parent.map(str::to_owned),
                 fork_of: None,
                 resolved_assets: addresses(assets, c),
+                outputs: Some(published(c, assets)),
                 processes: Vec::new(),
                 snapshots: Vec::new(),
                 busy: None,

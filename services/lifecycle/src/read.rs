@@ -12,7 +12,7 @@ impl Core {
     pub async fn get(&self, user: &str, id: &str) -> Result<DtReply> {
         let dt = self.registry.get_owned(user, id).await?.dt;
         let logs = self.log_lines(&dt, self.config.get_log_lines).await;
-        Ok(DtReply { dt, logs })
+        Ok(DtReply::new(dt, logs))
     }
 
     pub async fn list(&self, user: &str) -> Result<ListReply> {

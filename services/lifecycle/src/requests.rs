@@ -110,8 +110,5 @@ pub async fn register(service: &mut WorkerService, core: &Core) -> Result<(), Se
 
 /// A DT's state as the reply of a verb that changed it (logs only with `get`).
 fn reply(dt: DtState) -> DtReply {
-    DtReply {
-        dt,
-        logs: Vec::new(),
-    }
+    DtReply::new(dt, Vec::new())
 }

@@ -1,7 +1,7 @@
 //! Validation of a DT configuration on `create` and `evolve`: every problem at once,
 //! each named by its path (`children[0].assets[2].inputs.temperature`), so a person
-//! fixes them all in one pass. Nothing here talks to NATS: the assets and nodes were
-//! looked up before.
+//! fixes them all in one pass. Nothing here talks to NATS: the assets, nodes and the
+//! registered DTs inputs read from were looked up before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -12,6 +12,9 @@ use dtaas_schemas::exec::NodeInfo;
 use dtaas_schemas::subject;
 
 use crate::error::Error;
+
+mod external;
+pub use external::{published, Peer};
 
 /// How deep children may nest.
 pub const MAX_DEPTH: usize = 16;
@@ -36,6 +39,10 @@ pub struct Catalog<'a> {
     pub assets: &'a HashMap<String, Result<AssetMeta, Error>>,
     /// The registered exec nodes.
     pub nodes: &'a [NodeInfo],
+    /// DT id → what the caller may read of that registered DT, for every DT outside
+    /// the configuration tree an input is wired to (`dtaas.v1.dt.<dt>.out.<output>`);
+    /// a DT missing here is not registered.
+    pub dts: &'a HashMap<String, Peer>,
 }
 
 /// Every problem of `config` and its children; empty when it is valid.
@@ -44,6 +51,7 @@ pub fn validate(config: &DtConfig, catalog: &Catalog<'_>) -> Vec<Problem> {
         catalog,
         problems: Vec::new(),
         seen: HashMap::new(),
+        tree: external::tree_outputs(config, catalog.assets),
     };
     v.dt(config, "", &mut Vec::new());
     v.problems
@@ -54,6 +62,9 @@ struct Validator<'a, 'c> {
     problems: Vec<Problem>,
     /// DT id → the path of its first occurrence.
     seen: HashMap<String, String>,
+    /// DT id → the outputs it publishes, for every DT of the configuration tree
+    /// (`None` when one of its assets did not resolve).
+    tree: HashMap<String, Option<BTreeMap<String, ValueType>>>,
 }
 
 /// The path of a field under `prefix` (`""` for the top-level DT).
@@ -93,6 +104,7 @@ impl Validator<'_, '_> {
             self.seen.insert(config.id.clone(), id_path);
         }
         self.uses(config, prefix);
+        self.external(config, prefix);
         for (i, pt) in config.pt.iter().enumerate() {
             if let Err(e) = subject::validate_token("PT id", &pt.id) {
                 self.problem(at(prefix, &format!("pt[{i}].id")), e.to_string());
@@ -166,9 +178,9 @@ impl Validator<'_, '_> {
                 continue;
             };
             if source.starts_with(subject::PREFIX) {
-                if subject::parse_telemetry(source).is_err()
-                    && subject::parse_dt_output(source).is_err()
-                {
+                if let Ok((dt, output)) = subject::parse_dt_output(source) {
+                    self.dt_output_input(here, source, (dt, output), (name, port.value_type));
+                } else if subject::parse_telemetry(source).is_err() {
                     self.problem(
                         here,
                         format!(
@@ -227,8 +239,8 @@ impl Validator<'_, '_> {
                 self.problem(
                     format!("{path}.inputs.{}", port.name),
                     format!(
-                        "input {:?} of {} is not wired (to dtaas.v1.tel.<pt>.<measurement> \
-                         or <role>.<output>)",
+                        "input {:?} of {} is not wired (to dtaas.v1.tel.<pt>.<measurement>, \
+                         <role>.<output> or dtaas.v1.dt.<dt>.out.<output>)",
                         port.name,
                         meta.address()
                     ),

@@ -7,14 +7,14 @@ use dtaas_schemas::codec::decode;
 use dtaas_schemas::dt_config::DtConfig;
 use dtaas_schemas::exec::NodeInfo;
 
-use super::{validate, Catalog};
+use super::{validate, Catalog, Peer};
 use crate::error::Error;
 
-fn meta(json: &str) -> AssetMeta {
+pub(super) fn meta(json: &str) -> AssetMeta {
     decode(None, json.as_bytes()).unwrap()
 }
 
-fn assets() -> HashMap<String, Result<AssetMeta, Error>> {
+pub(super) fn assets() -> HashMap<String, Result<AssetMeta, Error>> {
     let doubler = meta(
         r#"{"name":"doubler","owner":"alice","version":2,"kind":"function",
             "interface":{"inputs":[{"name":"x","type":"number"}],
@@ -41,7 +41,7 @@ fn assets() -> HashMap<String, Result<AssetMeta, Error>> {
     ])
 }
 
-fn config(yaml_like_json: &str) -> DtConfig {
+pub(super) fn config(yaml_like_json: &str) -> DtConfig {
     decode(None, yaml_like_json.as_bytes()).unwrap()
 }
 
@@ -55,12 +55,22 @@ fn node(labels: &str) -> NodeInfo {
 }
 
 fn problems(config: &DtConfig, nodes: &[NodeInfo]) -> Vec<String> {
+    problems_with(config, nodes, &HashMap::new())
+}
+
+/// The problems of `config` with `dts` as the registered DTs its inputs read from.
+pub(super) fn problems_with(
+    config: &DtConfig,
+    nodes: &[NodeInfo],
+    dts: &HashMap<String, Peer>,
+) -> Vec<String> {
     let assets = assets();
     validate(
         config,
         &Catalog {
             assets: &assets,
             nodes,
+            dts,
         },
     )
     .iter()
