@@ -11,8 +11,8 @@ use dtaas_runtime::Config;
 use dtaas_schemas::dt_config::{DtConfig, DtState};
 use dtaas_schemas::exec::LogLine;
 use dtaas_schemas::lifecycle::{
-    self as api, CreateRequest, DtReply, EvolveRequest, IdRequest, ListReply, ListRequest,
-    LogsReply, LogsRequest, RestoreRequest,
+    self as api, CreateRequest, DeleteReply, DtReply, EvolveRequest, IdRequest, ListReply,
+    ListRequest, LogsReply, LogsRequest, RestoreRequest, ScriptsReply,
 };
 use dtaas_schemas::subject;
 use futures::StreamExt;
@@ -57,10 +57,14 @@ pub enum DtCommand {
     },
     /// Stops the DT's processes, then its children's.
     Terminate { id: String },
-    /// Runs the DT's `analyze` scripts (DTaaS-layout DTs).
+    /// Runs the `analyze` scripts (DTaaS-layout DTs) of the DT and its children, children first.
     Analyze { id: String },
-    /// Runs the DT's `clean` scripts (DTaaS-layout DTs); not while it executes.
+    /// Runs the `clean` scripts (DTaaS-layout DTs) of the DT, then its children's; not
+    /// while one executes.
     Clean { id: String },
+    /// Deletes a DT that is not executing, with its children and snapshots; its id is
+    /// free again. Usage records stay. A child goes only with its parent.
+    Delete { id: String },
     /// State, configuration version, processes, snapshots and the last log lines.
     Get { id: String },
     /// Your DTs.
@@ -111,11 +115,30 @@ pub async fn run(args: DtArgs, config: &Config) -> anyhow::Result<()> {
             &call.ask(api::VERB_TERMINATE, &IdRequest { id }).await?,
             json,
         ),
-        DtCommand::Analyze { id } => {
-            show_dt(&call.ask(api::VERB_ANALYZE, &IdRequest { id }).await?, json)
-        }
-        DtCommand::Clean { id } => {
-            show_dt(&call.ask(api::VERB_CLEAN, &IdRequest { id }).await?, json)
+        DtCommand::Analyze { id } => show_scripts(
+            &call.ask(api::VERB_ANALYZE, &IdRequest { id }).await?,
+            "analyze",
+            json,
+        ),
+        DtCommand::Clean { id } => show_scripts(
+            &call.ask(api::VERB_CLEAN, &IdRequest { id }).await?,
+            "clean",
+            json,
+        ),
+        DtCommand::Delete { id } => {
+            let reply: DeleteReply = call.ask(api::VERB_DELETE, &IdRequest { id }).await?;
+            if json {
+                return print_json(&reply);
+            }
+            for dt in &reply.deleted {
+                println!(
+                    "deleted DT {} (was {}, {} snapshot object(s) removed)",
+                    dt.id,
+                    dt.state.as_str(),
+                    dt.snapshot_objects
+                );
+            }
+            Ok(())
         }
         DtCommand::Restore { id, snapshot } => {
             let request = RestoreRequest { id, snapshot };
@@ -244,11 +267,35 @@ fn show_line(line: &LogLine, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `analyze` or `clean` ran for each DT of the tree, after the DT itself.
+fn show_scripts(reply: &ScriptsReply, phase: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(reply);
+    }
+    show_state(&reply.dt);
+    for ran in &reply.ran {
+        if ran.scripts.is_empty() {
+            println!("  {phase} of {}: no {phase} script, skipped", ran.id);
+        } else {
+            println!("  {phase} of {}: ran {}", ran.id, ran.scripts.join(", "));
+        }
+    }
+    Ok(())
+}
+
 fn show_dt(reply: &DtReply, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(reply);
     }
-    let dt: &DtState = &reply.dt;
+    show_state(&reply.dt);
+    for line in &reply.logs {
+        println!("  | {} {}", line.role, line.line);
+    }
+    Ok(())
+}
+
+/// A DT's registry entry for people.
+fn show_state(dt: &DtState) {
     println!(
         "DT {} of {}: {} (configuration v{})",
         dt.id,
@@ -296,8 +343,4 @@ fn show_dt(reply: &DtReply, json: bool) -> anyhow::Result<()> {
             s.roles.join(", ")
         );
     }
-    for line in &reply.logs {
-        println!("  | {} {}", line.role, line.line);
-    }
-    Ok(())
 }

@@ -10,7 +10,9 @@ use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::names::header;
 use exec_support::{alive, eventually, group_members};
 use futures::StreamExt;
-use lifecycle_support::{pids, put_sleeper, Platform, WAIT};
+use lifecycle_support::{
+    cli, cli_ok, dtaas_as_alice, graph, pids, put_sleeper, tree_until, Platform, WAIT,
+};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::time::timeout;
@@ -908,37 +910,6 @@ async fn a_quota_refuses_before_anything_starts() {
     p.ok("alice", "terminate", json!({"id": "q2"})).await;
 }
 
-/// A `graph.<verb>` request of alice; the JSON reply.
-async fn graph(p: &Platform, verb: &str, body: Value) -> Value {
-    let subject = dtaas_schemas::subject::request("alice", "graph", verb).unwrap();
-    match timeout(
-        Duration::from_secs(5),
-        p.client.request(subject, body.to_string().into()),
-    )
-    .await
-    {
-        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).unwrap(),
-        _ => Value::Null,
-    }
-}
-
-/// Polls `graph.tree` of `dt` until `check` accepts the tree.
-async fn tree_until(p: &Platform, dt: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        last = graph(p, "tree", json!({ "dt": dt })).await;
-        if check(&last["tree"]) {
-            return last["tree"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{what} not in the graph within {WAIT:?}; last: {last}\n{}",
-        p.logs()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_graph_shows_a_dts_processes_from_execute_to_terminate() {
     let p = Platform::start(&["n1"], &["assets", "lifecycle", "graph"]).await;
@@ -1210,38 +1181,6 @@ async fn sigkilled_processes_restart_per_their_policy_with_an_event() {
     );
     assert!(lines.contains(&"sleeping"), "{logs}");
     p.ok("alice", "terminate", json!({"id": "pol"})).await;
-}
-
-/// Runs `dtaas <args>` as alice against `p`; (success, stdout, stderr).
-async fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
-    let output = timeout(WAIT, dtaas_as_alice(p, args).output())
-        .await
-        .unwrap_or_else(|_| panic!("dtaas {args:?} timed out"))
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (
-        output.status.success(),
-        text(&output.stdout),
-        text(&output.stderr),
-    )
-}
-
-/// The `dtaas` command with `args`, as alice on the platform's NATS.
-fn dtaas_as_alice(p: &Platform, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dtaas"));
-    command
-        .args(args)
-        .env("DTAAS_NATS_URL", p.nats.url())
-        .env("DTAAS_USER", "alice")
-        .env_remove("DTAAS_CONFIG");
-    command
-}
-
-/// `cli` that must succeed; its stdout.
-async fn cli_ok(p: &Platform, args: &[&str]) -> String {
-    let (ok, out, err) = cli(p, args).await;
-    assert!(ok, "dtaas {args:?} failed:\n{out}\n{err}\n{}", p.logs());
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

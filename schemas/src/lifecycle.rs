@@ -29,6 +29,9 @@ pub enum LifecycleState {
     Evolving,
     Terminated,
     Failed,
+    /// A transition event only, the last of an id: the DT left the registry (with its
+    /// children and snapshots); a DT created with the id later starts anew.
+    Deleted,
 }
 
 impl LifecycleState {
@@ -44,6 +47,7 @@ impl LifecycleState {
             Self::Evolving => "evolving",
             Self::Terminated => "terminated",
             Self::Failed => "failed",
+            Self::Deleted => "deleted",
         }
     }
 }
@@ -89,6 +93,7 @@ pub const VERB_EVOLVE: &str = "evolve";
 pub const VERB_TERMINATE: &str = "terminate";
 pub const VERB_ANALYZE: &str = "analyze";
 pub const VERB_CLEAN: &str = "clean";
+pub const VERB_DELETE: &str = "delete";
 pub const VERB_GET: &str = "get";
 pub const VERB_LIST: &str = "list";
 pub const VERB_LOGS: &str = "logs";
@@ -135,7 +140,8 @@ pub struct CreateRequest {
     pub config: DtConfig,
 }
 
-/// `dt.execute`, `dt.save`, `dt.terminate`, `dt.get`: `{"id":"…"}`.
+/// `dt.execute`, `dt.save`, `dt.terminate`, `dt.analyze`, `dt.clean`, `dt.delete`,
+/// `dt.get`: `{"id":"…"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdRequest {
@@ -196,6 +202,39 @@ impl DtReply {
         let exports = dt.config.external.export_subjects(&dt.id);
         Self { dt, exports, logs }
     }
+}
+
+/// Reply to `dt.analyze` and `dt.clean`: the DT, and the scripts that ran for it
+/// and each of its children, in the order they ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptsReply {
+    pub dt: DtState,
+    pub ran: Vec<DtScripts>,
+}
+
+/// The scripts of one DT of a tree that ran, as the processes `<role>-<phase>`
+/// they ran as; empty when the DT has no such script (it was skipped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DtScripts {
+    pub id: String,
+    pub scripts: Vec<String>,
+}
+
+/// Reply to `dt.delete`: every DT that left the registry, the DT first, then its
+/// children (parents before their children).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteReply {
+    pub deleted: Vec<DeletedDt>,
+}
+
+/// One deleted DT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletedDt {
+    pub id: String,
+    /// The state it had.
+    pub state: LifecycleState,
+    /// How many snapshot objects (`<dt>/<snapshot>/…` in `dtaas-snapshots`) went with it.
+    pub snapshot_objects: usize,
 }
 
 /// One line of `dt.list`.

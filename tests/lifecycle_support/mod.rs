@@ -191,3 +191,71 @@ pub fn pids(dt: &Value) -> Vec<u32> {
         .map(|p| p as u32)
         .collect()
 }
+
+/// Runs `dtaas <args>` as alice against `p`; (success, stdout, stderr).
+pub async fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
+    let output = timeout(WAIT, dtaas_as_alice(p, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("dtaas {args:?} timed out"))
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        output.status.success(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+/// The `dtaas` command with `args`, as alice on the platform's NATS.
+pub fn dtaas_as_alice(p: &Platform, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dtaas"));
+    command
+        .args(args)
+        .env("DTAAS_NATS_URL", p.nats.url())
+        .env("DTAAS_USER", "alice")
+        .env_remove("DTAAS_CONFIG");
+    command
+}
+
+/// `cli` that must succeed; its stdout.
+pub async fn cli_ok(p: &Platform, args: &[&str]) -> String {
+    let (ok, out, err) = cli(p, args).await;
+    assert!(ok, "dtaas {args:?} failed:\n{out}\n{err}\n{}", p.logs());
+    out
+}
+
+/// A `graph.<verb>` request of alice; the JSON reply.
+pub async fn graph(p: &Platform, verb: &str, body: Value) -> Value {
+    let subject = dtaas_schemas::subject::request("alice", "graph", verb).unwrap();
+    match timeout(
+        Duration::from_secs(5),
+        p.client.request(subject, body.to_string().into()),
+    )
+    .await
+    {
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).unwrap(),
+        _ => Value::Null,
+    }
+}
+
+/// Polls `graph.tree` of `dt` until `check` accepts the tree.
+pub async fn tree_until(
+    p: &Platform,
+    dt: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        last = graph(p, "tree", json!({ "dt": dt })).await;
+        if check(&last["tree"]) {
+            return last["tree"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{what} not in the graph within {WAIT:?}; last: {last}\n{}",
+        p.logs()
+    );
+}

@@ -3,7 +3,8 @@
 //! Every row is written with MERGE semantics, so applying a batch twice leaves the same
 //! graph. Configurations replace a DT's assets, PTs and children only when they are at
 //! least as new as the one stored (`config_at`), and states move only forward in time,
-//! so replaying old events never rolls the graph back.
+//! so replaying old events never rolls the graph back. A `deleted` transition is a
+//! configuration with nothing in it: the DT keeps its node and history, no edges.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ use dtaas_schemas::command::CommandStatusEvent;
 use dtaas_schemas::dt_config::DtConfig;
 use dtaas_schemas::exec::{ProcessEvent, ProcessEventKind};
 use dtaas_schemas::graph::DtProcess;
-use dtaas_schemas::lifecycle::LifecycleEvent;
+use dtaas_schemas::lifecycle::{LifecycleEvent, LifecycleState};
 use dtaas_schemas::subject::validate_token;
 use serde::Serialize;
 
@@ -173,7 +174,15 @@ impl Batch {
                 at: event.at,
             });
         }
-        if let Some(config) = &event.config {
+        if event.to == LifecycleState::Deleted {
+            // A deleted DT uses, mirrors and includes nothing any more; its node and
+            // its transitions stay as its history.
+            let nothing = DtConfig {
+                id: event.dt.clone(),
+                ..DtConfig::default()
+            };
+            self.add_config(&nothing, event.at, config_version);
+        } else if let Some(config) = &event.config {
             self.add_config(config, event.at, config_version);
         }
         Ok(())
@@ -387,6 +396,21 @@ mod tests {
             .add_process("f", &event("started", 1, "n 1"))
             .unwrap_err();
         assert!(err.0.contains("node"), "{err}");
+    }
+
+    #[test]
+    fn a_deleted_dt_loses_its_edges_but_not_its_history() {
+        let mut batch = Batch::default();
+        let tree = r#"{"id":"f","assets":[{"name":"a","asset":"u/x@1"}],"children":[{"id":"r1"}]}"#;
+        batch.add_lifecycle("f", &created(tree, 5)).unwrap();
+        let body = r#"{"dt":"f","from":"terminated","to":"deleted","at":9,"user":"u"}"#;
+        let deleted: LifecycleEvent = decode(None, body.as_bytes()).unwrap();
+        batch.add_lifecycle("f", &deleted).unwrap();
+        let f = &batch.configs[0];
+        assert_eq!((f.dt.as_str(), f.at), ("f", 9));
+        assert!(f.assets.is_empty() && f.children.is_empty(), "{f:?}");
+        assert_eq!(batch.states.last().unwrap().state, "deleted");
+        assert_eq!(batch.transitions.len(), 2);
     }
 
     #[test]

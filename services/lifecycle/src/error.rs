@@ -37,6 +37,19 @@ impl Error {
         }
     }
 
+    /// The same error with `context` before its message (e.g. which DT of a tree).
+    pub fn within(self, context: &str) -> Self {
+        let put = |m: String| format!("{context}: {m}");
+        match self {
+            Self::BadRequest(m) => Self::BadRequest(put(m)),
+            Self::NotFound(m) => Self::NotFound(put(m)),
+            Self::Conflict(m) => Self::Conflict(put(m)),
+            Self::Forbidden(m) => Self::Forbidden(put(m)),
+            Self::Unavailable(m) => Self::Unavailable(put(m)),
+            Self::Internal(m) => Self::Internal(put(m)),
+        }
+    }
+
     /// An unreachable store or peer, with what failed.
     pub fn unavailable(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
         Self::Unavailable(format!("{what}: {e}; retry later"))

@@ -27,7 +27,7 @@ impl Core {
         }
         let current = self.registry.get_owned(user, id).await?.dt;
         let mut problems = Vec::new();
-        self.taken_ids(&current.config, &config, "", &mut problems)
+        self.taken_ids(user, &current.config, &config, "", &mut problems)
             .await?;
         let assets = self.check_with(user, &config, problems).await?;
         Box::pin(self.evolve_tree(user, &config, &assets)).await
@@ -37,6 +37,7 @@ impl Core {
     /// whose id another DT has on the platform already.
     async fn taken_ids(
         &self,
+        user: &str,
         old: &DtConfig,
         new: &DtConfig,
         prefix: &str,
@@ -45,8 +46,8 @@ impl Core {
         for (i, child) in new.children.iter().enumerate() {
             let path = format!("{prefix}children[{i}].");
             match old.children.iter().find(|c| c.id == child.id) {
-                Some(kept) => Box::pin(self.taken_ids(kept, child, &path, problems)).await?,
-                None => self.new_ids(child, &path, problems).await?,
+                Some(kept) => Box::pin(self.taken_ids(user, kept, child, &path, problems)).await?,
+                None => self.new_ids(user, child, &path, problems).await?,
             }
         }
         Ok(())
@@ -55,21 +56,20 @@ impl Core {
     /// A problem for every DT of an added subtree whose id is registered already.
     async fn new_ids(
         &self,
+        user: &str,
         added: &DtConfig,
         prefix: &str,
         problems: &mut Vec<Problem>,
     ) -> Result<()> {
-        if self.registry.get(&added.id).await?.is_some() {
+        if let Some(holder) = self.registry.get(&added.id).await? {
             problems.push(Problem {
                 path: format!("{prefix}id"),
-                message: format!(
-                    "DT id {:?} exists already; a child added by evolve needs a new id",
-                    added.id
-                ),
+                message: taken(user, &holder.dt),
             });
         }
         for (i, child) in added.children.iter().enumerate() {
-            Box::pin(self.new_ids(child, &format!("{prefix}children[{i}]."), problems)).await?;
+            let path = format!("{prefix}children[{i}].");
+            Box::pin(self.new_ids(user, child, &path, problems)).await?;
         }
         Ok(())
     }
@@ -194,5 +194,28 @@ impl Core {
             .collect();
         self.start(id, changed, &[]).await?;
         Ok(())
+    }
+}
+
+/// Why a child an evolve adds cannot have the id `holder` has: which DT holds it and
+/// what to do (a DT has one parent, and ids are unique on the platform).
+fn taken(user: &str, holder: &DtState) -> String {
+    let id = &holder.id;
+    if holder.owner != user {
+        return format!(
+            "DT id {id:?} is taken on the platform (not by one of your DTs); pick another id"
+        );
+    }
+    match &holder.parent {
+        Some(parent) => format!(
+            "DT id {id:?} exists already as a child of DT {parent}; a DT has one parent: \
+             evolve {parent} without {id} first, then delete {id} (`dtaas dt delete {id}`) \
+             and add it here, or pick another id"
+        ),
+        None => format!(
+            "DT id {id:?} exists already as a DT of its own ({}); a child added by evolve \
+             needs a new id: delete {id} first (`dtaas dt delete {id}`), or pick another id",
+            holder.state.as_str()
+        ),
     }
 }

@@ -1,12 +1,15 @@
 //! The dtaas lifecycle worker: the DT registry (KV `dtaas-dts`), validation of DT
 //! configurations, the lifecycle state machine with its events, hierarchy, placement
-//! of processes on exec nodes, save/restore and evolve — `dtaas.v1.<user>.dt.<verb>`.
+//! of processes on exec nodes, save/restore, evolve and delete —
+//! `dtaas.v1.<user>.dt.<verb>`.
 
 pub mod config;
 pub mod core;
+pub mod delete;
 pub mod error;
 pub mod events;
 pub mod evolve;
+pub mod hierarchy;
 pub mod monitor;
 pub mod ops;
 pub mod peers;
@@ -60,7 +63,7 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
     let mut service = WorkerService::start(
         &ctx,
         WORKER,
-        "DT registry, validation, lifecycle, hierarchy, placement, save/restore, evolve",
+        "DT registry, validation, lifecycle, hierarchy, placement, save/restore, evolve, delete",
         None,
     )
     .await?;

@@ -75,7 +75,8 @@ impl Registry {
         }
     }
 
-    /// Removes an entry (only to undo a half-done create).
+    /// Removes an entry: to undo a half-done create, and by `delete` (the id is free
+    /// again; `create` takes it anew).
     pub async fn remove(&self, id: &str) -> Result<()> {
         self.kv.purge(id).await.map_err(unavailable)
     }

@@ -6,8 +6,8 @@ use dtaas_runtime::WorkerService;
 use dtaas_schemas::dt_config::DtState;
 use dtaas_schemas::lifecycle::{
     CreateRequest, DtReply, EvolveRequest, IdRequest, ListRequest, LogsReply, LogsRequest,
-    RestoreRequest, SERVICE, VERB_ANALYZE, VERB_CLEAN, VERB_CREATE, VERB_EVOLVE, VERB_EXECUTE,
-    VERB_GET, VERB_LIST, VERB_LOGS, VERB_RESTORE, VERB_SAVE, VERB_TERMINATE,
+    RestoreRequest, SERVICE, VERB_ANALYZE, VERB_CLEAN, VERB_CREATE, VERB_DELETE, VERB_EVOLVE,
+    VERB_EXECUTE, VERB_GET, VERB_LIST, VERB_LOGS, VERB_RESTORE, VERB_SAVE, VERB_TERMINATE,
 };
 use dtaas_schemas::ErrorReply;
 
@@ -41,7 +41,9 @@ pub async fn register(service: &mut WorkerService, core: &Core) -> Result<(), Se
             core,
             SERVICE,
             VERB_ANALYZE,
-            |c, info, r: IdRequest| async move { Ok(reply(c.analyze(&info.user, &r.id).await?)) },
+            |c, info, r: IdRequest| async move {
+                c.analyze(&info.user, &r.id).await.map_err(ErrorReply::from)
+            },
         )
         .await?;
     service
@@ -49,7 +51,19 @@ pub async fn register(service: &mut WorkerService, core: &Core) -> Result<(), Se
             core,
             SERVICE,
             VERB_CLEAN,
-            |c, info, r: IdRequest| async move { Ok(reply(c.clean(&info.user, &r.id).await?)) },
+            |c, info, r: IdRequest| async move {
+                c.clean(&info.user, &r.id).await.map_err(ErrorReply::from)
+            },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            core,
+            SERVICE,
+            VERB_DELETE,
+            |c, info, r: IdRequest| async move {
+                c.delete(&info.user, &r.id).await.map_err(ErrorReply::from)
+            },
         )
         .await?;
     service

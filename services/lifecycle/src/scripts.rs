@@ -25,15 +25,16 @@ pub fn has_phase(metas: &[AssetMeta], phase: &str) -> bool {
     })
 }
 
-/// Runs the `phase` script of every use of `dt` that has one; returns how many ran.
+/// Runs the `phase` script of every use of `dt` that has one; answers the processes
+/// (`<role>-<phase>`) that ran, in use order.
 pub async fn run_phase(
     core: &Core,
     dt: &DtState,
     metas: &[AssetMeta],
     phase: &str,
-) -> Result<usize> {
+) -> Result<Vec<String>> {
     let planned = spec::plan(&dt.owner, &dt.config, metas)?;
-    let mut ran = 0;
+    let mut ran = Vec::new();
     for p in planned {
         let Some(meta) = metas.iter().find(|m| m.address() == p.spec.asset) else {
             continue;
@@ -80,7 +81,7 @@ pub async fn run_phase(
         })
         .await;
         match ended {
-            Ok(Some(event)) if event.status == ProcessEventKind::Exited => ran += 1,
+            Ok(Some(event)) if event.status == ProcessEventKind::Exited => ran.push(spec.role),
             Ok(Some(event)) => {
                 return Err(Error::Conflict(format!(
                     "the {phase} script of role {role} ({script}) ended {} (exit code {:?}); \

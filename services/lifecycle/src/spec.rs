@@ -52,11 +52,13 @@ pub fn argv(meta: &AssetMeta) -> Vec<String> {
 }
 
 /// The processes of DT `config` (its own uses, not its children's) owned by `owner`;
-/// `metas[i]` is the resolved asset of `config.assets[i]`.
+/// `metas[i]` is the resolved asset of `config.assets[i]`. A DTaaS-layout use without
+/// an `execute` script is planned with an empty argv: it runs no process, but its
+/// other scripts run with this environment.
 pub fn plan(owner: &str, config: &DtConfig, metas: &[AssetMeta]) -> Result<Vec<Planned>, Error> {
     let mut planned = Vec::new();
     for (use_, meta) in config.assets.iter().zip(metas) {
-        if !runnable(meta) || argv(meta).is_empty() {
+        if !runnable(meta) {
             continue;
         }
         let resources = use_.resources.or(config.infrastructure.resources());
