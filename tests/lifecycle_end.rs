@@ -195,6 +195,22 @@ async fn ask(p: &Platform, service: &str, verb: &str, body: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_frees_the_id_and_the_assets_and_removes_snapshots_but_keeps_usage() {
     let p = Platform::start(&["n1"], &["assets", "lifecycle", "graph"]).await;
+    // `nats micro info dtaas-lifecycle` lists the verb.
+    let info = timeout(
+        WAIT,
+        p.client.request("$SRV.INFO.dtaas-lifecycle", "".into()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{info}"))
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect();
+    assert!(subjects.contains(&"dtaas.v1.*.dt.delete"), "{subjects:?}");
     put_sleeper(&p).await;
     let plant = json!({"id": "plant", "assets": [{"name": "s", "asset": "sleeper"}],
         "children": [{"id": "pump", "assets": [{"name": "k", "asset": "sleeper"}]}]});
