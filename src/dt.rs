@@ -272,7 +272,8 @@ fn show_scripts(reply: &ScriptsReply, phase: &str, json: bool) -> anyhow::Result
     if json {
         return print_json(reply);
     }
-    show_state(&reply.dt);
+    let exports = reply.dt.config.external.export_subjects(&reply.dt.id);
+    show_state(&reply.dt, &exports);
     for ran in &reply.ran {
         if ran.scripts.is_empty() {
             println!("  {phase} of {}: no {phase} script, skipped", ran.id);
@@ -287,15 +288,15 @@ fn show_dt(reply: &DtReply, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(reply);
     }
-    show_state(&reply.dt);
+    show_state(&reply.dt, &reply.exports);
     for line in &reply.logs {
         println!("  | {} {}", line.role, line.line);
     }
     Ok(())
 }
 
-/// A DT's registry entry for people.
-fn show_state(dt: &DtState) {
+/// A DT's registry entry and its exports (as subjects) for people.
+fn show_state(dt: &DtState, exports: &[String]) {
     println!(
         "DT {} of {}: {} (configuration v{})",
         dt.id,
@@ -316,7 +317,7 @@ fn show_state(dt: &DtState) {
     for (use_, resolved) in dt.config.assets.iter().zip(&dt.resolved_assets) {
         println!("  asset {}: {resolved}", use_.name);
     }
-    for export in &reply.exports {
+    for export in exports {
         println!("  exports {export}");
     }
     for dashboard in &dt.config.external.dashboards {
