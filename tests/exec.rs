@@ -9,50 +9,12 @@ mod exec_support;
 use std::time::Duration;
 
 use dtaas_schemas::exec::{
-    ListReply, LogsReply, ProcessEvent, ProcessEventKind, RestartPolicy, StartReply, StopReply,
-    UsageReply,
+    ListReply, LogsReply, ProcessEventKind, RestartPolicy, StartReply, StopReply, UsageReply,
 };
 use dtaas_schemas::subject;
 use exec_support::*;
-use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::timeout;
-
-/// The next event of `kind` from `events`, skipping others.
-async fn next_event(
-    events: &mut async_nats::Subscriber,
-    kind: ProcessEventKind,
-    cluster: &Cluster,
-) -> ProcessEvent {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let message = timeout(left, events.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind:?} event\n{}", cluster.logs()))
-            .unwrap();
-        let event: ProcessEvent = serde_json::from_slice(&message.payload).unwrap();
-        if event.status == kind {
-            return event;
-        }
-    }
-}
-
-/// The next log line from `lines` that contains `text`.
-async fn next_line(lines: &mut async_nats::Subscriber, text: &str, cluster: &Cluster) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let message = timeout(left, lines.next())
-            .await
-            .unwrap_or_else(|_| panic!("no line with {text:?}\n{}", cluster.logs()))
-            .unwrap();
-        let line: Value = serde_json::from_slice(&message.payload).unwrap();
-        if line["line"].as_str().unwrap().contains(text) {
-            return line;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_run_restart_and_terminate_across_nodes() {
@@ -256,87 +218,10 @@ async fn memory_limit_is_enforced() {
     );
 }
 
-/// The cgroup v2 path of `pid` (`0::<path>` of `/proc/<pid>/cgroup`).
-fn cgroup_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_that_left_its_group_with_setsid_is_killed_on_stop() {
     let cluster = Cluster::start(&["cg1"]).await;
-    let mut lines = cluster
-        .client
-        .subscribe(subject::dt_log("esc", "r").unwrap())
-        .await
-        .unwrap();
-    // The escaped child spins, so its CPU seconds show in the run's usage.
-    let script = "setsid sh -c 'echo escaped $$; while :; do :; done' & exec sleep 600";
-    let started: StartReply = cluster
-        .node_request(
-            "cg1",
-            "start",
-            serde_json::to_value(shell("esc", "r", script)).unwrap(),
-        )
-        .await;
-    let line = next_line(&mut lines, "escaped", &cluster).await;
-    let escaped: u32 = line["line"].as_str().unwrap()[8..].trim().parse().unwrap();
-    let stat = proc_stat(escaped).expect("the escaped process runs");
-    assert_ne!(
-        stat[2],
-        started.pid.to_string(),
-        "it left the process group"
-    );
-    let log = cluster.processes[0].1.log();
-    let mode = log.lines().find(|l| l.contains("Process isolation:"));
-    eprintln!(
-        "{}",
-        mode.expect("the node says which isolation is in effect")
-    );
-    if !cgroup_of(started.pid).contains("/dtaas-exec-") {
-        // No writable cgroup v2 here: the process group is all there is, and a
-        // process that leaves it is out of reach (docs/exec.md says so).
-        eprintln!("no cgroups on this machine; the escape cannot be caught");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(escaped as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        return;
-    }
-    assert_eq!(cgroup_of(escaped), cgroup_of(started.pid), "same cgroup");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let spun = proc_cpu_seconds(escaped);
-    let _: StopReply = cluster
-        .node_request("cg1", "stop", json!({"dt": "esc"}))
-        .await;
-    // Accounting counts the escaped child too (the cgroup's `cpu.stat`).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut used = 0.0;
-    while used < spun * 0.9 && tokio::time::Instant::now() < deadline {
-        let reply = cluster
-            .request(
-                subject::request("alice", "usage", "get").unwrap(),
-                json!({"from": "-1h"}),
-            )
-            .await;
-        let usage: UsageReply = serde_json::from_value(reply).unwrap();
-        used = usage.total.cpu_seconds;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        used >= spun * 0.9 && spun > 0.1,
-        "usage {used} CPU s, the escaped child alone spun {spun} s"
-    );
-    // Gone, zombie included: exec, the subreaper of its runs, reaped it.
-    eventually("the escaped process is gone and reaped", || {
-        proc_stat(escaped).is_none()
-    })
-    .await;
-    assert!(!alive(started.pid));
+    a_setsid_escapee_is_killed_on_stop(&cluster, "cg1").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

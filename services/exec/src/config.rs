@@ -51,11 +51,13 @@ pub struct ExecConfig {
     /// Users whose `usage.get` may name another user or `*`; env
     /// `DTAAS_EXEC_ADMINS` (comma-separated).
     pub admins: Vec<String>,
-    /// Where runs' cgroups go: `auto` (below exec's own cgroup v2 group), `off`
-    /// (process groups and rlimits only), or a directory in a cgroup v2 mount that
-    /// exec may write; env `DTAAS_EXEC_CGROUP` [default: auto].
+    /// Where runs' cgroups go: `auto` (below exec's own group in every cgroup v1 and
+    /// v2 hierarchy it can write), `v1` or `v2` (only hierarchies of that version),
+    /// `off` (process groups and rlimits only), or a directory in a cgroup mount that
+    /// exec may write (the parent in that version's hierarchies; in v1 the same path in
+    /// each); env `DTAAS_EXEC_CGROUP` [default: auto].
     pub cgroup: String,
-    /// `pids.max` of each run's cgroup [default: 4096].
+    /// `pids.max` of each run's cgroup; env `DTAAS_EXEC_PIDS_MAX` [default: 4096].
     pub pids_max: u64,
 }
 
@@ -90,6 +92,7 @@ impl ExecConfig {
         env_override(&mut exec.memory_mb, "DTAAS_EXEC_MEMORY_MB")?;
         env_override(&mut exec.run_as, "DTAAS_EXEC_RUN_AS")?;
         env_override(&mut exec.cgroup, "DTAAS_EXEC_CGROUP")?;
+        env_override(&mut exec.pids_max, "DTAAS_EXEC_PIDS_MAX")?;
         if let Ok(text) = std::env::var("DTAAS_EXEC_GRACE") {
             let ns = dtaas_schemas::time::parse_duration_ns(&text)
                 .map_err(|e| invalid("DTAAS_EXEC_GRACE", e.to_string()))?;

@@ -44,7 +44,8 @@ Exec worker environment:
   DTAAS_EXEC_DIR        work directories and asset cache [default: DTAAS_DATA_DIR/exec/<node>]
   DTAAS_EXEC_RUN_AS     user DT processes run as when exec runs as root [default: nobody]
   DTAAS_EXEC_GRACE      between SIGTERM and SIGKILL on stop [default: 5s]
-  DTAAS_EXEC_CGROUP     auto | off | a cgroup v2 directory for runs' cgroups [default: auto]
+  DTAAS_EXEC_CGROUP     auto | off | v1 | v2 | a cgroup directory for runs' groups [default: auto]
+  DTAAS_EXEC_PIDS_MAX   pids.max of each run's cgroup [default: 4096]
   DTAAS_EXEC_ADMINS     users who may read every user's usage (comma-separated)";
 
 /// Runs the node until `ctx.shutdown` is cancelled; then stops its processes.
@@ -113,37 +114,27 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
 /// Says in one line which isolation is in effect.
 fn isolation(config: &ExecConfig, root: &std::path::Path) -> Option<Arc<cgroup::Cgroups>> {
     let record = root.join("cgroup");
-    if let Ok(previous) = std::fs::read_to_string(&record) {
-        let killed = cgroup::sweep(std::path::Path::new(previous.trim()));
-        if killed > 0 {
-            tracing::warn!(
-                killed,
-                "Killed processes a previous run of this node left in its cgroups."
-            );
-        }
-        let _ = std::fs::remove_file(&record);
+    let killed = cgroup::sweep_recorded(&record);
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "Killed processes a previous run of this node left in its cgroups."
+        );
     }
-    let made = match config.cgroup.as_str() {
-        "off" => Err(cgroup::NoCgroups::Off),
-        "auto" | "" => cgroup::Cgroups::create(None),
-        dir => cgroup::Cgroups::create(Some(std::path::Path::new(dir))),
-    };
-    match made {
+    match cgroup::Cgroups::create(&cgroup::Placement::parse(&config.cgroup)) {
         Ok(cgroups) => {
-            let _ = std::fs::write(&record, cgroups.base().display().to_string());
-            let limits = if cgroups.controllers() == "none" {
-                "rlimits (no memory, cpu or pids controller delegated)".to_owned()
-            } else {
-                format!(
-                    "cgroup controllers {} (rlimits for the rest)",
-                    cgroups.controllers()
-                )
-            };
-            tracing::info!(cgroup = %cgroups.base().display(), limits = %limits, "Process isolation: a cgroup v2 group per run (terminate kills the whole group, setsid included) and a process group.");
+            if let Err(error) = cgroup::record(&record, &cgroups) {
+                tracing::warn!(%error, file = %record.display(), "Cannot record the node's cgroups; if this node is killed, its next start cannot clear them.");
+            }
+            let dirs: Vec<String> = cgroups.dirs().map(|d| d.display().to_string()).collect();
+            if !cgroups.skipped.is_empty() {
+                tracing::info!(skipped = %cgroups.skipped.join("; "), "Some cgroup hierarchies hold no groups of runs.");
+            }
+            tracing::info!(cgroups = %dirs.join(" "), limits = %cgroups.describe(), "Process isolation: a cgroup per run (stop kills all of it, setsid included) and a process group; rlimits for what no controller limits.");
             Some(Arc::new(cgroups))
         }
         Err(reason) => {
-            tracing::info!(reason = %reason, "Process isolation: process groups and rlimits (no cgroup v2 group per run).");
+            tracing::info!(reason = %reason, "Process isolation: process groups and rlimits (no cgroup per run).");
             None
         }
     }

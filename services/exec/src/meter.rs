@@ -5,7 +5,7 @@
 //! of its process group. At the end, the leader is read as a zombie (before it is
 //! reaped), so nothing the run used after the last periodic sample is missed.
 //! Peak memory is the highest of the leader's `VmHWM` and the group's summed `VmRSS`
-//! at each sample.
+//! at each sample (and, with a memory cgroup, its peak: `run.rs`).
 
 use std::time::Instant;
 

@@ -52,6 +52,8 @@ pub enum Outcome {
     Ended {
         code: Option<i32>,
         signal: Option<i32>,
+        /// The cgroup memory limit that killed a process of the run, if one did.
+        memory_limit_kill: Option<&'static str>,
     },
     /// Because it was stopped.
     Stopped {
@@ -82,6 +84,10 @@ struct Reaped {
     zombie_cpu: Option<f64>,
     /// The CPU seconds of the run's cgroup once all of it ended.
     group_cpu: Option<f64>,
+    /// The highest memory use of the run's cgroup, KiB.
+    group_peak_kib: Option<u64>,
+    /// The cgroup memory limit that killed a process of the run, if one did.
+    memory_limit_kill: Option<&'static str>,
 }
 
 fn reap(mut child: std::process::Child, group: Option<Arc<Group>>) -> Reaped {
@@ -94,21 +100,28 @@ fn reap(mut child: std::process::Child, group: Option<Arc<Group>>) -> Reaped {
         group.kill();
     }
     let status = crate::orphans::reap_leader(&mut child).ok();
-    let mut group_cpu = None;
+    let (mut group_cpu, mut group_peak_kib, mut memory_limit_kill) = (None, None, None);
     if let Some(group) = &group {
-        if group.oom_killed() {
+        group.remove_after(|g| {
+            group_cpu = g.cpu_seconds();
+            group_peak_kib = g.peak_memory_kib();
+            memory_limit_kill = g.memory_limit_kill();
+        });
+        if let Some(limit) = memory_limit_kill {
             tracing::info!(
                 pid = child.id(),
-                "A process was killed by its memory limit (memory.max of its cgroup)."
+                limit,
+                "A process was killed by its memory limit."
             );
         }
-        group.remove_after(|g| group_cpu = g.cpu_seconds());
     }
     Reaped {
         code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
         zombie_cpu,
         group_cpu,
+        group_peak_kib,
+        memory_limit_kill,
     }
 }
 
@@ -151,6 +164,7 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<G
         return Outcome::Ended {
             code: None,
             signal: Some(Signal::SIGKILL as i32),
+            memory_limit_kill: None,
         };
     }
     let mut meter = RunMeter::new(pid, run.started_at);
@@ -180,8 +194,9 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<G
             }
             _ = tick.tick() => {
                 meter.sample();
-                if let Some(cpu) = group.as_ref().and_then(|g| g.cpu_seconds()) {
-                    meter.cpu = meter.cpu.max(cpu);
+                if let Some(group) = &group {
+                    meter.cpu = meter.cpu.max(group.cpu_seconds().unwrap_or(0.0));
+                    meter.peak_kib = meter.peak_kib.max(group.peak_memory_kib().unwrap_or(0));
                 }
                 if Instant::now() >= next_report {
                     report(&run, &mut meter, false).await;
@@ -190,14 +205,15 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<G
             }
         }
     };
-    let (code, signal) = match reaped {
+    let (code, signal, memory_limit_kill) = match reaped {
         Some(reaped) => {
             for cpu in [reaped.zombie_cpu, reaped.group_cpu].into_iter().flatten() {
                 meter.cpu = meter.cpu.max(cpu);
             }
-            (reaped.code, reaped.signal)
+            meter.peak_kib = meter.peak_kib.max(reaped.group_peak_kib.unwrap_or(0));
+            (reaped.code, reaped.signal, reaped.memory_limit_kill)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     crate::leftovers::forget(run.root, pid);
     report(&run, &mut meter, true).await;
@@ -208,7 +224,11 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<G
     if stopped {
         Outcome::Stopped { code, signal }
     } else {
-        Outcome::Ended { code, signal }
+        Outcome::Ended {
+            code,
+            signal,
+            memory_limit_kill,
+        }
     }
 }
 

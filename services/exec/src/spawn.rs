@@ -1,5 +1,5 @@
 //! Spawning one run of a DT process: its own process group (and cgroup, when the
-//! node has them: `cgroup.rs`), the contract's environment (and nothing of exec's
+//! node has them: `cgroup/`), the contract's environment (and nothing of exec's
 //! own, which may hold secrets), rlimits, an unprivileged user, and death with its
 //! node.
 //!
@@ -9,7 +9,7 @@
 //! (util-linux, when installed) makes the process die with the exec node, so a node
 //! that is killed leaves no orphan running while lifecycle starts its replacement
 //! elsewhere. Both `exec`, so the pid exec knows is the program's. In a cgroup, the
-//! shell first waits until exec has moved it there.
+//! shell first waits until exec has moved it into all of them.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -85,7 +85,8 @@ fn program(argv0: &str, workdir: &Path) -> String {
 }
 
 /// Shell that waits (builtins only, then 10 ms sleeps, up to 30 s) until exec moved
-/// it into its cgroup, so the program and all it forks start inside.
+/// it into its cgroups: `proc_line` is the line of the group exec writes it into last,
+/// so the program and all it forks start inside every one.
 fn wait_for_group(proc_line: &str) -> String {
     let quoted = format!("'{}'", proc_line.replace('\'', "'\\''"));
     format!(
@@ -106,7 +107,7 @@ fn command_line(launch: &Launch<'_>) -> Vec<String> {
     }
     if let (Some(mb), false) = (
         spec.memory_mb,
-        launch.group.is_some_and(|g| g.memory_limited),
+        launch.group.is_some_and(|g| g.memory_limit.is_some()),
     ) {
         limits.push(format!("ulimit -v {}", mb.saturating_mul(1024)));
     }
@@ -211,11 +212,7 @@ mod tests {
         assert_eq!(argv[argv.len() - 2..], ["sleep", "1"]);
         // In a cgroup that limits memory, the shell first waits to be moved into it,
         // and no address-space rlimit is set.
-        let group = Group {
-            path: "/nowhere".into(),
-            proc_line: "0::/a/it's".into(),
-            memory_limited: true,
-        };
+        let group = Group::without_dirs("0::/a/it's", Some(crate::cgroup::Version::V1));
         let launch = Launch {
             group: Some(&group),
             ..launch

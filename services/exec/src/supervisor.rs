@@ -282,7 +282,12 @@ impl Supervisor {
             let started = std::time::Instant::now();
             let outcome = run::watch(run, run_of.0, run_of.1).await;
             supervised.update(|i| i.exit_code = outcome.code());
-            let Outcome::Ended { code, signal } = outcome else {
+            let Outcome::Ended {
+                code,
+                signal,
+                memory_limit_kill,
+            } = outcome
+            else {
                 supervised.update(|i| i.status = ProcessStatus::Killed);
                 self.event(
                     &supervised,
@@ -294,6 +299,13 @@ impl Supervisor {
                 .await;
                 break;
             };
+            // Why it failed, when exec knows better than the exit status.
+            let detail = memory_limit_kill.map(|limit| {
+                format!(
+                    "killed by its memory limit ({} MiB, {limit})",
+                    spec.memory_mb.unwrap_or_default()
+                )
+            });
             let success = code == Some(0);
             let restart = match spec.restart {
                 dtaas_schemas::exec::RestartPolicy::Always => true,
@@ -307,7 +319,7 @@ impl Supervisor {
                     (ProcessStatus::Failed, ProcessEventKind::Failed)
                 };
                 supervised.update(|i| i.status = status);
-                self.event(&supervised, kind, code, signal, None).await;
+                self.event(&supervised, kind, code, signal, detail).await;
                 break;
             }
             if started.elapsed() >= STABLE_RUN {
@@ -329,8 +341,14 @@ impl Supervisor {
                         i.started_at = time::now_ns();
                     });
                     run_of = next;
-                    self.event(&supervised, ProcessEventKind::Restarted, code, signal, None)
-                        .await;
+                    self.event(
+                        &supervised,
+                        ProcessEventKind::Restarted,
+                        code,
+                        signal,
+                        detail,
+                    )
+                    .await;
                 }
                 Err(e) => {
                     supervised.update(|i| i.status = ProcessStatus::Failed);
