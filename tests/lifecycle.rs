@@ -598,8 +598,9 @@ async fn evolve_adds_and_removes_children_in_order() {
         json!({"config": family(json!([kid("old-kid")]))}),
     )
     .await;
-    p.ok("alice", "create", json!({"config": kid("other")}))
-        .await;
+    // A child of another DT: its id cannot be taken in (a top-level one could be).
+    let holder = json!({"id": "holder", "children": [kid("other")]});
+    p.ok("alice", "create", json!({"config": holder})).await;
     p.ok("alice", "execute", json!({"id": "fam"})).await;
     let running = |dt: &Value| dt["processes"][0]["status"] == "running";
     let parent = p.until("alice", "fam", "the parent runs", running).await;
@@ -622,7 +623,7 @@ async fn evolve_adds_and_removes_children_in_order() {
     assert!(message.contains("children[0].id"), "{message}");
     assert!(message.contains("includes itself"), "{message}");
     assert!(message.contains("children[1].id"), "{message}");
-    assert!(message.contains("exists already"), "{message}");
+    assert!(message.contains("child of DT holder"), "{message}");
     let unchanged = p.ok("alice", "get", json!({"id": "fam"})).await;
     assert_eq!(unchanged["dt"]["config_version"], 1, "{unchanged}");
     assert_eq!(

@@ -12,6 +12,12 @@ use lifecycle_support::{cli, cli_ok, put_sleeper, tree_until, Platform, WAIT};
 use serde_json::{json, Value};
 use tokio::time::timeout;
 
+/// The message of an error reply, which must have `code`.
+fn error_of(reply: &Value, code: &str) -> String {
+    assert_eq!(reply["error"]["code"], code, "{reply}");
+    reply["error"]["message"].as_str().unwrap().to_owned()
+}
+
 /// Puts `alice/layered`: a DTaaS-layout DT whose `analyze` and `clean` scripts append
 /// `<dt> <phase> <work directory>` to `$ORDER_LOG`.
 async fn put_layered(p: &Platform) {
@@ -150,8 +156,7 @@ async fn analyze_runs_children_first_and_clean_parents_first_over_a_tree() {
     p.ok("alice", "execute", json!({"id": "factory"})).await;
     let before = lines_since(&log, 0).len();
     let refused = p.dt("alice", "clean", json!({"id": "factory"})).await;
-    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
+    let message = error_of(&refused, "conflict");
     assert!(message.contains("executing"), "{message}");
     assert_eq!(lines_since(&log, before), [], "nothing ran");
     p.ok("alice", "terminate", json!({"id": "factory"})).await;
@@ -161,8 +166,7 @@ async fn analyze_runs_children_first_and_clean_parents_first_over_a_tree() {
                       "children": [{"id": "bare-kid", "assets": [{"name": "s", "asset": "sleeper"}]}]});
     p.ok("alice", "create", json!({"config": none})).await;
     let refused = p.dt("alice", "analyze", json!({"id": "bare"})).await;
-    assert_eq!(refused["error"]["code"], "bad_request", "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
+    let message = error_of(&refused, "bad_request");
     assert!(message.contains("nor any of its children"), "{message}");
 }
 
@@ -225,15 +229,13 @@ async fn delete_frees_the_id_and_the_assets_and_removes_snapshots_but_keeps_usag
 
     // Executing: a conflict naming the state; a child alone: told to evolve the parent.
     let refused = p.dt("alice", "delete", json!({"id": "plant"})).await;
-    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
+    let message = error_of(&refused, "conflict");
     assert!(
         message.contains("executing") && message.contains("terminate"),
         "{message}"
     );
     let refused = p.dt("alice", "delete", json!({"id": "pump"})).await;
-    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
+    let message = error_of(&refused, "conflict");
     assert!(
         message.contains("child of plant") && message.contains("evolve plant"),
         "{message}"
@@ -251,8 +253,7 @@ async fn delete_frees_the_id_and_the_assets_and_removes_snapshots_but_keeps_usag
     let refused = p
         .dt("alice", "evolve", json!({"id": "tank", "config": grab}))
         .await;
-    assert_eq!(refused["error"]["code"], "bad_request", "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
+    let message = error_of(&refused, "bad_request");
     assert!(
         message.contains("children[0].id") && message.contains("child of DT plant"),
         "{message}"
@@ -342,4 +343,91 @@ async fn delete_frees_the_id_and_the_assets_and_removes_snapshots_but_keeps_usag
     assert!(!ok && err.contains("tank"), "{err}");
     let freed = ask(&p, "asset", "delete", json!({"name": "sleeper"})).await;
     assert_eq!(freed["deleted"], json!(["alice/sleeper@1"]), "{freed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolve_takes_an_existing_top_level_dt_in_as_a_child() {
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let dt = |id: &str, children: Value| json!({"id": id, "assets": [{"name": "s", "asset": "sleeper"}], "children": children});
+    let mut valve_v2 = dt("valve", json!([]));
+    valve_v2["infrastructure"] = json!({"env": {"MODE": "child"}});
+    for id in ["tank", "valve", "pipe"] {
+        p.ok("alice", "create", json!({"config": dt(id, json!([]))}))
+            .await;
+    }
+    let running =
+        |dt: &Value| dt["state"] == "executing" && dt["processes"][0]["status"] == "running";
+    p.ok("alice", "execute", json!({"id": "valve"})).await;
+    p.until("alice", "valve", "valve runs", running).await;
+    p.ok("alice", "save", json!({"id": "valve"})).await;
+
+    // An executing DT is not taken in: nothing changes.
+    let evolve = |config: Value| json!({"id": config["id"], "config": config});
+    let refused = p
+        .dt("alice", "evolve", evolve(dt("tank", json!([valve_v2]))))
+        .await;
+    let message = error_of(&refused, "bad_request");
+    assert!(
+        message.contains("children[0].id") && message.contains("terminate valve first"),
+        "{message}"
+    );
+    p.ok("alice", "terminate", json!({"id": "valve"})).await;
+
+    // Terminated, it is taken in by an executing parent and started with its new part.
+    p.ok("alice", "execute", json!({"id": "tank"})).await;
+    let evolved = p
+        .ok("alice", "evolve", evolve(dt("tank", json!([valve_v2]))))
+        .await;
+    assert_eq!(evolved["dt"]["config"]["children"][0]["id"], "valve");
+    let valve = p
+        .until("alice", "valve", "valve runs as a child", running)
+        .await;
+    assert_eq!(valve["parent"], "tank", "{valve}");
+    assert_eq!(valve["config_version"], 2, "{valve}");
+    assert_eq!(valve["config"]["infrastructure"]["env"]["MODE"], "child");
+    assert_eq!(
+        valve["snapshots"].as_array().unwrap().len(),
+        1,
+        "it keeps its snapshots: {valve}"
+    );
+    let refused = p.dt("alice", "terminate", json!({"id": "valve"})).await;
+    assert_eq!(
+        refused["error"]["code"], "conflict",
+        "a child now: {refused}"
+    );
+
+    // Moving it: out of tank (it becomes a DT of its own), into pipe.
+    let refused = p
+        .dt("alice", "evolve", evolve(dt("pipe", json!([valve_v2]))))
+        .await;
+    let message = error_of(&refused, "bad_request");
+    assert!(message.contains("child of DT tank"), "{message}");
+    p.ok("alice", "evolve", evolve(dt("tank", json!([])))).await;
+    p.until("alice", "valve", "valve detached and terminated", |dt| {
+        dt["state"] == "terminated" && dt["parent"].is_null()
+    })
+    .await;
+    p.ok("alice", "evolve", evolve(dt("pipe", json!([valve_v2]))))
+        .await;
+    let valve = p.ok("alice", "get", json!({"id": "valve"})).await;
+    assert_eq!(valve["dt"]["parent"], "pipe", "{valve}");
+
+    // A DT cannot take in the top of its own tree.
+    let mut looped = valve_v2.clone();
+    looped["children"] = json!([dt("pipe", json!([]))]);
+    let refused = p.dt("alice", "evolve", evolve(looped)).await;
+    let message = error_of(&refused, "bad_request");
+    assert!(message.contains("top of this tree"), "{message}");
+
+    // Deleting pipe deletes the DT it took in.
+    p.ok("alice", "terminate", json!({"id": "tank"})).await;
+    let deleted = p.ok("alice", "delete", json!({"id": "pipe"})).await;
+    let ids: Vec<&str> = deleted["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["pipe", "valve"], "{deleted}");
 }

@@ -3,8 +3,10 @@
 //! an executing DT, only the processes whose part changed are restarted (their spec
 //! hash differs), removed ones are stopped and new ones started. Children are evolved
 //! with their part of the configuration. Children it adds are registered (their ids
-//! must be new on the platform) and, when the DT executes, started before the DT's
-//! own processes change; children it removes are detached and terminated after.
+//! must be new on the platform, or name one of the caller's top-level DTs that runs
+//! nothing, which is taken in: `adopt.rs`) and, when the DT executes, started before
+//! the DT's own processes change; children it removes are detached and terminated
+//! after.
 
 use std::collections::HashMap;
 
@@ -26,18 +28,21 @@ impl Core {
             )));
         }
         let current = self.registry.get_owned(user, id).await?.dt;
+        let top = self.top_of(&current).await?;
         let mut problems = Vec::new();
-        self.taken_ids(user, &current.config, &config, "", &mut problems)
+        self.taken_ids(user, &top, &current.config, &config, "", &mut problems)
             .await?;
         let assets = self.check_with(user, &config, problems).await?;
         Box::pin(self.evolve_tree(user, &config, &assets)).await
     }
 
     /// A problem for every child `new` adds (at any level, under a DT `old` has too)
-    /// whose id another DT has on the platform already.
+    /// whose id another DT has on the platform already, unless that DT can be taken
+    /// in (the caller's, top-level, not executing, not `top`, the tree's top DT).
     async fn taken_ids(
         &self,
         user: &str,
+        top: &str,
         old: &DtConfig,
         new: &DtConfig,
         prefix: &str,
@@ -45,40 +50,57 @@ impl Core {
     ) -> Result<()> {
         for (i, child) in new.children.iter().enumerate() {
             let path = format!("{prefix}children[{i}].");
-            match old.children.iter().find(|c| c.id == child.id) {
-                Some(kept) => Box::pin(self.taken_ids(user, kept, child, &path, problems)).await?,
-                None => self.new_ids(user, child, &path, problems).await?,
+            if let Some(kept) = old.children.iter().find(|c| c.id == child.id) {
+                Box::pin(self.taken_ids(user, top, kept, child, &path, problems)).await?;
+                continue;
+            }
+            match self.registry.get(&child.id).await? {
+                Some(holder) => match adoption_refused(user, top, &holder.dt) {
+                    // Its own children, against the configuration it has.
+                    None => {
+                        let had = &holder.dt.config;
+                        Box::pin(self.taken_ids(user, top, had, child, &path, problems)).await?
+                    }
+                    Some(why) => problems.push(Problem {
+                        path: format!("{path}id"),
+                        message: why.to_string(),
+                    }),
+                },
+                None => self.new_ids(child, &path, problems).await?,
             }
         }
         Ok(())
     }
 
-    /// A problem for every DT of an added subtree whose id is registered already.
+    /// A problem for every DT below a new child whose id is registered already (only
+    /// a DT that exists can take an existing DT in).
     async fn new_ids(
         &self,
-        user: &str,
         added: &DtConfig,
         prefix: &str,
         problems: &mut Vec<Problem>,
     ) -> Result<()> {
-        if let Some(holder) = self.registry.get(&added.id).await? {
-            problems.push(Problem {
-                path: format!("{prefix}id"),
-                message: taken(user, &holder.dt),
-            });
-        }
         for (i, child) in added.children.iter().enumerate() {
             let path = format!("{prefix}children[{i}].");
-            Box::pin(self.new_ids(user, child, &path, problems)).await?;
+            if self.registry.get(&child.id).await?.is_some() {
+                problems.push(Problem {
+                    path: format!("{path}id"),
+                    message: format!(
+                        "DT id {:?} exists already; the children of a new child ({}) need new \
+                         ids (an existing DT can be taken in only by a DT that exists)",
+                        child.id, added.id
+                    ),
+                });
+            }
+            Box::pin(self.new_ids(child, &path, problems)).await?;
         }
         Ok(())
     }
 
     async fn evolve_tree(&self, user: &str, config: &DtConfig, assets: &Assets) -> Result<DtState> {
-        let id = config.id.as_str();
         let claimed = self
             .registry
-            .claim(id, "evolve", self.lease_ns(), |dt| match dt.state {
+            .claim(&config.id, "evolve", self.lease_ns(), |dt| match dt.state {
                 LifecycleState::Terminated => Err(Error::Conflict(format!(
                     "DT {} is terminated; create a new one instead of evolving it",
                     dt.id
@@ -87,16 +109,39 @@ impl Core {
             })
             .await?
             .dt;
+        self.evolve_claimed(user, claimed, config, assets).await
+    }
+
+    /// Evolves `claimed` (held by this operation) to `config`.
+    pub(crate) async fn evolve_claimed(
+        &self,
+        user: &str,
+        claimed: DtState,
+        config: &DtConfig,
+        assets: &Assets,
+    ) -> Result<DtState> {
+        let id = config.id.as_str();
         let had = |child: &DtConfig| claimed.config.children.iter().any(|c| c.id == child.id);
         let executing = claimed.state == LifecycleState::Executing;
         let mut next = claimed.clone();
         next.config = config.clone();
         next.resolved_assets = addresses(assets, config);
         next.outputs = Some(published(config, assets));
+        // Added children that exist are taken in; validation let only those through.
+        let mut adopted = Vec::new();
+        for child in config.children.iter().filter(|c| !had(c)) {
+            if self.registry.get(&child.id).await?.is_some() {
+                adopted.push(child.id.as_str());
+            }
+        }
         let applied = async {
             // Added children first: the DT's processes may read from them.
             for child in config.children.iter().filter(|c| !had(c)) {
-                self.register_tree(user, child, Some(id), assets).await?;
+                if adopted.contains(&child.id.as_str()) {
+                    self.adopt(user, id, child, assets).await?;
+                } else {
+                    self.register_tree(user, child, Some(id), assets).await?;
+                }
                 if executing {
                     self.execute_child(user, &child.id).await?;
                 }
@@ -109,6 +154,9 @@ impl Core {
         }
         .await;
         if let Err(e) = applied {
+            for child in &adopted {
+                self.release_child(id, child).await;
+            }
             self.abandon(user, id, &e, executing).await;
             return Err(e);
         }
@@ -197,25 +245,33 @@ impl Core {
     }
 }
 
-/// Why a child an evolve adds cannot have the id `holder` has: which DT holds it and
-/// what to do (a DT has one parent, and ids are unique on the platform).
-fn taken(user: &str, holder: &DtState) -> String {
+/// Why `holder` cannot be taken in as a child by an evolve in the tree whose top DT
+/// is `top`: which DT holds the id and what to do (a DT has one parent, ids are
+/// unique on the platform); `None` when it can.
+pub(crate) fn adoption_refused(user: &str, top: &str, holder: &DtState) -> Option<String> {
     let id = &holder.id;
     if holder.owner != user {
-        return format!(
+        return Some(format!(
             "DT id {id:?} is taken on the platform (not by one of your DTs); pick another id"
-        );
+        ));
     }
-    match &holder.parent {
-        Some(parent) => format!(
+    if let Some(parent) = &holder.parent {
+        return Some(format!(
             "DT id {id:?} exists already as a child of DT {parent}; a DT has one parent: \
-             evolve {parent} without {id} first, then delete {id} (`dtaas dt delete {id}`) \
-             and add it here, or pick another id"
-        ),
-        None => format!(
-            "DT id {id:?} exists already as a DT of its own ({}); a child added by evolve \
-             needs a new id: delete {id} first (`dtaas dt delete {id}`), or pick another id",
-            holder.state.as_str()
-        ),
+             evolve {parent} without {id} first (it becomes a DT of its own), then add it \
+             here, or pick another id"
+        ));
     }
+    if id == top {
+        return Some(format!(
+            "DT {id} is the top of this tree; a DT cannot include itself"
+        ));
+    }
+    if holder.state == LifecycleState::Executing {
+        return Some(format!(
+            "DT id {id:?} exists already as a DT of its own that is executing; terminate \
+             {id} first to take it in as a child, delete it, or pick another id"
+        ));
+    }
+    None
 }

@@ -5,7 +5,11 @@
 use dtaas_schemas::dt_config::DtState;
 
 use crate::core::Core;
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// How many parents up `top_of` follows before it calls the registry broken (a
+/// configuration nests at most this deep too, see the graph's `MAX_DEPTH`).
+const MAX_DEPTH: usize = 64;
 
 impl Core {
     /// `user`'s DT `id` and its descendants, parents before their children (depth
@@ -29,5 +33,22 @@ impl Core {
             pending.extend(children.into_iter().rev());
         }
         Ok(tree)
+    }
+
+    /// The id of the top DT of `dt`'s tree (`dt` itself when it has no parent).
+    pub async fn top_of(&self, dt: &DtState) -> Result<String> {
+        let mut top = dt.id.clone();
+        let mut parent = dt.parent.clone();
+        for _ in 0..MAX_DEPTH {
+            let Some(id) = parent else {
+                return Ok(top);
+            };
+            parent = self.registry.get(&id).await?.and_then(|v| v.dt.parent);
+            top = id;
+        }
+        Err(Error::Internal(format!(
+            "DT {} has more than {MAX_DEPTH} parents above it; the registry is inconsistent",
+            dt.id
+        )))
     }
 }

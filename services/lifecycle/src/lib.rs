@@ -3,6 +3,7 @@
 //! of processes on exec nodes, save/restore, evolve and delete —
 //! `dtaas.v1.<user>.dt.<verb>`.
 
+pub mod adopt;
 pub mod config;
 pub mod core;
 pub mod delete;
