@@ -1,7 +1,8 @@
 //! Which DTs use an asset version: the `resolved_assets` of the DTs in KV `dtaas-dts`.
 //!
 //! Lifecycle writes `owner/name@version` of every asset a DT resolved; the library
-//! refuses to delete a version that a DT still lists. Terminated DTs use nothing.
+//! refuses to delete a version that a DT still lists. Terminated DTs use nothing, and
+//! a deleted DT (`dt.delete`) has no entry left.
 //! The check and the deletion are not atomic: a DT created from the version in the
 //! same instant may still list it (it then fails to fetch its files, loudly).
 
