@@ -3,8 +3,9 @@
 //! address-space rlimit) and its failure says so; a run limited to a fifth of a CPU
 //! gets a fifth and `usage.get` reports it; a fork bomb is held to `pids_max` and
 //! `stop` leaves none of it; a `setsid` escapee is killed on stop with cgroup v1
-//! alone; and a node killed with SIGKILL has its groups swept in every hierarchy by
-//! its next life. On a machine without writable cgroups each test prints why it
+//! alone; a node killed with SIGKILL has its groups swept in every hierarchy by its
+//! next life; and a configured v1 directory holds the node's groups, its CPU quota
+//! capping a run that asks for more. On a machine without writable cgroups each test prints why it
 //! skips; on the test machine (cgroup v1 controllers, a cgroup v2 hierarchy without
 //! any) they run, on v1 and on v1 + v2.
 
@@ -256,4 +257,63 @@ async fn a_killed_nodes_groups_are_swept_in_every_hierarchy_by_its_next_life() {
         "{}",
         cluster.logs()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_v1_directory_holds_the_groups_and_its_cpu_quota_caps_runs() {
+    // The same group in every v1 hierarchy, limited to half a CPU, as an operator
+    // would make it (`cgcreate`).
+    let name = format!("dtaas-test-{}", std::process::id());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let parents: Vec<PathBuf> = mounts::parse(&mountinfo, &cgroup)
+        .into_iter()
+        .filter(|h| h.version == mounts::Version::V1)
+        .filter(|h| {
+            ["memory", "cpu", "cpuacct", "pids", "freezer"]
+                .iter()
+                .any(|c| h.has(c))
+        })
+        .map(|h| h.dir(&format!("/{name}")))
+        .collect();
+    let made = parents.iter().all(|p| std::fs::create_dir(p).is_ok());
+    let cpu_parent = parents.iter().find(|p| p.join("cpu.cfs_quota_us").exists());
+    let Some(cpu_parent) = cpu_parent.filter(|_| made) else {
+        println!("SKIPPED: no writable cgroup v1 cpu hierarchy here");
+        parents.iter().for_each(|p| drop(std::fs::remove_dir(p)));
+        return;
+    };
+    std::fs::write(cpu_parent.join("cpu.cfs_quota_us"), "50000").unwrap();
+    let setting = cpu_parent.display().to_string();
+    let env = [("DTAAS_EXEC_CGROUP", setting.as_str())];
+    let Some(mut cluster) = node_limiting("lq1", &env, "cpu").await else {
+        parents.iter().for_each(|p| drop(std::fs::remove_dir(p)));
+        return;
+    };
+    let line = isolation_line(&cluster, "lq1");
+    assert!(line.contains(&format!("/{name}/dtaas-exec-")), "{line}");
+
+    // Asks for a whole CPU, more than the parent allows: it starts, and gets half.
+    let mut spec = shell("spin1", "r", "while :; do :; done");
+    spec.cpu = Some(1.0);
+    let started: StartReply = cluster
+        .node_request("lq1", "start", serde_json::to_value(&spec).unwrap())
+        .await;
+    let since = Instant::now();
+    let (file, _) = run_group_file(started.pid, &["cpu.cfs_quota_us"]).expect("a cpu group");
+    assert!(file.starts_with(cpu_parent), "{}", file.display());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate = proc_cpu_seconds(started.pid) / since.elapsed().as_secs_f64();
+    println!("cpu 1.0 below a parent with half a CPU: {rate:.3} CPU s/s");
+    let _: StopReply = cluster
+        .node_request("lq1", "stop", json!({"dt": "spin1"}))
+        .await;
+    assert!(rate <= 0.65, "the parent's quota did not hold: {rate}");
+
+    // A clean stop removes the node's groups, so the parents can go too.
+    cluster.node("lq1").stop();
+    for parent in &parents {
+        std::fs::remove_dir(parent)
+            .unwrap_or_else(|e| panic!("{} is not empty: {e}", parent.display()));
+    }
 }
