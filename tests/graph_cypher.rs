@@ -109,10 +109,12 @@ fn answers(db: &mut RespClient) -> Value {
         typed(run(db, cypher::TREE_ASSETS, &params)),
         typed(run(db, cypher::TREE_PTS, &params)),
         typed(run(db, cypher::TREE_PROCESSES, &params)),
+        typed(run(db, cypher::TREE_READS, &params)),
     )
     .expect("factory exists");
     let unknown = cypher::tree_rows(
         typed(run(db, cypher::TREE_DTS, &cypher::tree_params("nope"))),
+        vec![],
         vec![],
         vec![],
         vec![],
@@ -182,6 +184,7 @@ fn neo4j_cypher_runs_on_falkordb() {
         cypher::WRITE_USES,
         cypher::WRITE_MIRRORS,
         cypher::WRITE_CHILDREN,
+        cypher::WRITE_READS,
         cypher::WRITE_TRANSITIONS,
         cypher::WRITE_COMMANDS,
         cypher::WRITE_PROCESSES,

@@ -1,6 +1,6 @@
 //! `C_e` exports and dashboards against real parts (nats-server, a `dtaas exec` node
-//! running Python DT processes, the asset library and lifecycle as `dtaas` processes):
-//! one user's DT reads another user's exported output and nothing else.
+//! running Python DT processes, the asset library, lifecycle and the graph as `dtaas`
+//! processes): one user's DT reads another user's exported output and nothing else.
 
 mod exec_support;
 mod lifecycle_support;
@@ -77,6 +77,29 @@ async fn until_value(p: &Platform, subject: &str, expected: f64) {
     );
 }
 
+/// Polls `graph.tree` of `dt` until `check` accepts it.
+async fn graph_until(p: &Platform, dt: &str, what: &str, check: impl Fn(&Value) -> bool) {
+    let subject = dtaas_schemas::subject::request("alice", "graph", "tree").unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let body = json!({ "dt": dt }).to_string();
+        if let Ok(Ok(reply)) = timeout(
+            Duration::from_secs(5),
+            p.client.request(subject.clone(), body.into()),
+        )
+        .await
+        {
+            last = serde_json::from_slice(&reply.payload).unwrap();
+            if check(&last["tree"]) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} not in the graph; last: {last}\n{}", p.logs());
+}
+
 /// `dtaas dt get <id>` as `user`, readable; its stdout.
 async fn cli_get(p: &Platform, user: &str, id: &str) -> String {
     let output = timeout(
@@ -102,7 +125,7 @@ async fn cli_get(p: &Platform, user: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bob_reads_alices_exported_output_and_nothing_else() {
-    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    let p = Platform::start(&["n1"], &["assets", "lifecycle", "graph"]).await;
     put_doubler(&p, "alice").await;
     put_doubler(&p, "bob").await;
 
@@ -210,6 +233,14 @@ async fn bob_reads_alices_exported_output_and_nothing_else() {
         .await;
     p.until("bob", "bob-dbl", "bob's DT runs", running).await;
     until_value(&p, "dtaas.v1.dt.bob-dbl.out.y", 70.0).await;
+    graph_until(&p, "bob-dbl", "bob's DT reading alice's", |t| {
+        t["reads"] == json!([{"dt": "alice-dbl", "output": "y"}])
+    })
+    .await;
+    graph_until(&p, "alice-dbl", "alice's export", |t| {
+        t["exports"] == json!(["dtaas.v1.dt.alice-dbl.out.y"])
+    })
+    .await;
 
     // Alice may drop the export while bob reads it: her processes keep running, and
     // so does bob's (his wiring was checked when he made it), but his next evolve
@@ -226,6 +257,10 @@ async fn bob_reads_alices_exported_output_and_nothing_else() {
     assert_eq!(alice_after["dt"]["config_version"], 2);
     assert_eq!(pids(&alice_after["dt"]), pids(&alice_before));
     until_value(&p, "dtaas.v1.dt.bob-dbl.out.y", 70.0).await;
+    graph_until(&p, "alice-dbl", "the export dropped", |t| {
+        t["state"] == "executing" && t.get("exports").is_none()
+    })
+    .await;
     let evolve = refusal(
         &p.dt(
             "bob",

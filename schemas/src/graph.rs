@@ -48,6 +48,22 @@ pub struct DtNode {
     /// The DT's processes as exec reported them last, sorted by role.
     #[serde(default)]
     pub processes: Vec<ProcessNode>,
+    /// Its `C_e` exports as the subjects other DTs wire to, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<String>,
+    /// Outputs of other DTs its inputs are wired to, sorted by DT, then output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<DtRead>,
+}
+
+/// `(dt)-[:READS {output}]->(other dt)`: an input of the DT is wired to
+/// `dtaas.v1.dt.<dt>.out.<output>` of another DT.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DtRead {
+    /// The DT read from.
+    pub dt: String,
+    /// Its output token.
+    pub output: String,
 }
 
 /// A process of a DT, from its latest process event (`dtaas.v1.evt.proc.<dt>.<status>`).

@@ -18,6 +18,8 @@ pub const S: i64 = 1_000_000_000;
 
 fn config(evolved: bool) -> DtConfig {
     let robot2_pid = if evolved { "2.0.0" } else { "1.3.0" };
+    // Evolving rewires robot-1 from one plant's output to another's.
+    let plant = if evolved { "other-plant" } else { "old-plant" };
     serde_json::from_value(json!({
         "id": "factory",
         "description": "the whole plant",
@@ -25,7 +27,11 @@ fn config(evolved: bool) -> DtConfig {
         "children": [
             {
                 "id": "robot-1",
-                "assets": [{"name": "controller", "asset": {"id": "pid", "version": "1.2.0"}}],
+                "assets": [{"name": "controller", "asset": {"id": "pid", "version": "1.2.0"},
+                            "inputs": {"target": "dtaas.v1.dt.robot-2.out.pose",
+                                       "load": format!("dtaas.v1.dt.{plant}.out.load"),
+                                       "own": "dtaas.v1.dt.robot-1.out.x",
+                                       "joints": "dtaas.v1.tel.robot1.joints"}}],
                 "pt": [{"id": "robot1", "signals": ["joints"], "commands": ["stop", "move"]}],
                 "children": [{
                     "id": "gripper-1",
@@ -40,6 +46,7 @@ fn config(evolved: bool) -> DtConfig {
                     {"name": "vision", "asset": {"id": "camera-model", "version": "0.9"}}
                 ],
                 "pt": [{"id": "robot2", "signals": ["joints"], "commands": ["stop"]}],
+                "external": {"exports": ["pose"]},
                 "children": [{
                     "id": "gripper-2",
                     "assets": [{"name": "grip-model", "asset": {"id": "grip", "version": "1.0"}}],
@@ -252,12 +259,14 @@ pub fn expected_tree() -> Value {
              "assets": [asset("controller", "pid", "1.2.0", Some("function"))],
              "pts": [pt("robot1", &["joints"], &["stop", "move"])],
              "processes": [proc_json("controller", "n2", 202, "running", 1, Some(1), T0 + 3 * S)],
+             "reads": [{"dt": "other-plant", "output": "load"}, {"dt": "robot-2", "output": "pose"}],
              "children": [gripper("gripper-1", "gripper1")]},
             {"id": "robot-2", "state": null, "description": null,
              "assets": [asset("controller", "pid", "2.0.0", None),
                         asset("vision", "camera-model", "0.9", None)],
              "pts": [pt("robot2", &["joints"], &["stop"])],
              "processes": [proc_json("vision", "n1", 300, "exited", 0, Some(0), T0 + 4 * S)],
+             "exports": ["dtaas.v1.dt.robot-2.out.pose"],
              "children": [gripper("gripper-2", "gripper2")]}
         ]
     }})

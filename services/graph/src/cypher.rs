@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 
-use dtaas_schemas::graph::{AssetUseNode, AssetUser, DtProcess, PtNode, Transition};
+use dtaas_schemas::graph::{AssetUseNode, AssetUser, DtProcess, DtRead, PtNode, Transition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::model::{Batch, StateRow};
+use crate::model::{Batch, ConfigRow, StateRow};
 use crate::store::{DtRow, TreeRows};
 
 /// Created at start (Neo4j 5 syntax); uniqueness also makes the MERGEs fast.
@@ -33,15 +33,17 @@ MERGE (d:Dt {id: row.dt})
 WITH d, row WHERE d.state_at IS NULL OR d.state_at <= row.at
 SET d.state = row.state, d.state_at = row.at, d.fork_of = coalesce(row.fork_of, d.fork_of)";
 
-/// A configuration at least as new as the stored one replaces the DT's assets, PTs
-/// and children: this clears them; the next three statements add the new ones.
+/// A configuration at least as new as the stored one replaces the DT's assets, PTs,
+/// children, exports and reads: this clears them (and sets the exports); the next four
+/// statements add the new ones.
 pub const WRITE_CONFIGS: &str = "\
 UNWIND $rows AS row
 MERGE (d:Dt {id: row.dt})
 WITH d, row WHERE d.config_at IS NULL OR d.config_at <= row.at
-SET d.config_at = row.at, d.description = row.description, d.config_version = row.config_version
+SET d.config_at = row.at, d.description = row.description, d.config_version = row.config_version,
+    d.exports = row.exports
 WITH d
-OPTIONAL MATCH (d)-[r:USES|MIRRORS|HAS_CHILD]->()
+OPTIONAL MATCH (d)-[r:USES|MIRRORS|HAS_CHILD|READS]->()
 DELETE r";
 
 /// `(dt)-[:USES {name}]->(asset)` of the configuration that was applied.
@@ -66,6 +68,13 @@ UNWIND $rows AS row
 MATCH (d:Dt {id: row.dt}) WHERE d.config_at = row.at
 MERGE (c:Dt {id: row.child})
 MERGE (d)-[:HAS_CHILD]->(c)";
+
+/// `(dt)-[:READS {output}]->(source)` of the configuration that was applied.
+pub const WRITE_READS: &str = "\
+UNWIND $rows AS row
+MATCH (d:Dt {id: row.dt}) WHERE d.config_at = row.at
+MERGE (o:Dt {id: row.source})
+MERGE (d)-[:READS {output: row.output}]->(o)";
 
 /// `(parent)-[:HAS_CHILD]->(dt)` from an event's `parent` field, unless the parent
 /// has a newer configuration (which names its children).
@@ -124,7 +133,7 @@ SET p.status = 'killed', p.at = row.at";
 /// The DTs of a composition subtree (root included); no row when the root is unknown.
 pub const TREE_DTS: &str = "\
 MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)
-RETURN DISTINCT d.id AS id, d.state AS state, d.description AS description";
+RETURN DISTINCT d.id AS id, d.state AS state, d.description AS description, d.exports AS exports";
 
 /// The parent → child edges of a composition subtree.
 pub const TREE_EDGES: &str = "\
@@ -140,6 +149,11 @@ RETURN DISTINCT d.id AS dt, u.name AS name, a.id AS asset, a.version AS version,
 pub const TREE_PTS: &str = "\
 MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)-[m:MIRRORS]->(p:Pt)
 RETURN DISTINCT d.id AS dt, p.id AS pt, m.signals AS signals, m.commands AS commands";
+
+/// The outputs of other DTs read in a composition subtree.
+pub const TREE_READS: &str = "\
+MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)-[r:READS]->(o:Dt)
+RETURN DISTINCT d.id AS dt, o.id AS source, r.output AS output";
 
 /// The processes in a composition subtree.
 pub const TREE_PROCESSES: &str = "\
@@ -209,33 +223,13 @@ pub fn write_statements(batch: &Batch) -> Vec<(&'static str, Value)> {
         .iter()
         .map(|c| {
             json!({"dt": c.dt, "at": c.at, "description": c.description,
-                   "config_version": c.config_version})
+                   "config_version": c.config_version, "exports": c.exports})
         })
         .collect();
     push(WRITE_CONFIGS, json!(configs));
-    let uses: Vec<_> = batch
-        .configs
-        .iter()
-        .flat_map(|c| {
-            c.assets.iter().map(|row| DtAt {
-                dt: &c.dt,
-                at: c.at,
-                row,
-            })
-        })
-        .collect();
+    let uses = config_rows(batch, |c| &c.assets);
     push(WRITE_USES, json!(uses));
-    let mirrors: Vec<_> = batch
-        .configs
-        .iter()
-        .flat_map(|c| {
-            c.pts.iter().map(|row| DtAt {
-                dt: &c.dt,
-                at: c.at,
-                row,
-            })
-        })
-        .collect();
+    let mirrors = config_rows(batch, |c| &c.pts);
     push(WRITE_MIRRORS, json!(mirrors));
     let children: Vec<_> = batch
         .configs
@@ -249,6 +243,8 @@ pub fn write_statements(batch: &Batch) -> Vec<(&'static str, Value)> {
         })
         .collect();
     push(WRITE_CHILDREN, json!(children));
+    let reads = config_rows(batch, |c| &c.reads);
+    push(WRITE_READS, json!(reads));
     push(WRITE_PARENTS, json!(batch.parents));
     push(WRITE_TRANSITIONS, json!(batch.transitions));
     push(WRITE_COMMANDS, json!(batch.commands));
@@ -260,6 +256,25 @@ pub fn write_statements(batch: &Batch) -> Vec<(&'static str, Value)> {
         .collect();
     push(END_PROCESSES, json!(terminated));
     out
+}
+
+/// The rows `part` picks from each configuration of `batch`, each with the DT and
+/// time of its configuration.
+fn config_rows<'a, T: Serialize>(
+    batch: &'a Batch,
+    part: impl Fn(&'a ConfigRow) -> &'a [T],
+) -> Vec<DtAt<'a, &'a T>> {
+    batch
+        .configs
+        .iter()
+        .flat_map(|c| {
+            part(c).iter().map(move |row| DtAt {
+                dt: &c.dt,
+                at: c.at,
+                row,
+            })
+        })
+        .collect()
 }
 
 /// One state row per DT, the newest (the later one on a tie), so the statement need
@@ -279,7 +294,7 @@ fn newest_states(states: &[StateRow]) -> Vec<&StateRow> {
     rows
 }
 
-/// Parameters of the five tree statements.
+/// Parameters of the six tree statements.
 pub fn tree_params(dt: &str) -> Value {
     json!({ "dt": dt })
 }
@@ -310,6 +325,7 @@ pub struct TreeDtCols {
     pub id: String,
     pub state: Option<String>,
     pub description: Option<String>,
+    pub exports: Option<Vec<String>>,
 }
 
 /// A row of `TREE_EDGES`.
@@ -338,6 +354,14 @@ pub struct TreePtCols {
     pub commands: Option<Vec<String>>,
 }
 
+/// A row of `TREE_READS`.
+#[derive(Debug, Deserialize)]
+pub struct TreeReadCols {
+    pub dt: String,
+    pub source: String,
+    pub output: String,
+}
+
 /// A row of `TREE_PROCESSES` and `PROCESSES`.
 pub type ProcessCols = DtProcess;
 
@@ -355,7 +379,7 @@ pub struct HistoryCols {
     pub detail: Option<String>,
 }
 
-/// The result rows of the five tree statements as `TreeRows`; `None` when the root
+/// The result rows of the six tree statements as `TreeRows`; `None` when the root
 /// DT is unknown (no row from `TREE_DTS`).
 pub fn tree_rows(
     dts: Vec<TreeDtCols>,
@@ -363,11 +387,30 @@ pub fn tree_rows(
     assets: Vec<TreeAssetCols>,
     pts: Vec<TreePtCols>,
     processes: Vec<ProcessCols>,
+    reads: Vec<TreeReadCols>,
 ) -> Option<TreeRows> {
     if dts.is_empty() {
         return None;
     }
+    let exports = dts
+        .iter()
+        .flat_map(|d| {
+            let subjects = d.exports.iter().flatten();
+            subjects.map(|subject| (d.id.clone(), subject.clone()))
+        })
+        .collect();
     Some(TreeRows {
+        exports,
+        reads: reads
+            .into_iter()
+            .map(|r| {
+                let read = DtRead {
+                    dt: r.source,
+                    output: r.output,
+                };
+                (r.dt, read)
+            })
+            .collect(),
         dts: dts
             .into_iter()
             .map(|d| DtRow {

@@ -1,12 +1,12 @@
 //! The embedded backend: the graph in a SQLite file (`graph.sqlite` under
-//! `DTAAS_DATA_DIR`), with node, edge, transition, command and process tables and a
+//! `DTAAS_DATA_DIR`), with node, edge, export, transition, command and process tables and a
 //! recursive CTE for composition trees.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dtaas_schemas::graph::{AssetUseNode, AssetUser, DtProcess, PtNode, Transition};
+use dtaas_schemas::graph::{AssetUseNode, AssetUser, DtProcess, DtRead, PtNode, Transition};
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -49,6 +49,17 @@ CREATE TABLE IF NOT EXISTS child (
     parent TEXT NOT NULL,
     child TEXT NOT NULL,
     PRIMARY KEY (parent, child)
+);
+CREATE TABLE IF NOT EXISTS export (
+    dt TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    PRIMARY KEY (dt, subject)
+);
+CREATE TABLE IF NOT EXISTS reads (
+    dt TEXT NOT NULL,
+    source TEXT NOT NULL,
+    output TEXT NOT NULL,
+    PRIMARY KEY (dt, source, output)
 );
 CREATE TABLE IF NOT EXISTS transition (
     dt TEXT NOT NULL,
@@ -182,6 +193,8 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
         let mut add_mirror =
             tx.prepare_cached("INSERT OR REPLACE INTO mirrors VALUES (?1, ?2, ?3, ?4)")?;
         let mut add_child = tx.prepare_cached("INSERT OR IGNORE INTO child VALUES (?1, ?2)")?;
+        let mut add_export = tx.prepare_cached("INSERT OR IGNORE INTO export VALUES (?1, ?2)")?;
+        let mut add_read = tx.prepare_cached("INSERT OR IGNORE INTO reads VALUES (?1, ?2, ?3)")?;
         for row in &batch.configs {
             add_dt.execute([&row.dt])?;
             if set_config.execute(params![row.dt, row.at, row.description, row.config_version])?
@@ -192,6 +205,8 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             tx.execute("DELETE FROM uses WHERE dt = ?1", [&row.dt])?;
             tx.execute("DELETE FROM mirrors WHERE dt = ?1", [&row.dt])?;
             tx.execute("DELETE FROM child WHERE parent = ?1", [&row.dt])?;
+            tx.execute("DELETE FROM export WHERE dt = ?1", [&row.dt])?;
+            tx.execute("DELETE FROM reads WHERE dt = ?1", [&row.dt])?;
             for a in &row.assets {
                 add_asset.execute(params![a.asset, a.version, a.kind])?;
                 add_use.execute(params![row.dt, a.name, a.asset, a.version])?;
@@ -205,6 +220,13 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             for c in &row.children {
                 add_dt.execute([c])?;
                 add_child.execute(params![row.dt, c])?;
+            }
+            for subject in &row.exports {
+                add_export.execute(params![row.dt, subject])?;
+            }
+            for r in &row.reads {
+                add_dt.execute([&r.source])?;
+                add_read.execute(params![row.dt, r.source, r.output])?;
             }
         }
         // A parent's newer configuration decides its children: an older event's
@@ -296,72 +318,91 @@ fn read_tree(conn: &mut Connection, root: &str) -> rusqlite::Result<Option<TreeR
     if exists.is_none() {
         return Ok(None);
     }
-    let depth = MAX_DEPTH as i64;
-    let mut rows = TreeRows::default();
-    let mut stmt = conn.prepare(&format!(
-        "{SUBTREE} SELECT DISTINCT dt.id, dt.state, dt.description FROM sub JOIN dt ON dt.id = sub.id"
-    ))?;
-    rows.dts = stmt
-        .query_map(params![root, depth], |r| {
-            Ok(DtRow {
-                id: r.get(0)?,
-                state: r.get(1)?,
-                description: r.get::<_, Option<String>>(2)?.filter(|d| !d.is_empty()),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(&format!(
-        "{SUBTREE} SELECT DISTINCT child.parent, child.child FROM sub JOIN child ON child.parent = sub.id"
-    ))?;
-    rows.edges = stmt
-        .query_map(params![root, depth], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(&format!(
-        "{SUBTREE} SELECT DISTINCT uses.dt, uses.name, uses.asset, uses.version, asset.kind
-         FROM sub JOIN uses ON uses.dt = sub.id
-         LEFT JOIN asset ON asset.id = uses.asset AND asset.version = uses.version"
-    ))?;
-    rows.assets = stmt
-        .query_map(params![root, depth], |r| {
-            Ok((
-                r.get(0)?,
-                AssetUseNode {
+    let sub = Subtree { conn, root };
+    Ok(Some(TreeRows {
+        dts: sub.rows(
+            "dt.id, dt.state, dt.description FROM sub JOIN dt ON dt.id = sub.id",
+            |r| {
+                Ok(DtRow {
+                    id: r.get(0)?,
+                    state: r.get(1)?,
+                    description: r.get::<_, Option<String>>(2)?.filter(|d| !d.is_empty()),
+                })
+            },
+        )?,
+        edges: sub.rows(
+            "child.parent, child.child FROM sub JOIN child ON child.parent = sub.id",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?,
+        assets: sub.rows(
+            "uses.dt, uses.name, uses.asset, uses.version, asset.kind
+             FROM sub JOIN uses ON uses.dt = sub.id
+             LEFT JOIN asset ON asset.id = uses.asset AND asset.version = uses.version",
+            |r| {
+                let node = AssetUseNode {
                     name: r.get(1)?,
                     id: r.get(2)?,
                     version: r.get(3)?,
                     kind: r.get(4)?,
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(&format!(
-        "{SUBTREE} SELECT DISTINCT mirrors.dt, mirrors.pt, mirrors.signals, mirrors.commands
-         FROM sub JOIN mirrors ON mirrors.dt = sub.id"
-    ))?;
-    rows.pts = stmt
-        .query_map(params![root, depth], |r| {
-            let list = |i| -> rusqlite::Result<Vec<String>> {
-                Ok(serde_json::from_str(&r.get::<_, String>(i)?).unwrap_or_default())
-            };
-            Ok((
-                r.get(0)?,
-                PtNode {
+                };
+                Ok((r.get(0)?, node))
+            },
+        )?,
+        pts: sub.rows(
+            "mirrors.dt, mirrors.pt, mirrors.signals, mirrors.commands
+             FROM sub JOIN mirrors ON mirrors.dt = sub.id",
+            |r| {
+                let list = |i| -> rusqlite::Result<Vec<String>> {
+                    Ok(serde_json::from_str(&r.get::<_, String>(i)?).unwrap_or_default())
+                };
+                let node = PtNode {
                     id: r.get(1)?,
                     signals: list(2)?,
                     commands: list(3)?,
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(&format!(
-        "{SUBTREE} SELECT DISTINCT {PROCESS_COLUMNS} FROM sub JOIN process ON process.dt = sub.id"
-    ))?;
-    rows.processes = stmt
-        .query_map(params![root, depth], |r| {
-            process_row(r).map(DtProcess::node)
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(rows))
+                };
+                Ok((r.get(0)?, node))
+            },
+        )?,
+        processes: sub.rows(
+            &format!("{PROCESS_COLUMNS} FROM sub JOIN process ON process.dt = sub.id"),
+            |r| process_row(r).map(DtProcess::node),
+        )?,
+        exports: sub.rows(
+            "export.dt, export.subject FROM sub JOIN export ON export.dt = sub.id",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?,
+        reads: sub.rows(
+            "reads.dt, reads.source, reads.output FROM sub JOIN reads ON reads.dt = sub.id",
+            |r| {
+                let read = DtRead {
+                    dt: r.get(1)?,
+                    output: r.get(2)?,
+                };
+                Ok((r.get(0)?, read))
+            },
+        )?,
+    }))
+}
+
+/// Queries over the DTs under one root (see `SUBTREE`).
+struct Subtree<'a> {
+    conn: &'a Connection,
+    root: &'a str,
+}
+
+impl Subtree<'_> {
+    /// `SELECT DISTINCT <select>` over the subtree, each row read by `row`.
+    fn rows<T>(
+        &self,
+        select: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SUBTREE} SELECT DISTINCT {select}"))?;
+        let rows = stmt.query_map(params![self.root, MAX_DEPTH as i64], row)?;
+        rows.collect()
+    }
 }
 
 /// The columns `process_row` reads.

@@ -13,7 +13,7 @@ use dtaas_schemas::dt_config::DtConfig;
 use dtaas_schemas::exec::{ProcessEvent, ProcessEventKind};
 use dtaas_schemas::graph::DtProcess;
 use dtaas_schemas::lifecycle::{LifecycleEvent, LifecycleState};
-use dtaas_schemas::subject::validate_token;
+use dtaas_schemas::subject::{parse_dt_output, validate_token};
 use serde::Serialize;
 
 /// A DT node and, when the event set one, its latest state.
@@ -35,6 +35,17 @@ pub struct ConfigRow {
     pub assets: Vec<UseRow>,
     pub pts: Vec<PtRow>,
     pub children: Vec<String>,
+    /// `C_e` exports as subjects (`dtaas.v1.dt.<dt>.out.<output>`), sorted.
+    pub exports: Vec<String>,
+    /// Outputs of other DTs the DT's inputs are wired to, sorted.
+    pub reads: Vec<ReadRow>,
+}
+
+/// `(dt)-[:READS {output}]->(source dt)`: an input wired to another DT's output.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ReadRow {
+    pub source: String,
+    pub output: String,
 }
 
 /// `(dt)-[:USES {name}]->(asset {id, version, kind})`.
@@ -218,6 +229,13 @@ impl Batch {
                 })
                 .collect(),
             children: config.children.iter().map(|c| c.id.clone()).collect(),
+            exports: {
+                let mut subjects = config.external.export_subjects(&config.id);
+                subjects.sort();
+                subjects.dedup();
+                subjects
+            },
+            reads: reads(config),
         };
         match self.config_index.get(&config.id) {
             // Same or newer time wins; on a tie the later event in the stream wins.
@@ -337,6 +355,25 @@ fn check_config(config: &DtConfig, path: &str, depth: usize) -> Result<(), Inval
         check_config(child, &format!("{path}.children[{i}]"), depth + 1)?;
     }
     Ok(())
+}
+
+/// The other DTs' outputs `config`'s inputs are wired to (`dtaas.v1.dt.<dt>.out.<output>`
+/// of a DT other than itself), sorted, each once.
+fn reads(config: &DtConfig) -> Vec<ReadRow> {
+    let mut rows: Vec<ReadRow> = config
+        .assets
+        .iter()
+        .flat_map(|u| u.inputs.values())
+        .filter_map(|source| parse_dt_output(source).ok())
+        .filter(|(dt, _)| *dt != config.id)
+        .map(|(dt, output)| ReadRow {
+            source: dt.to_owned(),
+            output: output.to_owned(),
+        })
+        .collect();
+    rows.sort();
+    rows.dedup();
+    rows
 }
 
 #[cfg(test)]

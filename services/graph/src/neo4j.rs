@@ -146,8 +146,9 @@ impl GraphStore for Neo4jStore {
             let edges = self.rows(cypher::TREE_EDGES, params.clone()).await?;
             let assets = self.rows(cypher::TREE_ASSETS, params.clone()).await?;
             let pts = self.rows(cypher::TREE_PTS, params.clone()).await?;
-            let processes = self.rows(cypher::TREE_PROCESSES, params).await?;
-            Ok(cypher::tree_rows(dts, edges, assets, pts, processes))
+            let processes = self.rows(cypher::TREE_PROCESSES, params.clone()).await?;
+            let reads = self.rows(cypher::TREE_READS, params).await?;
+            Ok(cypher::tree_rows(dts, edges, assets, pts, processes, reads))
         })
     }
 

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use dtaas_schemas::graph::{
-    AssetUseNode, AssetUser, CommandRecord, DtNode, DtProcess, ProcessNode, PtNode, StatusChange,
-    Transition,
+    AssetUseNode, AssetUser, CommandRecord, DtNode, DtProcess, DtRead, ProcessNode, PtNode,
+    StatusChange, Transition,
 };
 use futures::future::BoxFuture;
 
@@ -46,6 +46,10 @@ pub struct TreeRows {
     pub pts: Vec<(String, PtNode)>,
     /// `(dt, process)`.
     pub processes: Vec<(String, ProcessNode)>,
+    /// `(dt, export subject)`.
+    pub exports: Vec<(String, String)>,
+    /// `(dt, what it reads)`.
+    pub reads: Vec<(String, DtRead)>,
 }
 
 /// One status of a command, flat; also a row of `cypher::COMMANDS`.
@@ -139,8 +143,23 @@ pub fn assemble_tree(root: &str, rows: TreeRows) -> DtNode {
         assets,
         pts,
         processes,
+        exports: grouped(rows.exports),
+        reads: grouped(rows.reads),
     };
     parts.node(root, &mut HashSet::new())
+}
+
+/// `(dt, item)` rows as each DT's items, sorted, each once.
+fn grouped<T: Ord>(rows: Vec<(String, T)>) -> HashMap<String, Vec<T>> {
+    let mut by_dt: HashMap<String, Vec<T>> = HashMap::new();
+    for (dt, item) in rows {
+        by_dt.entry(dt).or_default().push(item);
+    }
+    for items in by_dt.values_mut() {
+        items.sort();
+        items.dedup();
+    }
+    by_dt
 }
 
 struct Parts {
@@ -149,6 +168,8 @@ struct Parts {
     assets: HashMap<String, Vec<AssetUseNode>>,
     pts: HashMap<String, Vec<PtNode>>,
     processes: HashMap<String, Vec<ProcessNode>>,
+    exports: HashMap<String, Vec<String>>,
+    reads: HashMap<String, Vec<DtRead>>,
 }
 
 impl Parts {
@@ -182,6 +203,8 @@ impl Parts {
             pts,
             children,
             processes,
+            exports: self.exports.get(id).cloned().unwrap_or_default(),
+            reads: self.reads.get(id).cloned().unwrap_or_default(),
         }
     }
 }
