@@ -86,6 +86,11 @@ pub async fn publish(
         .await
         .map_err(|e| unavailable(&e))?;
     for sink in sinks {
+        // DTs registered before sinks were validated may name one that is not theirs.
+        if let Err(why) = crate::validate::event_sink(sink) {
+            tracing::warn!(dt = %event.dt, sink = %sink, %why, "Not copying a lifecycle event to an event sink it may not use.");
+            continue;
+        }
         if let Err(e) = js_client(js).publish(sink.clone(), body.clone()).await {
             tracing::warn!(sink = %sink, error = %e, "Cannot copy a lifecycle event to an event sink.");
         }

@@ -14,7 +14,7 @@ use dtaas_schemas::subject;
 use crate::error::Error;
 
 mod external;
-pub use external::{published, Peer};
+pub use external::{event_sink, published, Peer};
 
 /// How deep children may nest.
 pub const MAX_DEPTH: usize = 16;

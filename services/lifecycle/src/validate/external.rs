@@ -145,6 +145,11 @@ impl Validator<'_, '_> {
                 }
             }
         }
+        for (i, sink) in config.external.event_sinks.iter().enumerate() {
+            if let Err(why) = event_sink(sink) {
+                self.problem(at(prefix, &format!("external.event_sinks[{i}]")), why);
+            }
+        }
         for (i, url) in config.external.dashboards.iter().enumerate() {
             if let Err(why) = dashboard(url) {
                 self.problem(at(prefix, &format!("external.dashboards[{i}]")), why);
@@ -229,6 +234,33 @@ impl Validator<'_, '_> {
             );
         }
     }
+}
+
+/// Whether lifecycle may publish copies of a DT's events on `sink`: a subject to
+/// publish on (tokens without wildcards or spaces) outside what the platform and the
+/// server own. Lifecycle publishes with the platform's credentials, so a sink in
+/// `dtaas.` could put a DT's events where commands, telemetry or other users'
+/// requests go, and `$…` or `_INBOX.…` where the server's APIs and replies go.
+pub fn event_sink(sink: &str) -> Result<(), String> {
+    if sink.is_empty()
+        || sink
+            .split('.')
+            .any(|token| subject::validate_token("event sink", token).is_err())
+    {
+        return Err(format!(
+            "{sink:?} is not a subject to publish on: dot-separated tokens, without `*`, \
+             `>` or spaces (e.g. \"alerts.my-dt\")"
+        ));
+    }
+    let reserved = ["dtaas.", "$", "_INBOX."];
+    if let Some(prefix) = reserved.iter().find(|p| sink.starts_with(**p)) {
+        return Err(format!(
+            "{sink:?} is in {prefix}…, which the platform or the server owns; the DT's \
+             events are on dtaas.v1.evt.dt.<dt>.<state> already, and a sink is a subject \
+             of yours (e.g. \"alerts.my-dt\")"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `url` is an absolute http(s) URL with a host.

@@ -72,6 +72,36 @@ fn exports_name_published_outputs_once_and_dashboards_are_http_urls() {
 }
 
 #[test]
+fn event_sinks_are_subjects_of_the_users_own() {
+    let valid = doubler_dt("a", r#"{"event_sinks":["alerts.a","ops-feed"]}"#);
+    assert_eq!(found(&valid, &HashMap::new()), Vec::<String>::new());
+    let bad = doubler_dt(
+        "a",
+        r#"{"event_sinks":["alerts.*","", "a..b","dtaas.v1.cmd.pt9.open","dtaas.v1.bob.dt.terminate","$JS.API.STREAM.DELETE.DTAAS_TEL","_INBOX.bob.x"]}"#,
+    );
+    let got = found(&bad, &HashMap::new());
+    for (i, why) in [
+        "is not a subject",
+        "is not a subject",
+        "is not a subject",
+        "which the platform or the server owns",
+        "which the platform or the server owns",
+        "which the platform or the server owns",
+        "which the platform or the server owns",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = format!("external.event_sinks[{i}]: ");
+        assert!(
+            got.iter().any(|p| p.starts_with(&path) && p.contains(why)),
+            "{path}{why} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), 7, "{got:#?}");
+}
+
+#[test]
 fn a_dt_without_processes_exports_nothing() {
     let got = found(
         r#"{"id":"e","external":{"exports":["y"]}}"#,
