@@ -157,3 +157,79 @@ impl Group {
         tracing::warn!(cgroups = %dirs.join(" "), "Cannot remove a run's cgroups; its processes did not end.");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{mounts, Serves};
+    use super::*;
+
+    /// Without `cgroup.kill` and without a freezer, signals empty a group whose
+    /// members keep forking. Uses a real v1 pids group; skips where there is none.
+    #[test]
+    fn signals_empty_a_forking_v1_group_without_a_freezer() {
+        let hierarchies = mounts::current();
+        let Some((pids, own)) = hierarchies
+            .iter()
+            .filter(|h| h.version == Version::V1 && h.has("pids"))
+            .find_map(|h| Some((h, h.own.clone()?)))
+        else {
+            println!("SKIPPED: no cgroup v1 pids hierarchy here");
+            return;
+        };
+        let path = pids
+            .dir(&own)
+            .join(format!("dtaas-unit-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&path) {
+            println!("SKIPPED: cannot create {}: {e}", path.display());
+            return;
+        }
+        // Orphans of the killed shell come back here to be reaped.
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        std::fs::write(path.join("pids.max"), "30").unwrap();
+        // It forks only once it is inside (told so on its stdin).
+        let mut shell = std::process::Command::new("/bin/sh")
+            .args(["-c", "read go; while :; do sleep 600 & sleep 0.01; done"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::fs::write(path.join("cgroup.procs"), shell.id().to_string()).unwrap();
+        let mut go = shell.stdin.take().unwrap();
+        std::io::Write::write_all(&mut go, b"go\n").unwrap();
+        let group = Group {
+            dirs: vec![Dir {
+                version: Version::V1,
+                controllers: vec!["pids".into()],
+                serves: Serves {
+                    pids: true,
+                    ..Serves::default()
+                },
+                path: path.clone(),
+                line: String::new(),
+            }],
+            proc_line: String::new(),
+            memory_limit: None,
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let before = group.members().len();
+        group.remove();
+        let _ = shell.wait();
+        assert!(before > 5, "the shell forked: {before} members");
+        assert!(!path.exists(), "the group is empty and removed");
+        // Every forked `sleep` was killed: reaping them all ends with "no child".
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "a child outlived its group"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
