@@ -187,8 +187,10 @@ pub async fn watch(run: Run<'_>, mut child: std::process::Child, group: Option<G
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
                 let _ = killpg(leader_group, Signal::SIGKILL);
-                if let Some(group) = &group {
-                    group.kill();
+                if let Some(group) = group.clone() {
+                    // On cgroup v1 the kill freezes the group first and waits for it
+                    // (up to 100 ms): not on the threads that serve every other run.
+                    tokio::task::spawn_blocking(move || group.kill());
                 }
                 kill_at = None;
             }
