@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use dtaas_runtime::Config;
 use dtaas_schemas::dt_config::{DtConfig, DtState};
 use dtaas_schemas::exec::LogLine;
+use dtaas_schemas::fork::{ForkRequest, Replay, ReplayWindow};
 use dtaas_schemas::lifecycle::{
     self as api, CreateRequest, DeleteReply, DtReply, EvolveRequest, IdRequest, ListReply,
     ListRequest, LogsReply, LogsRequest, RestoreRequest, ScriptsReply,
@@ -65,6 +66,31 @@ pub enum DtCommand {
     /// Deletes a DT that is not executing, with its children and snapshots; its id is
     /// free again. Usage records stay. A child goes only with its parent.
     Delete { id: String },
+    /// Copies one of your DTs (without children) as a new DT for a what-if: other
+    /// parameters, and with --replay-from the telemetry the historian recorded instead
+    /// of live data (replayed on every execute).
+    Fork {
+        /// The DT to copy.
+        id: String,
+        /// The new DT's id.
+        #[arg(long = "as")]
+        fork: String,
+        /// A parameter of a role, `role.param=value` (value as JSON, else as text);
+        /// repeatable.
+        #[arg(long = "param", value_parser = param_override)]
+        params: Vec<(String, String, serde_json::Value)>,
+        /// Start of the recorded range: RFC 3339, `now` or relative (`-1h`).
+        #[arg(long)]
+        replay_from: Option<String>,
+        /// End of the recorded range, written like --replay-from.
+        #[arg(long, requires = "replay_from", default_value = "now")]
+        replay_to: String,
+        /// Pace of the replay (1.0 = as recorded); as fast as possible without it.
+        #[arg(long, requires = "replay_from")]
+        speed: Option<f64>,
+    },
+    /// Replays an executing fork's recorded range again, from its start.
+    Replay { id: String },
     /// State, configuration version, processes, snapshots and the last log lines.
     Get { id: String },
     /// Your DTs.
@@ -144,6 +170,32 @@ pub async fn run(args: DtArgs, config: &Config) -> anyhow::Result<()> {
             let request = RestoreRequest { id, snapshot };
             show_dt(&call.ask(api::VERB_RESTORE, &request).await?, json)
         }
+        DtCommand::Fork {
+            id,
+            fork,
+            params,
+            replay_from,
+            replay_to,
+            speed,
+        } => {
+            let mut request = ForkRequest {
+                id,
+                fork,
+                params: Default::default(),
+                replay: replay_from.map(|from| ReplayWindow {
+                    from,
+                    to: replay_to,
+                    speed,
+                }),
+            };
+            for (role, name, value) in params {
+                request.params.entry(role).or_default().insert(name, value);
+            }
+            show_dt(&call.ask(api::VERB_FORK, &request).await?, json)
+        }
+        DtCommand::Replay { id } => {
+            show_dt(&call.ask(api::VERB_REPLAY, &IdRequest { id }).await?, json)
+        }
         DtCommand::Get { id } => show_dt(&call.ask(api::VERB_GET, &IdRequest { id }).await?, json),
         DtCommand::List => {
             let reply: ListReply = call.ask(api::VERB_LIST, &ListRequest {}).await?;
@@ -202,6 +254,18 @@ pub async fn run(args: DtArgs, config: &Config) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `role.param=value`: the value as JSON (`5`, `true`, `"x"`), else as text.
+fn param_override(text: &str) -> anyhow::Result<(String, String, serde_json::Value)> {
+    let shape = || anyhow::anyhow!("{text:?} is not role.param=value (e.g. doubler.factor=5)");
+    let (path, value) = text.split_once('=').ok_or_else(shape)?;
+    let (role, name) = path.split_once('.').ok_or_else(shape)?;
+    if role.is_empty() || name.is_empty() {
+        return Err(shape());
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+    Ok((role.to_owned(), name.to_owned(), value))
 }
 
 fn duration(text: &str) -> anyhow::Result<Duration> {
@@ -295,6 +359,30 @@ fn show_dt(reply: &DtReply, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `replays 2026-…Z … 2026-…Z at 2x: 50 of 50 records, done`.
+fn replay_line(replay: &Replay) -> String {
+    use dtaas_schemas::time::format_rfc3339;
+    let pace = replay
+        .speed
+        .map_or("as fast as possible".to_owned(), |s| format!("at {s}x"));
+    let range = format!(
+        "replays {} … {} {pace}",
+        format_rfc3339(replay.from),
+        format_rfc3339(replay.to)
+    );
+    match &replay.progress {
+        None => format!("{range}: not run yet (execute replays it)"),
+        Some(p) => {
+            let state = match (&p.error, p.done) {
+                (Some(why), _) => format!("stopped: {why}"),
+                (None, true) => "done".to_owned(),
+                (None, false) => "running".to_owned(),
+            };
+            format!("{range}: {} of {} records, {state}", p.replayed, p.total)
+        }
+    }
+}
+
 /// A DT's registry entry and its exports (as subjects) for people.
 fn show_state(dt: &DtState, exports: &[String]) {
     println!(
@@ -309,6 +397,12 @@ fn show_state(dt: &DtState, exports: &[String]) {
     }
     if let Some(parent) = &dt.parent {
         println!("  parent: {parent}");
+    }
+    if let Some(source) = &dt.fork_of {
+        println!("  fork of {source}");
+    }
+    if let Some(replay) = &dt.replay {
+        println!("  {}", replay_line(replay));
     }
     let children: Vec<&str> = dt.config.children.iter().map(|c| c.id.as_str()).collect();
     if !children.is_empty() {

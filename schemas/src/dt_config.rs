@@ -198,6 +198,10 @@ pub struct DtState {
     /// For what-if forks: the DT this one was forked from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork_of: Option<String>,
+    /// For forks fed by recorded data: the range replayed on every execute and how
+    /// far the latest replay got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::fork::Replay>,
     /// Every asset this DT's own uses resolved to, `owner/name@version`, in use order;
     /// the asset library refuses to delete these.
     #[serde(default)]

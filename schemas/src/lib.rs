@@ -14,6 +14,7 @@ pub mod dt_config;
 pub mod error;
 pub mod excerpt;
 pub mod exec;
+pub mod fork;
 pub mod graph;
 pub mod lifecycle;
 pub mod names;

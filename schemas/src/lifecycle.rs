@@ -27,6 +27,9 @@ pub enum LifecycleState {
     Cleaned,
     /// A transition event only: a new configuration was applied.
     Evolving,
+    /// A transition event only: a what-if fork's replay of recorded telemetry ended
+    /// (`detail` says how many records, or why it stopped early).
+    Replayed,
     Terminated,
     Failed,
     /// A transition event only, the last of an id: the DT left the registry (with its
@@ -45,6 +48,7 @@ impl LifecycleState {
             Self::Analysing => "analysing",
             Self::Cleaned => "cleaned",
             Self::Evolving => "evolving",
+            Self::Replayed => "replayed",
             Self::Terminated => "terminated",
             Self::Failed => "failed",
             Self::Deleted => "deleted",
@@ -97,6 +101,8 @@ pub const VERB_DELETE: &str = "delete";
 pub const VERB_GET: &str = "get";
 pub const VERB_LIST: &str = "list";
 pub const VERB_LOGS: &str = "logs";
+pub const VERB_FORK: &str = "fork";
+pub const VERB_REPLAY: &str = "replay";
 
 /// One process of a DT as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +251,9 @@ pub struct DtSummary {
     pub config_version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The DT it was forked from (what-if forks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_of: Option<String>,
     pub processes: usize,
     pub updated_at: i64,
 }

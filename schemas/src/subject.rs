@@ -11,6 +11,7 @@
 //! | `dtaas.v1.dt.<dt>.out.<output>` | a running DT's outputs (stream `DTAAS_TEL`) |
 //! | `dtaas.v1.dt.<dt>.ctl.<action>` | a running DT's control (core NATS) |
 //! | `dtaas.v1.dt.<dt>.log.<role>` | a running DT process's output lines (core NATS) |
+//! | `dtaas.v1.dt.<dt>.replay.<pt>.<measurement>` | recorded telemetry replayed to a what-if fork (core NATS) |
 //! | `dtaas.v1.exec.<node>.<verb>` | requests to one exec node (lifecycle → exec) |
 //! | `dtaas.v1.acct.<user>.<dt>` | usage samples for accounting (stream `DTAAS_USAGE`) |
 //! | `dtaas.v1.dlq.<source>` | input that could not be processed (stream `DTAAS_DLQ`) |
@@ -30,6 +31,7 @@ const DLQ: &str = "dlq";
 const OUT: &str = "out";
 const CTL: &str = "ctl";
 const LOG: &str = "log";
+const REPLAY: &str = "replay";
 const EXEC: &str = "exec";
 const ACCT: &str = "acct";
 
@@ -280,6 +282,30 @@ pub fn dt_log_all(dt: &str) -> Result<String, SubjectError> {
     Ok(join(&[DT, dt, LOG, "*"]))
 }
 
+/// `dtaas.v1.dt.<dt>.replay.<pt>.<measurement>`: telemetry of PT `<pt>` recorded by
+/// the historian, replayed by lifecycle to the what-if fork `<dt>` in place of the
+/// live `dtaas.v1.tel.<pt>.<measurement>`.
+pub fn dt_replay(dt: &str, pt: &str, measurement: &str) -> Result<String, SubjectError> {
+    validate_token("DT id", dt)?;
+    validate_token("PT id", pt)?;
+    validate_token("measurement", measurement)?;
+    Ok(join(&[DT, dt, REPLAY, pt, measurement]))
+}
+
+/// The DT, PT and measurement of a replay subject.
+pub fn parse_dt_replay(subject: &str) -> Result<(&str, &str, &str), SubjectError> {
+    const SHAPE: &str = "dtaas.v1.dt.<dt>.replay.<pt>.<measurement>";
+    let [dt, replay, pt, measurement] = split(subject, DT, "replay", SHAPE)?;
+    if replay != REPLAY {
+        return Err(SubjectError::Shape {
+            subject: excerpt(subject),
+            expected: "replay",
+            shape: SHAPE,
+        });
+    }
+    Ok((dt, pt, measurement))
+}
+
 /// Checks that `node` can be an exec node id.
 pub fn validate_node_id(node: &str) -> Result<(), SubjectError> {
     validate_token("node id", node)?;
@@ -419,6 +445,21 @@ mod tests {
             event_id_all("dt", "twin1").unwrap(),
             "dtaas.v1.evt.dt.twin1.*"
         );
+    }
+
+    #[test]
+    fn replay_round_trip() {
+        let s = dt_replay("fork1", "pt9", "val").unwrap();
+        assert_eq!(s, "dtaas.v1.dt.fork1.replay.pt9.val");
+        assert_eq!(parse_dt_replay(&s).unwrap(), ("fork1", "pt9", "val"));
+        // Neither an output nor telemetry: the historian's stream does not hold it.
+        assert!(parse_dt_output(&s).is_err() && parse_telemetry(&s).is_err());
+        assert!(parse_dt_replay("dtaas.v1.dt.fork1.out.pt9.val").is_err());
+        assert!(parse_dt_replay("dtaas.v1.dt.fork1.replay.pt9").is_err());
+        assert!(dt_replay("f", "p t", "val")
+            .unwrap_err()
+            .to_string()
+            .contains("PT id"));
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub fn parse_time(text: &str, now_ns: i64) -> Result<i64, TimeError> {
         .ok_or_else(|| TimeError(format!("{} is out of range", excerpt(text))))
 }
 
+/// `ns` (nanoseconds since the epoch) as RFC 3339 in UTC with every nanosecond
+/// (`2026-11-24T10:00:00.000000001Z`): what [`parse_time`] reads back exactly.
+pub fn format_rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 /// A duration such as `10s`, `500ms`, `15m`, `1h`, `2d`, `1w`, in nanoseconds.
 pub fn parse_duration_ns(text: &str) -> Result<i64, TimeError> {
     let text = text.trim();
@@ -80,6 +86,15 @@ pub fn parse_duration_ns(text: &str) -> Result<i64, TimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_keeps_every_nanosecond() {
+        for ns in [0, 1, 1_764_000_000_123_456_789, -5] {
+            let text = format_rfc3339(ns);
+            assert_eq!(parse_time(&text, 0).unwrap(), ns, "{text}");
+        }
+        assert_eq!(format_rfc3339(1), "1970-01-01T00:00:00.000000001Z");
+    }
 
     #[test]
     fn relative_absolute_and_now() {

@@ -47,6 +47,12 @@ pub struct LifecycleConfig {
     /// user over it are terminated); env `DTAAS_QUOTA_CHECK_INTERVAL` [default: 15s].
     #[serde(deserialize_with = "duration")]
     pub quota_check_interval: Duration,
+    /// How long a fork's replay waits after every process of the fork was started,
+    /// for them to subscribe; env `DTAAS_REPLAY_DELAY` [default: 2s].
+    #[serde(deserialize_with = "duration")]
+    pub replay_delay: Duration,
+    /// Points per field a replay reads from the historian in one `ts.query` [default: 5000].
+    pub replay_page: usize,
 }
 
 impl Default for LifecycleConfig {
@@ -61,6 +67,8 @@ impl Default for LifecycleConfig {
             user_quota: BTreeMap::new(),
             get_log_lines: 20,
             quota_check_interval: Duration::from_secs(15),
+            replay_delay: Duration::from_secs(2),
+            replay_page: 5000,
         }
     }
 }
@@ -82,6 +90,8 @@ impl LifecycleConfig {
             &mut lifecycle.quota_check_interval,
             "DTAAS_QUOTA_CHECK_INTERVAL",
         )?;
+        env_duration(&mut lifecycle.replay_delay, "DTAAS_REPLAY_DELAY")?;
+        lifecycle.replay_page = lifecycle.replay_page.max(1);
         Ok(lifecycle)
     }
 

@@ -36,6 +36,16 @@ pub fn addresses(assets: &Assets, config: &DtConfig) -> Vec<String> {
         .collect()
 }
 
+/// The `bad_request` refusing the configuration of DT `id` for `problems`, one a line.
+pub fn refusal(id: &str, problems: &[Problem]) -> Error {
+    let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    Error::BadRequest(format!(
+        "the configuration of DT {id:?} has {} problem(s):\n{}",
+        problems.len(),
+        lines.join("\n")
+    ))
+}
+
 /// Process statuses after which a process runs no more.
 pub const ENDED: [&str; 3] = ["exited", "failed", "killed"];
 
@@ -132,6 +142,20 @@ impl Core {
         config: &DtConfig,
         found: Vec<Problem>,
     ) -> Result<Assets> {
+        let (assets, problems) = self.problems(user, config, found).await?;
+        if problems.is_empty() {
+            return Ok(assets);
+        }
+        Err(refusal(&config.id, &problems))
+    }
+
+    /// Resolves `config`'s assets and lists its problems after `found`.
+    pub async fn problems(
+        &self,
+        user: &str,
+        config: &DtConfig,
+        found: Vec<Problem>,
+    ) -> Result<(Assets, Vec<Problem>)> {
         let assets = self.resolve(user, config).await?;
         let nodes = peers::nodes(&self.js).await?;
         let dts = self.wired_dts(user, config).await?;
@@ -144,16 +168,7 @@ impl Core {
                 dts: &dts,
             },
         ));
-        if problems.is_empty() {
-            return Ok(assets);
-        }
-        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        Err(Error::BadRequest(format!(
-            "the configuration of DT {:?} has {} problem(s):\n{}",
-            config.id,
-            problems.len(),
-            lines.join("\n")
-        )))
+        Ok((assets, problems))
     }
 
     /// The assets `dt` resolved to, fetched again as its owner (in use order).

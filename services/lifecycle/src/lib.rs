@@ -1,6 +1,7 @@
 //! The dtaas lifecycle worker: the DT registry (KV `dtaas-dts`), validation of DT
 //! configurations, the lifecycle state machine with its events, hierarchy, placement
-//! of processes on exec nodes, save/restore, evolve and delete —
+//! of processes on exec nodes, save/restore, evolve, delete and what-if forks fed by
+//! recorded data —
 //! `dtaas.v1.<user>.dt.<verb>`.
 
 pub mod adopt;
@@ -10,6 +11,7 @@ pub mod delete;
 pub mod error;
 pub mod events;
 pub mod evolve;
+pub mod fork;
 pub mod hierarchy;
 pub mod monitor;
 pub mod ops;
@@ -19,6 +21,7 @@ pub mod quota;
 pub mod quota_watch;
 pub mod read;
 pub mod registry;
+pub mod replay;
 pub mod requests;
 pub mod script_verbs;
 pub mod scripts;
@@ -47,7 +50,8 @@ Lifecycle worker environment:
   DTAAS_LIFECYCLE_DURABLE    durable consumer of process events on DTAAS_EVT [default: lifecycle]
   DTAAS_QUOTA_MAX_EXECUTING  DTs one user may execute at once [default: no limit]
   DTAAS_QUOTA_CPU_SECONDS    CPU seconds one user may use per 24 hours [default: no limit]
-  DTAAS_QUOTA_CHECK_INTERVAL how often executing DTs' users are checked against it [default: 15s]";
+  DTAAS_QUOTA_CHECK_INTERVAL how often executing DTs' users are checked against it [default: 15s]
+  DTAAS_REPLAY_DELAY         wait after a fork's processes started before its replay [default: 2s]";
 
 /// Runs the worker until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: Context) -> Result<(), RunError> {

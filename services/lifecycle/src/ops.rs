@@ -28,28 +28,12 @@ impl Core {
         parent: Option<&str>,
         assets: &Assets,
     ) -> Result<DtState> {
-        let mut tree = Vec::new();
-        flatten(config, parent, &mut tree);
-        let now = now_ns();
-        let states: Vec<DtState> = tree
-            .iter()
-            .map(|(c, parent)| DtState {
-                id: c.id.clone(),
-                owner: user.to_owned(),
-                state: LifecycleState::Created,
-                config_version: 1,
-                config: (*c).clone(),
-                parent: parent.map(str::to_owned),
-                fork_of: None,
-                resolved_assets: addresses(assets, c),
-                outputs: Some(published(c, assets)),
-                processes: Vec::new(),
-                snapshots: Vec::new(),
-                busy: None,
-                reason: None,
-                updated_at: now,
-            })
-            .collect();
+        self.register(user, tree_states(user, config, parent, assets))
+            .await
+    }
+
+    /// Registers `states` (a tree, parents first) as `register_tree` does.
+    pub(crate) async fn register(&self, user: &str, states: Vec<DtState>) -> Result<DtState> {
         let mut created: Vec<&str> = Vec::new();
         for dt in &states {
             if let Err(e) = self.registry.create(dt).await {
@@ -111,12 +95,18 @@ impl Core {
             self.abandon(user, id, &e, true).await;
             return Err(e);
         }
-        self.finish(user, id, &[LifecycleState::Executing], false, None, |dt| {
-            dt.state = LifecycleState::Executing;
-            dt.reason = None;
-            Ok(())
-        })
-        .await
+        let dt = self
+            .finish(user, id, &[LifecycleState::Executing], false, None, |dt| {
+                dt.state = LifecycleState::Executing;
+                dt.reason = None;
+                Ok(())
+            })
+            .await?;
+        // A fork fed by recorded data gets its window on every execute.
+        if let Err(e) = self.start_replay(&dt).await {
+            tracing::warn!(dt = %id, error = %e, "Cannot start the replay of a fork.");
+        }
+        Ok(dt)
     }
 
     /// Executes child `id` unless it executes already.
@@ -205,6 +195,37 @@ impl Core {
         }
         Ok(dt)
     }
+}
+
+/// The registry entries of a validated configuration tree (parents first), `created`.
+pub(crate) fn tree_states(
+    user: &str,
+    config: &DtConfig,
+    parent: Option<&str>,
+    assets: &Assets,
+) -> Vec<DtState> {
+    let mut tree = Vec::new();
+    flatten(config, parent, &mut tree);
+    let now = now_ns();
+    tree.iter()
+        .map(|(c, parent)| DtState {
+            id: c.id.clone(),
+            owner: user.to_owned(),
+            state: LifecycleState::Created,
+            config_version: 1,
+            config: (*c).clone(),
+            parent: parent.map(str::to_owned),
+            fork_of: None,
+            replay: None,
+            resolved_assets: addresses(assets, c),
+            outputs: Some(published(c, assets)),
+            processes: Vec::new(),
+            snapshots: Vec::new(),
+            busy: None,
+            reason: None,
+            updated_at: now,
+        })
+        .collect()
 }
 
 fn executing_already(dt: &DtState) -> Error {

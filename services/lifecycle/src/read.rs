@@ -28,6 +28,7 @@ impl Core {
                 state: d.state,
                 config_version: d.config_version,
                 parent: d.parent,
+                fork_of: d.fork_of,
                 updated_at: d.updated_at,
             })
             .collect();

@@ -4,10 +4,12 @@
 use dtaas_runtime::service::ServiceError;
 use dtaas_runtime::WorkerService;
 use dtaas_schemas::dt_config::DtState;
+use dtaas_schemas::fork::ForkRequest;
 use dtaas_schemas::lifecycle::{
     CreateRequest, DtReply, EvolveRequest, IdRequest, ListRequest, LogsReply, LogsRequest,
     RestoreRequest, SERVICE, VERB_ANALYZE, VERB_CLEAN, VERB_CREATE, VERB_DELETE, VERB_EVOLVE,
-    VERB_EXECUTE, VERB_GET, VERB_LIST, VERB_LOGS, VERB_RESTORE, VERB_SAVE, VERB_TERMINATE,
+    VERB_EXECUTE, VERB_FORK, VERB_GET, VERB_LIST, VERB_LOGS, VERB_REPLAY, VERB_RESTORE, VERB_SAVE,
+    VERB_TERMINATE,
 };
 use dtaas_schemas::ErrorReply;
 
@@ -92,6 +94,22 @@ pub async fn register(service: &mut WorkerService, core: &Core) -> Result<(), Se
             |c, info, r: EvolveRequest| async move {
                 Ok(reply(c.evolve(&info.user, &r.id, r.config).await?))
             },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            core,
+            SERVICE,
+            VERB_FORK,
+            |c, info, r: ForkRequest| async move { Ok(reply(c.fork(&info.user, r).await?)) },
+        )
+        .await?;
+    service
+        .endpoint_with(
+            core,
+            SERVICE,
+            VERB_REPLAY,
+            |c, info, r: IdRequest| async move { Ok(reply(c.replay(&info.user, &r.id).await?)) },
         )
         .await?;
     service

@@ -180,6 +180,18 @@ impl Validator<'_, '_> {
             if source.starts_with(subject::PREFIX) {
                 if let Ok((dt, output)) = subject::parse_dt_output(source) {
                     self.dt_output_input(here, source, (dt, output), (name, port.value_type));
+                } else if let Ok((dt, _, _)) = subject::parse_dt_replay(source) {
+                    if dt != config.id {
+                        self.problem(
+                            here,
+                            format!(
+                                "{source:?} is a replay subject of DT {dt:?}; a DT reads only \
+                                 its own replays (dtaas.v1.dt.{}.replay.<pt>.<measurement>, \
+                                 wired by `dt.fork`)",
+                                config.id
+                            ),
+                        );
+                    }
                 } else if subject::parse_telemetry(source).is_err() {
                     self.problem(
                         here,
