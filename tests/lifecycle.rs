@@ -1380,3 +1380,91 @@ async fn an_unreadable_process_event_is_dead_lettered() {
     })
     .await;
 }
+
+/// A lifecycle deployment with a durable of its own starts at the next process event
+/// (docs/lifecycle.md): an event published before the durable existed is not taken,
+/// one published after it is. Lifecycle also stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_lifecycle_durable_takes_only_events_published_after_it() {
+    use dtaas_schemas::exec::{ProcessEvent, ProcessEventKind};
+    use dtaas_schemas::names::STREAM_EVENTS;
+    let mut p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let config = json!({"id": "fresh-1", "assets": [{"name": "s", "asset": "sleeper"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "fresh-1"})).await;
+    let running = p
+        .until("alice", "fresh-1", "the sleeper runs", |dt| {
+            dt["processes"][0]["status"] == "running"
+        })
+        .await;
+    // Events of the running process itself, as exec would publish them.
+    let event = |status, restarts| ProcessEvent {
+        dt: "fresh-1".into(),
+        role: running["processes"][0]["role"].as_str().unwrap().into(),
+        node: running["processes"][0]["node"].as_str().unwrap().into(),
+        pid: pids(&running)[0],
+        status,
+        exit_code: Some(0),
+        signal: None,
+        restarts,
+        at: dtaas_schemas::time::now_ns(),
+        detail: None,
+    };
+    let js = async_nats::jetstream::new(p.client.clone());
+    let publish = |event: ProcessEvent| {
+        let js = js.clone();
+        async move {
+            let subject = event.subject().unwrap();
+            let body = serde_json::to_vec(&event).unwrap();
+            timeout(WAIT, async {
+                js.publish(subject, body.into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+        }
+    };
+    let stopped = p.process("lifecycle").stop();
+    assert_eq!(stopped, Some(0), "lifecycle stops cleanly\n{}", p.logs());
+    // Taken, this would complete the DT (its only process exited).
+    publish(event(ProcessEventKind::Exited, 0)).await;
+    let stream = js.get_stream(STREAM_EVENTS).await.unwrap();
+    let old = stream.consumer_info("lifecycle").await.unwrap();
+    assert_eq!(old.num_pending, 1, "the old durable has the event: {old:?}");
+
+    p.spawn(
+        "lifecycle-new",
+        "lifecycle",
+        &[("DTAAS_LIFECYCLE_DURABLE", "lifecycle-new")],
+    );
+    p.wait_for("lifecycle-new", "dt", "list", "dts").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stream.consumer_info("lifecycle-new").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no durable lifecycle-new\n{}",
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish(event(ProcessEventKind::Restarted, 1)).await;
+    let after = p
+        .until("alice", "fresh-1", "the later event is taken", |dt| {
+            dt["processes"][0]["restarts"] == 1
+        })
+        .await;
+    assert_eq!(
+        after["state"], "executing",
+        "the event from before the durable existed was not taken: {after}"
+    );
+    assert_eq!(after["processes"][0]["status"], "running", "{after}");
+    p.ok("alice", "terminate", json!({"id": "fresh-1"})).await;
+    p.until("alice", "fresh-1", "terminated", |dt| {
+        dt["state"] == "terminated"
+    })
+    .await;
+}

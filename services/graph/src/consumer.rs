@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, Message};
-use dtaas_runtime::consumer::{self, AckPolicy, ConsumerConfig, Handler, Invalid, WriteError};
+use dtaas_runtime::consumer::{
+    self, AckPolicy, ConsumerConfig, DeliverPolicy, Handler, Invalid, WriteError,
+};
 use dtaas_runtime::Context;
 use dtaas_schemas::asset::AssetMeta;
 use dtaas_schemas::names::{KV_ASSETS, STREAM_EVENTS};
@@ -45,6 +47,7 @@ pub fn consumer_config(config: &GraphConfig) -> ConsumerConfig {
         durable: config.durable.clone(),
         description: "dtaas graph worker".into(),
         filter_subject: Some(subject::event_all()),
+        deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_policy_setting: "the graph worker's ack policy (always explicit)".into(),
         ack_wait: config.ack_wait(),

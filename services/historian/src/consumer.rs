@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::Message;
-use dtaas_runtime::consumer::{self, ConsumerConfig, Handler, Invalid, WriteError};
+use dtaas_runtime::consumer::{self, ConsumerConfig, DeliverPolicy, Handler, Invalid, WriteError};
 use dtaas_schemas::codec::Encoding;
 use dtaas_schemas::excerpt::excerpt;
 use dtaas_schemas::names;
@@ -34,6 +34,7 @@ pub fn consumer_config(config: &HistorianConfig) -> ConsumerConfig {
         durable: config.durable_name(),
         description: "dtaas historian: telemetry into the time-series store".into(),
         filter_subject: None,
+        deliver_policy: DeliverPolicy::All,
         ack_policy: config.ack_policy(),
         ack_policy_setting: "[historian] ack_policy (DTAAS_HISTORIAN_ACK_POLICY)".into(),
         ack_wait: config.ack_wait,

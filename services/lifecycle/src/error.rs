@@ -94,7 +94,13 @@ pub enum RunError {
     Open(#[from] dtaas_runtime::provision::ProvisionError),
     #[error(transparent)]
     Service(#[from] dtaas_runtime::service::ServiceError),
-    /// The process follower or the node watcher panicked.
+    /// The process-event consumer cannot go on (its durable has another ack policy).
+    #[error(transparent)]
+    Consumer(#[from] dtaas_runtime::consumer::ConsumerError),
+    /// The process-event filter is not a valid subject.
+    #[error("cannot build the process-event consumer: {0}")]
+    Subject(#[from] dtaas_schemas::SubjectError),
+    /// The process-event consumer, the node watcher or the quota watch panicked.
     #[error("a lifecycle task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

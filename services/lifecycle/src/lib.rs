@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod config;
+pub mod consumer;
 pub mod core;
 pub mod delete;
 pub mod error;
@@ -65,18 +66,31 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
         config: Arc::new(config),
         snapshots,
     };
+    let follower = consumer::new(core.clone())?;
+    let stats_fn = {
+        let counters = follower.counters();
+        Arc::new(move || serde_json::json!(counters.snapshot()))
+    };
     let mut service = WorkerService::start(
         &ctx,
         WORKER,
         "DT registry, validation, lifecycle, hierarchy, placement, save/restore, evolve, delete",
-        None,
+        Some(stats_fn),
     )
     .await?;
     requests::register(&mut service, &core).await?;
-    let follower = tokio::spawn(monitor::follow_processes(
-        core.clone(),
-        ctx.shutdown.clone(),
-    ));
+    let follower = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let result = follower.run(ctx.clone()).await;
+            // A worker that cannot follow the processes stops, so it is restarted
+            // (and says why) instead of serving with a stale registry.
+            if result.is_err() {
+                ctx.shutdown.cancel();
+            }
+            result
+        })
+    };
     let watcher = tokio::spawn(monitor::watch_nodes(core.clone(), ctx.shutdown.clone()));
     let quotas = tokio::spawn(quota_watch::watch_cpu_quotas(
         core.clone(),
@@ -84,7 +98,7 @@ pub async fn run(ctx: Context) -> Result<(), RunError> {
     ));
     tracing::info!("Lifecycle worker ready.");
     service.run().await?;
-    follower.await?;
+    follower.await??;
     watcher.await?;
     quotas.await?;
     tracing::info!("Lifecycle worker stopped.");

@@ -1,15 +1,19 @@
-//! The one JetStream batch consumer every sink worker uses: a durable pull consumer
-//! whose messages are decoded into batches, written to a store, and acknowledged only
-//! after the store confirmed the write that holds them.
+//! The one JetStream consumer every worker that consumes a stream uses: a durable pull
+//! consumer whose messages are decoded into batches, written to a store, and
+//! acknowledged only after the store confirmed the write that holds them.
 //!
 //! A worker supplies a [`Handler`]: `decode` (one message into the batch, or the reason
 //! it goes to the DLQ) and `write` (the batch into the store: done, *unavailable* —
 //! retry later — or *rejected* — retrying cannot help). The consumer owns the rest:
 //!
+//! - **Start**: a durable it creates starts at the stream's first message, or with
+//!   [`DeliverPolicy::New`] at the next one published.
 //! - **Batching**: up to `batch_size` items, or `max_delay` after the first message;
 //!   the next batch is collected while the previous one is written, so at most two
 //!   batches are held. Pulls ask for at most twice a batch and `PULL_BYTES`, and
 //!   `max_ack_pending` bounds what JetStream delivers ahead of the acknowledgements.
+//! - **Order**: one batch is written at a time, in the order the messages came; with a
+//!   `batch_size` of 1 every message is written (and acknowledged) before the next one.
 //! - **Retry later**: an unavailable store is retried with capped backoff
 //!   ([`crate::backoff`]) while progress acks keep JetStream from redelivering the batch;
 //!   a store that is down grows a backlog in the stream, nothing is dropped.
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, pull, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{self, pull, PullConsumer};
 use async_nats::jetstream::Message;
 use dtaas_schemas::stats::ConsumerStats;
 use futures::StreamExt;
@@ -83,6 +87,29 @@ impl AckPolicy {
     }
 }
 
+/// Where a durable starts when it is created; an existing durable goes on from where it
+/// is, whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeliverPolicy {
+    /// Everything the stream holds (JetStream `DeliverPolicy::All`): a sink that must
+    /// store the whole stream, as historian and graph do.
+    #[default]
+    All,
+    /// Only what is published after the durable was created (JetStream
+    /// `DeliverPolicy::New`): a worker that reacts to events as they happen, such as
+    /// lifecycle, whose new deployment must not replay the history of process events.
+    New,
+}
+
+impl DeliverPolicy {
+    fn jetstream(self) -> consumer::DeliverPolicy {
+        match self {
+            Self::All => consumer::DeliverPolicy::All,
+            Self::New => consumer::DeliverPolicy::New,
+        }
+    }
+}
+
 /// `AckPolicy` was given a name other than `all` or `explicit`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown ack policy {0:?}; use all or explicit")]
@@ -111,6 +138,8 @@ pub struct ConsumerConfig {
     pub description: String,
     /// Only these subjects of the stream (`None`: all of them).
     pub filter_subject: Option<String>,
+    /// Where a durable created by this consumer starts.
+    pub deliver_policy: DeliverPolicy,
     /// How stored messages are acknowledged.
     pub ack_policy: AckPolicy,
     /// Where an operator sets the ack policy, named in the error when an existing
@@ -432,7 +461,7 @@ impl<H: Handler> Consumer<H> {
                 pull::Config {
                     durable_name: Some(config.durable.clone()),
                     description: Some(config.description.clone()),
-                    deliver_policy: DeliverPolicy::All,
+                    deliver_policy: config.deliver_policy.jetstream(),
                     filter_subject: config.filter_subject.clone().unwrap_or_default(),
                     ack_policy: config.ack_policy.jetstream(),
                     ack_wait: config.ack_wait,
