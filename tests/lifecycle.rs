@@ -1369,6 +1369,25 @@ async fn an_unreadable_process_event_is_dead_lettered() {
     let reason = entry.headers.get(header::DLQ_REASON).unwrap().to_string();
     assert!(!reason.is_empty(), "{entry:?}");
     assert_eq!(&entry.payload[..], b"not an event");
+    // The consumer's counters are lifecycle's stats.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = timeout(
+            WAIT,
+            p.client.request("$SRV.STATS.dtaas-lifecycle", "".into()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
+        let data = &stats["endpoints"][0]["data"];
+        if data["dead_lettered"] == 1 {
+            assert!(data["messages"].as_u64() >= Some(1), "{stats}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let dt = p.ok("alice", "get", json!({"id": "dlq-1"})).await;
     assert_eq!(
         dt["dt"]["state"], "executing",
