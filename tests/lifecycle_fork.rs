@@ -192,7 +192,10 @@ async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_
     let created: Value = next_event(&mut events).await;
     let named = (created["to"].as_str(), created["fork_of"].as_str());
     assert_eq!(named, (Some("created"), Some("dbl-src")), "{created}");
-    tree_until(&p, "dbl-x5", "the fork", |t| t["id"] == "dbl-x5").await;
+    tree_until(&p, "dbl-x5", "the fork of dbl-src", |t| {
+        t["fork_of"] == "dbl-src"
+    })
+    .await;
 
     // Executed, it is replayed the window while live values keep coming.
     p.ok("alice", "execute", json!({"id": "dbl-x5"})).await;

@@ -39,6 +39,9 @@ pub struct DtNode {
     /// The latest lifecycle state, when one was recorded.
     pub state: Option<String>,
     pub description: Option<String>,
+    /// The DT it was forked from, for what-if forks (`dt.fork`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_of: Option<String>,
     /// Sorted by role name, then asset id.
     pub assets: Vec<AssetUseNode>,
     /// Sorted by PT id.

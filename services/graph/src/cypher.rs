@@ -133,7 +133,8 @@ SET p.status = 'killed', p.at = row.at";
 /// The DTs of a composition subtree (root included); no row when the root is unknown.
 pub const TREE_DTS: &str = "\
 MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)
-RETURN DISTINCT d.id AS id, d.state AS state, d.description AS description, d.exports AS exports";
+RETURN DISTINCT d.id AS id, d.state AS state, d.description AS description, d.exports AS exports,
+       d.fork_of AS fork_of";
 
 /// The parent → child edges of a composition subtree.
 pub const TREE_EDGES: &str = "\
@@ -326,6 +327,8 @@ pub struct TreeDtCols {
     pub state: Option<String>,
     pub description: Option<String>,
     pub exports: Option<Vec<String>>,
+    #[serde(default)]
+    pub fork_of: Option<String>,
 }
 
 /// A row of `TREE_EDGES`.
@@ -417,6 +420,7 @@ pub fn tree_rows(
                 id: d.id,
                 state: d.state,
                 description: d.description.filter(|d| !d.is_empty()),
+                fork_of: d.fork_of,
             })
             .collect(),
         edges: edges.into_iter().map(|e| (e.parent, e.child)).collect(),

@@ -321,12 +321,13 @@ fn read_tree(conn: &mut Connection, root: &str) -> rusqlite::Result<Option<TreeR
     let sub = Subtree { conn, root };
     Ok(Some(TreeRows {
         dts: sub.rows(
-            "dt.id, dt.state, dt.description FROM sub JOIN dt ON dt.id = sub.id",
+            "dt.id, dt.state, dt.description, dt.fork_of FROM sub JOIN dt ON dt.id = sub.id",
             |r| {
                 Ok(DtRow {
                     id: r.get(0)?,
                     state: r.get(1)?,
                     description: r.get::<_, Option<String>>(2)?.filter(|d| !d.is_empty()),
+                    fork_of: r.get(3)?,
                 })
             },
         )?,

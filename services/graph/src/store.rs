@@ -31,6 +31,8 @@ pub struct DtRow {
     pub id: String,
     pub state: Option<String>,
     pub description: Option<String>,
+    /// The DT it was forked from (what-if forks).
+    pub fork_of: Option<String>,
 }
 
 /// The flat rows of a composition subtree.
@@ -199,6 +201,7 @@ impl Parts {
             id: id.to_owned(),
             state: row.and_then(|r| r.state.clone()),
             description: row.and_then(|r| r.description.clone()),
+            fork_of: row.and_then(|r| r.fork_of.clone()),
             assets,
             pts,
             children,
@@ -266,6 +269,7 @@ mod tests {
             id: id.into(),
             state: None,
             description: None,
+            fork_of: None,
         }
     }
 
