@@ -2,7 +2,8 @@
 //! `cargo test --release --test lifecycle_bench -- --ignored --nocapture`):
 //! `dt.get` / `dt.list` latency percentiles, `execute` until the first process runs,
 //! and 100 DTs created, executed and terminated with the process and file-descriptor
-//! counts of lifecycle and exec before and after.
+//! counts of lifecycle and exec before and after; how fast a burst of process events
+//! is taken into the registry.
 
 mod exec_support;
 mod lifecycle_support;
@@ -90,4 +91,63 @@ async fn lifecycle_figures() {
         after_lifecycle.0 <= before_lifecycle.0 + 5,
         "lifecycle's fds grew"
     );
+}
+
+/// Process events published in one burst by the throughput figure.
+const BURST: u32 = 2000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand for the figures in docs/lifecycle.md"]
+async fn process_event_throughput() {
+    use dtaas_schemas::exec::{ProcessEvent, ProcessEventKind};
+    let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let config = json!({"config": {"id": "burst", "assets": [{"name": "s", "asset": "sleeper"}]}});
+    p.ok("alice", "create", config).await;
+    p.ok("alice", "execute", json!({"id": "burst"})).await;
+    let running = p
+        .until("alice", "burst", "the sleeper runs", |dt| {
+            dt["processes"][0]["status"] == "running"
+        })
+        .await;
+    let process = &running["processes"][0];
+    let js = async_nats::jetstream::new(p.client.clone());
+    let started = Instant::now();
+    let mut acks = Vec::new();
+    // `restarted` events of the running process, as exec would publish them; the
+    // registry shows the last one's count once every one was taken, in order.
+    for restarts in 1..=BURST {
+        let event = ProcessEvent {
+            dt: "burst".into(),
+            role: process["role"].as_str().unwrap().into(),
+            node: process["node"].as_str().unwrap().into(),
+            pid: process["pid"].as_u64().unwrap() as u32,
+            status: ProcessEventKind::Restarted,
+            exit_code: Some(0),
+            signal: None,
+            restarts,
+            at: dtaas_schemas::time::now_ns(),
+            detail: None,
+        };
+        let body = serde_json::to_vec(&event).unwrap();
+        acks.push(
+            js.publish(event.subject().unwrap(), body.into())
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        timeout(WAIT, ack).await.unwrap().unwrap();
+    }
+    let published = started.elapsed();
+    p.until("alice", "burst", "every event is taken", |dt| {
+        dt["processes"][0]["restarts"] == BURST
+    })
+    .await;
+    let taken = started.elapsed();
+    println!(
+        "{BURST} process events: published in {published:?}, taken in {taken:?} ({:.0}/s)",
+        f64::from(BURST) / taken.as_secs_f64()
+    );
+    p.ok("alice", "terminate", json!({"id": "burst"})).await;
 }
