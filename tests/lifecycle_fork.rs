@@ -296,3 +296,61 @@ async fn next_event(events: &mut async_nats::Subscriber) -> Value {
     let message = timeout(WAIT, events.next()).await.unwrap().unwrap();
     serde_json::from_slice(&message.payload).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_replay_keeps_the_recorded_spacing_and_terminate_stops_it() {
+    let mut p = Platform::start(&["n1"], &["assets", "historian"]).await;
+    p.spawn("lifecycle", "lifecycle", &[("DTAAS_REPLAY_DELAY", "5s")]);
+    p.wait_for("lifecycle", "dt", "list", "dts").await;
+    put_doubler(&p).await;
+    let source = json!({"id": "slow-src", "assets": [{"name": "doubler", "asset": "doubler",
+        "inputs": {"x": "dtaas.v1.tel.pt-f.val"}}]});
+    p.ok("alice", "create", json!({ "config": source })).await;
+    // 50 records 10 ms apart, an hour ago; no DT needs to run while they are recorded.
+    let base = (now_ns() - 3_600_000_000_000) / 1_000_000_000 * 1_000_000_000;
+    for i in 0..RECORDED {
+        publish_val(&p, base + i * 10_000_000, (i + 1) as f64).await;
+    }
+    let (from, to) = (format_rfc3339(base), format_rfc3339(base + 490_000_000));
+    points_until(&p, "pt-f", (&from, &to), "50 recorded values", |v| {
+        v.len() == RECORDED as usize
+    })
+    .await;
+
+    // At speed 0.05 the records go out 200 ms apart: about 10 s for all of them.
+    let fork = json!({"id": "slow-src", "as": "slow-fork",
+        "replay": {"from": &from, "to": &to, "speed": 0.05}});
+    p.ok("alice", "fork", fork).await;
+    p.ok("alice", "execute", json!({"id": "slow-fork"})).await;
+    let outputs = points_until(&p, "slow-fork", ("-1h", "now"), "8 paced outputs", |v| {
+        v.len() >= 8
+    })
+    .await;
+    // The processes stamp outputs when they compute them: the spacing is the pace.
+    let stamps: Vec<i64> = outputs.iter().map(|p| p[0].as_i64().unwrap()).collect();
+    let span = stamps.last().unwrap() - stamps.first().unwrap();
+    let paced = (stamps.len() as i64 - 1) * 200_000_000;
+    assert!(
+        span >= paced * 8 / 10,
+        "{} outputs within {span} ns, paced {paced} ns",
+        stamps.len()
+    );
+    assert_eq!(values(&outputs)[..3], [2.0, 4.0, 6.0]);
+
+    // Terminate stops the replay within about a second, and says so.
+    p.ok("alice", "terminate", json!({"id": "slow-fork"})).await;
+    let ended = p
+        .until("alice", "slow-fork", "the replay's end", |dt| {
+            dt["replay"]["progress"]["done"] == true
+        })
+        .await;
+    let progress = &ended["replay"]["progress"];
+    let error = progress["error"].as_str().unwrap_or_default();
+    assert!(error.contains("DT slow-fork is terminated"), "{ended}");
+    assert!(progress["replayed"].as_i64().unwrap() < RECORDED, "{ended}");
+    let text = cli_ok(&p, &["dt", "get", "slow-fork"]).await;
+    assert!(
+        text.contains("at 0.05x") && text.contains("stopped: "),
+        "{text}"
+    );
+}
