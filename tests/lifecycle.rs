@@ -1166,21 +1166,29 @@ async fn sigkilled_processes_restart_per_their_policy_with_an_event() {
         "never: not restarted"
     );
     assert_eq!(after["state"], "executing", "the others still run: {after}");
-    // Every run's output is in the DT's log history, oldest first.
-    let logs = p
-        .ok("alice", "logs", json!({"id": "pol", "lines": 50}))
-        .await;
-    let lines: Vec<&str> = logs["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["line"].as_str())
-        .collect();
-    assert!(
-        lines.iter().filter(|l| **l == "blink").count() >= 3,
-        "{logs}"
-    );
-    assert!(lines.contains(&"sleeping"), "{logs}");
+    // Every run's output is in the DT's log history, oldest first. The third run's
+    // line may still be on its way when its `restarted` event was taken.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (logs, lines) = loop {
+        let logs = p
+            .ok("alice", "logs", json!({"id": "pol", "lines": 50}))
+            .await;
+        let lines: Vec<String> = logs["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["line"].as_str().map(str::to_owned))
+            .collect();
+        if lines.iter().filter(|l| *l == "blink").count() >= 3 {
+            break (logs, lines);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than 3 blinks: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(lines.iter().any(|l| l == "sleeping"), "{logs}");
     p.ok("alice", "terminate", json!({"id": "pol"})).await;
 }
 
