@@ -197,6 +197,23 @@ async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_
     })
     .await;
 
+    // A fork of the fork reads its own replay of the same window.
+    let again = json!({"id": "dbl-x5", "as": "dbl-x7", "params": {"doubler": {"factor": 7}}});
+    let again = p.ok("alice", "fork", again).await["dt"].clone();
+    assert_eq!(
+        (
+            &again["fork_of"],
+            &again["replay"]["from"],
+            &again["replay"]["to"]
+        ),
+        (&json!("dbl-x5"), &json!(base), &json!(last)),
+        "{again}"
+    );
+    assert_eq!(
+        again["config"]["assets"][0]["inputs"]["x"],
+        "dtaas.v1.dt.dbl-x7.replay.pt-f.val"
+    );
+
     // Executed, it is replayed the window while live values keep coming.
     p.ok("alice", "execute", json!({"id": "dbl-x5"})).await;
     let fed = replayed_with_live_data(&p, "dbl-x5").await;

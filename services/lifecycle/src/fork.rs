@@ -45,10 +45,18 @@ impl Core {
         let mut config = source.config.clone();
         config.id = request.fork.clone();
         override_params(&mut config, &request.params, &mut found);
-        let replay = request
+        // A fork of a fork reads what its source replays, from the same recorded
+        // window unless the request names another.
+        unwire_replays(&mut config, &source.id);
+        let inherited = source.replay.clone().map(|r| Replay {
+            progress: None,
+            ..r
+        });
+        let asked = request
             .replay
             .as_ref()
             .map(|w| window(w, now_ns(), &mut found));
+        let replay = asked.or(inherited);
         if replay.is_some() && rewire_telemetry(&mut config) == 0 {
             found.push(Problem {
                 path: "replay".into(),
@@ -148,6 +156,22 @@ pub fn rewire_telemetry(config: &mut DtConfig) -> usize {
     rewired
 }
 
+/// Wires every input of `config`'s own uses that reads a replay subject of DT
+/// `source` back to the PT telemetry it replays.
+fn unwire_replays(config: &mut DtConfig, source: &str) {
+    for use_ in &mut config.assets {
+        for wired in use_.inputs.values_mut() {
+            let live = match subject::parse_dt_replay(wired) {
+                Ok((dt, pt, measurement)) if dt == source => subject::telemetry(pt, measurement),
+                _ => continue,
+            };
+            if let Ok(live) = live {
+                *wired = live;
+            }
+        }
+    }
+}
+
 /// Names `problem` as the request wrote it: a parameter it overrides
 /// (`assets[0].params.factor` → `params.doubler.factor`), the fork's id (`id` → `as`).
 fn name_by_request(problem: &mut Problem, config: &DtConfig, overrides: &Overrides) {
@@ -190,6 +214,17 @@ mod tests {
         assert_eq!(inputs["x"], "dtaas.v1.dt.f.replay.pt9.val");
         assert_eq!(inputs["y"], "other.y");
         assert_eq!(inputs["z"], "dtaas.v1.dt.s.out.q");
+    }
+
+    #[test]
+    fn a_fork_of_a_fork_reads_its_own_replay() {
+        let mut c = config();
+        rewire_telemetry(&mut c);
+        c.id = "g".into();
+        unwire_replays(&mut c, "f");
+        assert_eq!(c.assets[0].inputs["x"], "dtaas.v1.tel.pt9.val");
+        rewire_telemetry(&mut c);
+        assert_eq!(c.assets[0].inputs["x"], "dtaas.v1.dt.g.replay.pt9.val");
     }
 
     #[test]
