@@ -151,7 +151,7 @@ async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_
     );
 
     // Refusals: a parameter out of range (with its path), an unknown role, a bad
-    // window, another user's DT; nothing registered.
+    // window, a DT with children, another user's DT; nothing registered.
     let bad = json!({"id": "dbl-src", "as": "dbl-bad",
         "params": {"doubler": {"factor": 30}, "nope": {"a": 1}},
         "replay": {"from": "yesterday", "to": &to}});
@@ -165,6 +165,14 @@ async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_
     }
     let gone = p.dt("alice", "get", json!({"id": "dbl-bad"})).await;
     assert_eq!(gone["error"]["code"], "not_found", "{gone}");
+    let tree = json!({"id": "fork-tree", "children": [{"id": "fork-tree-kid"}]});
+    p.ok("alice", "create", json!({ "config": tree })).await;
+    let whole = json!({"id": "fork-tree", "as": "tree-copy"});
+    let message = refusal(&p.dt("alice", "fork", whole).await, "bad_request");
+    assert!(
+        message.contains("has children (fork-tree-kid)"),
+        "{message}"
+    );
     let theirs = json!({"id": "dbl-src", "as": "bobs-copy"});
     let message = refusal(&p.dt("bob", "fork", theirs).await, "not_found");
     assert!(
