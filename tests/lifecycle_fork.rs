@@ -105,7 +105,9 @@ fn refusal(reply: &Value, code: &str) -> String {
 async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_live_data() {
     let mut p = Platform::start(&["n1"], &["assets", "historian", "graph"]).await;
     // Python needs a moment to import and subscribe: a generous delay on a busy machine.
-    p.spawn("lifecycle", "lifecycle", &[("DTAAS_REPLAY_DELAY", "5s")]);
+    // Pages of 7 points: the 50 records come in 8 `ts.query` pages.
+    let env = [("DTAAS_REPLAY_DELAY", "5s"), ("DTAAS_REPLAY_PAGE", "7")];
+    p.spawn("lifecycle", "lifecycle", &env);
     p.wait_for("lifecycle", "dt", "list", "dts").await;
     put_doubler(&p).await;
 

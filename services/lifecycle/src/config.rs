@@ -51,7 +51,8 @@ pub struct LifecycleConfig {
     /// for them to subscribe; env `DTAAS_REPLAY_DELAY` [default: 2s].
     #[serde(deserialize_with = "duration")]
     pub replay_delay: Duration,
-    /// Points per field a replay reads from the historian in one `ts.query` [default: 5000].
+    /// Points per field a replay reads from the historian in one `ts.query`; env
+    /// `DTAAS_REPLAY_PAGE` [default: 5000].
     pub replay_page: usize,
 }
 
@@ -91,6 +92,7 @@ impl LifecycleConfig {
             "DTAAS_QUOTA_CHECK_INTERVAL",
         )?;
         env_duration(&mut lifecycle.replay_delay, "DTAAS_REPLAY_DELAY")?;
+        env_override(&mut lifecycle.replay_page, "DTAAS_REPLAY_PAGE")?;
         lifecycle.replay_page = lifecycle.replay_page.max(1);
         Ok(lifecycle)
     }
