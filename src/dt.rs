@@ -203,17 +203,18 @@ pub async fn run(args: DtArgs, config: &Config) -> anyhow::Result<()> {
                 return print_json(&reply);
             }
             println!(
-                "{:<24} {:<11} {:>7} {:>9}  PARENT",
-                "ID", "STATE", "VERSION", "PROCESSES"
+                "{:<24} {:<11} {:>7} {:>9}  {:<24} FORK OF",
+                "ID", "STATE", "VERSION", "PROCESSES", "PARENT"
             );
             for dt in reply.dts {
                 println!(
-                    "{:<24} {:<11} {:>7} {:>9}  {}",
+                    "{:<24} {:<11} {:>7} {:>9}  {:<24} {}",
                     dt.id,
                     dt.state.as_str(),
                     dt.config_version,
                     dt.processes,
-                    dt.parent.as_deref().unwrap_or("-")
+                    dt.parent.as_deref().unwrap_or("-"),
+                    dt.fork_of.as_deref().unwrap_or("-")
                 );
             }
             Ok(())

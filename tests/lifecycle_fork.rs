@@ -299,11 +299,17 @@ async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_
     .await;
     assert!(text.contains("DT dbl-x3 of alice: created"), "{text}");
     assert!(text.contains("fork of dbl-src"), "{text}");
+    let list = cli_ok(&p, &["dt", "list"]).await;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("dbl-x3") && l.split_whitespace().last() == Some("dbl-src")),
+        "the FORK OF column: {list}"
+    );
     p.ok("alice", "terminate", json!({"id": "dbl-src"})).await;
 }
 
 /// Polls `dt.get` of fork `id` until its replay is done, publishing a live value on
-/// its source's PT every 200 ms meanwhile; the DT then.
+/// its source's PT every 200 ms meanwhile; answers the DT as it was then.
 async fn replayed_with_live_data(p: &Platform, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut last = Value::Null;
