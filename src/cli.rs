@@ -96,3 +96,42 @@ fn const_format(common: &'static str, own: &'static str) -> String {
         format!("{common}\n\n{own}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Relative times start with `-`; the documented commands must parse them as values.
+    #[test]
+    fn relative_times_parse_as_values() {
+        let fork = Cli::try_parse_from([
+            "dtaas",
+            "dt",
+            "fork",
+            "dbl-1",
+            "--as",
+            "dbl-x5",
+            "--replay-from",
+            "-2h",
+            "--replay-to",
+            "-1h",
+        ])
+        .expect("the README's fork command parses");
+        let Command::Dt(args) = fork.command else {
+            panic!("not dt: {fork:?}")
+        };
+        let crate::dt::DtCommand::Fork {
+            replay_from,
+            replay_to,
+            ..
+        } = args.command
+        else {
+            panic!("not fork: {:?}", args.command)
+        };
+        assert_eq!(
+            (replay_from.as_deref(), replay_to.as_str()),
+            (Some("-2h"), "-1h")
+        );
+        Cli::try_parse_from(["dtaas", "usage", "--from", "-7d"]).expect("usage --from -7d");
+    }
+}

@@ -80,10 +80,15 @@ pub enum DtCommand {
         #[arg(long = "param", value_parser = param_override)]
         params: Vec<(String, String, serde_json::Value)>,
         /// Start of the recorded range: RFC 3339, `now` or relative (`-1h`).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         replay_from: Option<String>,
         /// End of the recorded range, written like --replay-from.
-        #[arg(long, requires = "replay_from", default_value = "now")]
+        #[arg(
+            long,
+            requires = "replay_from",
+            default_value = "now",
+            allow_hyphen_values = true
+        )]
         replay_to: String,
         /// Pace of the replay (1.0 = as recorded); as fast as possible without it.
         #[arg(long, requires = "replay_from")]
