@@ -322,6 +322,24 @@ async fn delete_is_refused_while_a_dt_uses_the_version() {
     assert_eq!(delete("pid@2").await.unwrap().deleted, ["alice/pid@2"]);
     assert_eq!(get(&alice, "pid").await.unwrap().versions, [1]);
     timeout(T, dts.delete("inc1")).await.unwrap().unwrap();
+    // A DT of another user (of a shared version) blocks the delete without being named.
+    let carols = json!({"id": "carols-plan", "owner": "carol", "state": "created",
+        "config_version": 1, "config": {"id": "carols-plan"},
+        "resolved_assets": ["alice/pid@1"], "updated_at": 1});
+    timeout(T, dts.put("carols-plan", carols.to_string().into()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (code, message) = code_of(delete("pid").await);
+    assert_eq!(code, ErrorCode::Conflict);
+    assert!(
+        message.contains("another user") && !message.contains("carols-plan"),
+        "{message}"
+    );
+    timeout(T, dts.delete("carols-plan"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(delete("pid").await.unwrap().deleted, ["alice/pid@1"]);
     assert_eq!(code_of(get(&alice, "pid").await).0, ErrorCode::NotFound);
     // Numbers are never reused: the next version after deleting 1 and 2 is 3.

@@ -15,6 +15,12 @@ use dtaas_schemas::ErrorReply;
 
 use crate::error::unavailable;
 
+/// A DT that uses an asset version: its id and its owner.
+pub struct DtUse {
+    pub id: String,
+    pub owner: String,
+}
+
 /// The DT registry, read-only.
 #[derive(Clone)]
 pub struct DtRegistry {
@@ -22,11 +28,11 @@ pub struct DtRegistry {
 }
 
 impl DtRegistry {
-    /// The first DT (id) that uses one of `addresses`, and which one.
+    /// The first DT that uses one of `addresses`, and which one.
     pub async fn first_user(
         &self,
         addresses: &[String],
-    ) -> Result<Option<(String, String)>, ErrorReply> {
+    ) -> Result<Option<(DtUse, String)>, ErrorReply> {
         let keys = kv_keys::keys(&self.kv)
             .await
             .map_err(|e| unavailable("read the DT registry", e))?;
@@ -50,7 +56,11 @@ impl DtRegistry {
                 continue;
             }
             if let Some(used) = state.resolved_assets.iter().find(|a| addresses.contains(a)) {
-                return Ok(Some((state.id, used.clone())));
+                let user = DtUse {
+                    id: state.id,
+                    owner: state.owner,
+                };
+                return Ok(Some((user, used.clone())));
             }
         }
         Ok(None)

@@ -381,9 +381,20 @@ impl Library {
             .map(|v| format!("{}/{}@{v}", index.owner, index.name))
             .collect();
         if let Some((dt, address)) = self.dts.first_user(&addresses).await? {
-            return Err(conflict(format!(
-                "{address} is used by DT {dt}; terminate that DT first (or delete another version)"
-            )));
+            // Another user's DT ids are theirs: a shared asset's owner learns only that
+            // someone uses it.
+            return Err(conflict(if dt.owner == user {
+                format!(
+                    "{address} is used by DT {}; terminate or delete that DT first \
+                     (or delete another version)",
+                    dt.id
+                )
+            } else {
+                format!(
+                    "{address} is used by a DT of another user; it stays while they use it \
+                     (unshare it so that no new DT takes it)"
+                )
+            }));
         }
         // The index first, so nobody resolves a version whose metadata is going.
         self.meta
