@@ -437,11 +437,43 @@ fn show_state(dt: &DtState, exports: &[String]) {
         }
     }
     for s in &dt.snapshots {
-        println!(
-            "  snapshot {} (configuration v{}, state of: {})",
-            s.name,
-            s.config_version,
-            s.roles.join(", ")
+        println!("  {}", snapshot_line(s));
+    }
+}
+
+/// One snapshot for people: its name, configuration and whose state it holds.
+fn snapshot_line(s: &api::SnapshotInfo) -> String {
+    let states = if s.roles.is_empty() {
+        "no process answered with a state".to_owned()
+    } else {
+        format!("state of: {}", s.roles.join(", "))
+    };
+    format!(
+        "snapshot {} (configuration v{}, {states})",
+        s.name, s.config_version
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_without_states_says_so() {
+        let mut s = api::SnapshotInfo {
+            name: "s-1".into(),
+            at: 1,
+            config_version: 2,
+            roles: vec![],
+        };
+        assert_eq!(
+            snapshot_line(&s),
+            "snapshot s-1 (configuration v2, no process answered with a state)"
+        );
+        s.roles = vec!["counter".into(), "doubler".into()];
+        assert_eq!(
+            snapshot_line(&s),
+            "snapshot s-1 (configuration v2, state of: counter, doubler)"
         );
     }
 }
