@@ -1,6 +1,7 @@
 //! A DT function in Rust, the process contract's example (docs/process-contract.md):
-//! input `x` times the parameter `factor` as output `y`; it answers save requests with
-//! the number of inputs it has seen and starts from that number when restored.
+//! input `x` times the parameter `factor` as output `y`; it answers ready requests once
+//! subscribed, answers save requests with the number of inputs it has seen and starts
+//! from that number when restored.
 //!
 //! Build it with `cargo build --release --example doubler` (or copy it into a crate of
 //! its own with async-nats, tokio, futures and serde_json), put the binary in an asset
@@ -26,6 +27,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = env("DTAAS_OUT_Y")?;
     let mut inputs = nats.subscribe(env("DTAAS_IN_X")?).await?;
     let mut saves = nats.subscribe(format!("dtaas.v1.dt.{dt}.ctl.save")).await?;
+    // Subscribed after the input (one connection, in order): answering means the
+    // input's records reach this process, so a replay may start.
+    let mut readies = nats
+        .subscribe(format!("dtaas.v1.dt.{dt}.ctl.ready"))
+        .await?;
     println!("doubler ready, factor {factor}, {seen} inputs seen before");
     loop {
         tokio::select! {
@@ -53,12 +59,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Some(msg) = saves.next() => {
                 if let Some(reply) = msg.reply {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert("Dtaas-Role", role.as_str());
-                    nats.publish_with_headers(reply, headers, seen.to_string().into()).await?;
+                    nats.publish_with_headers(reply, role_header(&role), seen.to_string().into()).await?;
+                }
+            }
+            Some(msg) = readies.next() => {
+                if let Some(reply) = msg.reply {
+                    nats.publish_with_headers(reply, role_header(&role), "{}".into()).await?;
                 }
             }
             else => return Ok(()),
         }
     }
+}
+
+/// The `Dtaas-Role` header control answers (`ctl.save`, `ctl.ready`) carry.
+fn role_header(role: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Dtaas-Role", role);
+    headers
 }

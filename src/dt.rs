@@ -365,7 +365,7 @@ fn show_dt(reply: &DtReply, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `replays 2026-…Z … 2026-…Z at 2x: 50 of 50 records, done`.
+/// `replays 2026-…Z … 2026-…Z at 2x: 50 of 50 records, done (ready: doubler answered)`.
 fn replay_line(replay: &Replay) -> String {
     use dtaas_schemas::time::format_rfc3339;
     let pace = replay
@@ -384,7 +384,19 @@ fn replay_line(replay: &Replay) -> String {
                 (None, true) => "done".to_owned(),
                 (None, false) => "running".to_owned(),
             };
-            format!("{range}: {} of {} records, {state}", p.replayed, p.total)
+            let ready: Vec<String> = p
+                .ready
+                .iter()
+                .map(|(role, how)| format!("{role} {}", how.as_str()))
+                .collect();
+            let ready = match ready.is_empty() {
+                true => String::new(),
+                false => format!(" (ready: {})", ready.join(", ")),
+            };
+            format!(
+                "{range}: {} of {} records, {state}{ready}",
+                p.replayed, p.total
+            )
         }
     }
 }

@@ -2,7 +2,8 @@
 //! simulated PT, `dtaas up`, real nats-server and mosquitto, with time 30 times faster:
 //! estimates are stored; opening the lid raises `anomaly` within a few samples and none
 //! before; the supervisor's command reaches the PT and ends `acknowledged`; closing the
-//! lid clears it; a saved filter restored in a new process continues without a jump.
+//! lid clears it; a saved filter restored in a new process continues without a jump;
+//! every process answers the ready request a replay asks.
 //! The processes are started here the way exec starts them (same environment), so this
 //! checks the assets and the contract independently of lifecycle and exec.
 //! Also: the Python unit tests of the functions, and the vendored client being one file.
@@ -77,6 +78,13 @@ async fn lid_open_is_detected_and_the_supervisor_retunes_the_pt() {
         None,
     );
     let logs = [&sim, &filter, &detector, &supervisor];
+    // Each answers the ready request once its inputs are subscribed.
+    assert_eq!(
+        ready(&client, DT).await,
+        ["detector", "filter", "supervisor"],
+        "{}",
+        tails(&logs)
+    );
 
     // Estimates are stored by the historian, at the samples' own timestamps.
     let estimate = query_until(
@@ -287,28 +295,57 @@ async fn next_ack(
 
 /// Asks every process of `dt` for its state, as lifecycle's save does.
 async fn save(client: &async_nats::Client, dt: &str) -> serde_json::Map<String, Value> {
+    let replies = ask_all(client, dt, "save", Duration::from_secs(10)).await;
+    replies
+        .into_iter()
+        .map(|(role, body)| (role, serde_json::from_slice(&body).unwrap()))
+        .collect()
+}
+
+/// Asks `dt`'s processes whether they subscribed to their inputs, as a replay does:
+/// again every 200 ms until all three answered; answers the roles that did.
+async fn ready(client: &async_nats::Client, dt: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < 3 && tokio::time::Instant::now() < deadline {
+        let replies = ask_all(client, dt, "ready", Duration::from_millis(200)).await;
+        answered.extend(replies.into_keys());
+    }
+    answered.into_iter().collect()
+}
+
+/// One control request to every process of `dt` on `dtaas.v1.dt.<dt>.ctl.<action>`:
+/// role (`Dtaas-Role`) → body of each answer within `wait`, up to three.
+async fn ask_all(
+    client: &async_nats::Client,
+    dt: &str,
+    action: &str,
+    wait: Duration,
+) -> std::collections::BTreeMap<String, bytes::Bytes> {
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-    let subject = dtaas_schemas::subject::dt_control(dt, "save").unwrap();
+    let subject = dtaas_schemas::subject::dt_control(dt, action).unwrap();
     client
         .publish_with_reply(subject, inbox, "{}".into())
         .await
         .unwrap();
-    let mut states = serde_json::Map::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while states.len() < 3 {
+    let mut answers = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while answers.len() < 3 {
         match tokio::time::timeout_at(deadline, replies.next()).await {
+            // The server's "no responders": nobody listens yet.
+            Ok(Some(reply)) if reply.status.is_some() => {}
             Ok(Some(reply)) => {
                 let role = reply
                     .headers
                     .as_ref()
                     .and_then(|h| h.get(dtaas_schemas::names::header::ROLE))
-                    .expect("a save reply names its role")
+                    .unwrap_or_else(|| panic!("a {action} reply names its role"))
                     .to_string();
-                states.insert(role, serde_json::from_slice(&reply.payload).unwrap());
+                answers.insert(role, reply.payload);
             }
             _ => break,
         }
     }
-    states
+    answers
 }

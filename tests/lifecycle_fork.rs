@@ -2,7 +2,8 @@
 //! exec` node running Python DT processes, the asset library, lifecycle, the
 //! historian and the graph as `dtaas` processes): a fork of a doubler with another
 //! factor, replayed the telemetry the historian recorded, produces an output for
-//! every recorded record and never sees live data.
+//! every recorded record and never sees live data. The replay starts when the fork's
+//! processes answered `ctl.ready`, or `replay_delay` after a process that does not.
 
 mod exec_support;
 mod lifecycle_support;
@@ -16,6 +17,8 @@ use serde_json::{json, Value};
 use tokio::time::timeout;
 
 const DOUBLER: &[u8] = include_bytes!("lifecycle_support/doubler.py");
+/// Subscribes 2 s after it started and never answers `ctl.ready`.
+const LATE: &[u8] = include_bytes!("lifecycle_support/late.py");
 
 /// Records the test puts into the historian before forking.
 const RECORDED: i64 = 50;
@@ -104,9 +107,10 @@ fn refusal(reply: &Value, code: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_live_data() {
     let mut p = Platform::start(&["n1"], &["assets", "historian", "graph"]).await;
-    // Python needs a moment to import and subscribe: a generous delay on a busy machine.
+    // No delay: the doubler answers `ctl.ready` once subscribed, and the replay waits
+    // for that; without the answer, records published while Python imports are lost.
     // Pages of 7 points: the 50 records come in 8 `ts.query` pages.
-    let env = [("DTAAS_REPLAY_DELAY", "5s"), ("DTAAS_REPLAY_PAGE", "7")];
+    let env = [("DTAAS_REPLAY_DELAY", "0s"), ("DTAAS_REPLAY_PAGE", "7")];
     p.spawn("lifecycle", "lifecycle", &env);
     p.wait_for("lifecycle", "dt", "list", "dts").await;
     put_doubler(&p).await;
@@ -231,6 +235,7 @@ async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_
     let counts = (progress["replayed"].as_i64(), progress["total"].as_i64());
     assert_eq!(counts, (Some(RECORDED), Some(RECORDED)), "{fed}");
     assert!(progress.get("error").is_none(), "{fed}");
+    assert_eq!(progress["ready"], json!({"doubler": "answered"}), "{fed}");
     points_until(&p, "dbl-x5", ("-1h", "now"), "the fork's 5x", |v| {
         v.len() >= RECORDED as usize
     })
@@ -260,7 +265,10 @@ async fn a_fork_replays_recorded_telemetry_with_other_parameters_and_never_sees_
     // People see it: `dt get` readable and JSON.
     let text = cli_ok(&p, &["dt", "get", "dbl-x5"]).await;
     assert!(text.contains("fork of dbl-src"), "{text}");
-    assert!(text.contains("50 of 50 records, done"), "{text}");
+    assert!(
+        text.contains("50 of 50 records, done (ready: doubler answered)"),
+        "{text}"
+    );
     let listed = cli_ok(&p, &["dt", "get", "dbl-x5", "--json"]).await;
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["dt"]["fork_of"], "dbl-src");
@@ -333,22 +341,14 @@ async fn next_event(events: &mut async_nats::Subscriber) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_replay_keeps_the_recorded_spacing_and_terminate_stops_it() {
     let mut p = Platform::start(&["n1"], &["assets", "historian"]).await;
-    p.spawn("lifecycle", "lifecycle", &[("DTAAS_REPLAY_DELAY", "5s")]);
+    p.spawn("lifecycle", "lifecycle", &[("DTAAS_REPLAY_DELAY", "0s")]);
     p.wait_for("lifecycle", "dt", "list", "dts").await;
     put_doubler(&p).await;
     let source = json!({"id": "slow-src", "assets": [{"name": "doubler", "asset": "doubler",
         "inputs": {"x": "dtaas.v1.tel.pt-f.val"}}]});
     p.ok("alice", "create", json!({ "config": source })).await;
     // 50 records 10 ms apart, an hour ago; no DT needs to run while they are recorded.
-    let base = (now_ns() - 3_600_000_000_000) / 1_000_000_000 * 1_000_000_000;
-    for i in 0..RECORDED {
-        publish_val(&p, base + i * 10_000_000, (i + 1) as f64).await;
-    }
-    let (from, to) = (format_rfc3339(base), format_rfc3339(base + 490_000_000));
-    points_until(&p, "pt-f", (&from, &to), "50 recorded values", |v| {
-        v.len() == RECORDED as usize
-    })
-    .await;
+    let (from, to) = record_window(&p).await;
 
     // At speed 0.05 the records go out 200 ms apart: about 10 s for all of them.
     let fork = json!({"id": "slow-src", "as": "slow-fork",
@@ -386,4 +386,74 @@ async fn a_paced_replay_keeps_the_recorded_spacing_and_terminate_stops_it() {
         text.contains("at 0.05x") && text.contains("stopped: "),
         "{text}"
     );
+}
+
+/// Records a window of 50 values of `pt-f`/`val` an hour ago; answers (from, to).
+async fn record_window(p: &Platform) -> (String, String) {
+    let base = (now_ns() - 3_600_000_000_000) / 1_000_000_000 * 1_000_000_000;
+    for i in 0..RECORDED {
+        publish_val(p, base + i * 10_000_000, (i + 1) as f64).await;
+    }
+    let (from, to) = (format_rfc3339(base), format_rfc3339(base + 490_000_000));
+    points_until(p, "pt-f", (&from, &to), "50 recorded values", |v| {
+        v.len() == RECORDED as usize
+    })
+    .await;
+    (from, to)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_does_not_answer_ready_gets_the_delay_after_it_ran() {
+    let mut p = Platform::start(&["n1"], &["assets", "historian"]).await;
+    // Asked for 1 s, `late` does not answer; it subscribes 2 s after it started,
+    // well within the 5 s delay.
+    let env = [
+        ("DTAAS_REPLAY_DELAY", "5s"),
+        ("DTAAS_REPLAY_READY_TIMEOUT", "1s"),
+    ];
+    p.spawn("lifecycle", "lifecycle", &env);
+    p.wait_for("lifecycle", "dt", "list", "dts").await;
+    put_doubler(&p).await;
+    p.put_asset(
+        "alice",
+        "late",
+        &[("late.py", LATE, 0o644)],
+        json!({"inputs": [{"name": "x", "type": "number"}],
+               "outputs": [{"name": "z", "type": "number"}]}),
+        json!({"command": ["python3", "late.py"]}),
+    )
+    .await;
+    let source = json!({"id": "mixed-src", "assets": [
+        {"name": "doubler", "asset": "doubler", "inputs": {"x": "dtaas.v1.tel.pt-f.val"}},
+        {"name": "late", "asset": "late", "inputs": {"x": "dtaas.v1.tel.pt-f.val"}}]});
+    p.ok("alice", "create", json!({ "config": source })).await;
+    let (from, to) = record_window(&p).await;
+
+    let fork = json!({"id": "mixed-src", "as": "mixed-fork",
+        "replay": {"from": &from, "to": &to}});
+    p.ok("alice", "fork", fork).await;
+    p.ok("alice", "execute", json!({"id": "mixed-fork"})).await;
+    let fed = replayed_with_live_data(&p, "mixed-fork").await;
+    let progress = &fed["replay"]["progress"];
+    assert_eq!(
+        progress["ready"],
+        json!({"doubler": "answered", "late": "by delay"}),
+        "{fed}"
+    );
+    assert_eq!(progress["replayed"].as_i64(), Some(RECORDED), "{fed}");
+    // The late subscriber got every record: the replay waited the delay for it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = Vec::new();
+    while tokio::time::Instant::now() < deadline && last.len() < RECORDED as usize {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        last = points(&p, "mixed-fork", "z", "-1h", "now").await;
+    }
+    let recorded: Vec<f64> = (1..=RECORDED).map(|i| i as f64).collect();
+    assert_eq!(values(&last), recorded, "{}", p.logs());
+    points_until(&p, "mixed-fork", ("-1h", "now"), "the doubler's 2x", |v| {
+        v.len() == RECORDED as usize
+    })
+    .await;
+    p.ok("alice", "terminate", json!({"id": "mixed-fork"}))
+        .await;
 }

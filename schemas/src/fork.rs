@@ -67,6 +67,32 @@ pub struct ReplayProgress {
     /// Why the run stopped early (the DT stopped executing, the historian failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Role → how the run knew the role's process was ready for records, once it
+    /// knew (before that, and for a fork without processes, empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ready: BTreeMap<String, Readiness>,
+}
+
+/// How a replay knew a process of the fork had subscribed to its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Readiness {
+    /// It answered `dtaas.v1.dt.<fork>.ctl.ready`.
+    #[serde(rename = "answered")]
+    Answered,
+    /// It never answered (a process written before the ready request): the run
+    /// assumed `replay_delay` after it ran was enough.
+    #[serde(rename = "by delay")]
+    ByDelay,
+}
+
+impl Readiness {
+    /// `answered`, `by delay`: as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Answered => "answered",
+            Readiness::ByDelay => "by delay",
+        }
+    }
 }
 
 #[cfg(test)]

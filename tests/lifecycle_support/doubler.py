@@ -1,5 +1,5 @@
 # A DT function for the lifecycle tests and docs/process-contract.md: reads input x,
-# publishes factor * x as output y.
+# publishes factor * x as output y; answers dtaas.v1.dt.<dt>.ctl.ready once subscribed.
 import asyncio, json, os, time
 
 import msgpack
@@ -29,7 +29,13 @@ async def main():
              "fields": {"y": factor * x}}
         await nc.publish(out, json.dumps(y).encode())
 
+    async def on_ready(msg):
+        await nc.publish(msg.reply, b"{}", headers={"Dtaas-Role": os.environ["DTAAS_ROLE"]})
+
     await nc.subscribe(os.environ["DTAAS_IN_X"], cb=on_input)
+    # Subscribed after the input (one connection, in order): answering means the
+    # input's records reach on_input, so a replay may start.
+    await nc.subscribe(f"dtaas.v1.dt.{os.environ['DTAAS_DT']}.ctl.ready", cb=on_ready)
     print("doubler ready, factor", factor, flush=True)
     while True:
         await asyncio.sleep(3600)

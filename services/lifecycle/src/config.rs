@@ -47,10 +47,16 @@ pub struct LifecycleConfig {
     /// user over it are terminated); env `DTAAS_QUOTA_CHECK_INTERVAL` [default: 15s].
     #[serde(deserialize_with = "duration")]
     pub quota_check_interval: Duration,
-    /// How long a fork's replay waits after every process of the fork was started,
-    /// for them to subscribe; env `DTAAS_REPLAY_DELAY` [default: 2s].
+    /// How long a fork's replay waits after a process that does not answer the ready
+    /// request (`ctl.ready`) ran, for it to subscribe; env `DTAAS_REPLAY_DELAY`
+    /// [default: 2s].
     #[serde(deserialize_with = "duration")]
     pub replay_delay: Duration,
+    /// How long a fork's replay asks its processes whether they are ready before it
+    /// takes the ones that did not answer for processes without the ready request;
+    /// env `DTAAS_REPLAY_READY_TIMEOUT` [default: 30s].
+    #[serde(deserialize_with = "duration")]
+    pub replay_ready_timeout: Duration,
     /// Points per field a replay reads from the historian in one `ts.query`; env
     /// `DTAAS_REPLAY_PAGE` [default: 5000].
     pub replay_page: usize,
@@ -69,6 +75,7 @@ impl Default for LifecycleConfig {
             get_log_lines: 20,
             quota_check_interval: Duration::from_secs(15),
             replay_delay: Duration::from_secs(2),
+            replay_ready_timeout: Duration::from_secs(30),
             replay_page: 5000,
         }
     }
@@ -92,6 +99,10 @@ impl LifecycleConfig {
             "DTAAS_QUOTA_CHECK_INTERVAL",
         )?;
         env_duration(&mut lifecycle.replay_delay, "DTAAS_REPLAY_DELAY")?;
+        env_duration(
+            &mut lifecycle.replay_ready_timeout,
+            "DTAAS_REPLAY_READY_TIMEOUT",
+        )?;
         env_override(&mut lifecycle.replay_page, "DTAAS_REPLAY_PAGE")?;
         lifecycle.replay_page = lifecycle.replay_page.max(1);
         Ok(lifecycle)

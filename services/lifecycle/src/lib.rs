@@ -52,7 +52,8 @@ Lifecycle worker environment:
   DTAAS_QUOTA_MAX_EXECUTING  DTs one user may execute at once [default: no limit]
   DTAAS_QUOTA_CPU_SECONDS    CPU seconds one user may use per 24 hours [default: no limit]
   DTAAS_QUOTA_CHECK_INTERVAL how often executing DTs' users are checked against it [default: 15s]
-  DTAAS_REPLAY_DELAY         wait after a fork's processes started before its replay [default: 2s]
+  DTAAS_REPLAY_DELAY         wait after a fork's process that does not answer ctl.ready ran, before its replay [default: 2s]
+  DTAAS_REPLAY_READY_TIMEOUT how long a replay asks a fork's processes whether they are ready [default: 30s]
   DTAAS_REPLAY_PAGE          points per field a replay reads in one ts.query [default: 5000]";
 
 /// Runs the worker until `ctx.shutdown` is cancelled.

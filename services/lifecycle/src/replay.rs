@@ -1,14 +1,15 @@
 //! Feeding a what-if fork recorded telemetry. When a fork with a replay window
 //! executes (or `dt.replay` asks again), lifecycle waits until every process of the
-//! fork runs plus `replay_delay` (processes subscribe a moment after they start),
-//! counts the records the historian holds for each (PT, measurement) the fork reads
-//! from its replay subjects, then reads them page by page (`ts.query`, `replay_page`
+//! fork runs and is ready for records (it answered `ctl.ready`, or `replay_delay`
+//! passed for one that does not answer; `ready.rs`), counts the records the
+//! historian holds for each (PT, measurement) the fork reads from its replay
+//! subjects, then reads them page by page (`ts.query`, `replay_page`
 //! points per field) and publishes them, merged in timestamp order with their
 //! original timestamps, on `dtaas.v1.dt.<fork>.replay.<pt>.<measurement>` (core NATS,
 //! MessagePack) — as fast as possible, or paced by `speed`.
 //!
 //! Progress is written to the fork's registry entry about once a second
-//! (`replay.progress`: replayed / total, done, error); the end is a `replayed` event
+//! (`replay.progress`: replayed / total, done, error, how each role was ready); the end is a `replayed` event
 //! whose `detail` says how many records went out, or why the run stopped early (the
 //! DT stopped executing, the historian failed). A run is named by when it started; a
 //! newer run (`dt.replay`, executing again) makes an older one stop. Runs live in the
@@ -16,8 +17,9 @@
 //! entry keeps its last progress, not `done`), and `dt.replay` replays from the start.
 
 mod page;
+mod ready;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use dtaas_schemas::codec::Encoding;
@@ -36,9 +38,6 @@ use crate::{events, peers};
 
 /// How often a run writes its progress and looks whether it should stop.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-
-/// How long a run waits for the fork's processes to be started before it goes on.
-const START_WAIT: Duration = Duration::from_secs(30);
 
 /// The (PT, measurement) pairs DT `config`'s own uses read from its replay subjects.
 pub fn sources(config: &DtConfig) -> BTreeSet<(String, String)> {
@@ -87,6 +86,7 @@ impl Core {
                         total: 0,
                         done: false,
                         error: None,
+                        ready: BTreeMap::new(),
                     });
                 }
                 Ok(())
@@ -144,6 +144,7 @@ impl Run {
             total: 0,
             done: false,
             error: None,
+            ready: BTreeMap::new(),
         };
         let outcome = self.publish_all(&mut progress).await;
         progress.done = true;
@@ -195,8 +196,7 @@ impl Run {
     }
 
     async fn publish_all(&self, progress: &mut ReplayProgress) -> Result<(), Stop> {
-        self.wait_for_processes().await?;
-        tokio::time::sleep(self.core.config.replay_delay).await;
+        progress.ready = self.wait_until_ready().await?;
         for (pt, measurement) in &self.sources {
             progress.total += self.count(pt, measurement).await?;
         }
@@ -247,20 +247,6 @@ impl Run {
             }
         }
         self.flush().await
-    }
-
-    /// Waits until no process of the fork is `starting` (each was started by its
-    /// node), at most `START_WAIT`.
-    async fn wait_for_processes(&self) -> Result<(), Stop> {
-        let deadline = Instant::now() + START_WAIT;
-        loop {
-            let dt = self.current().await?;
-            let starting = dt.processes.iter().any(|p| p.status == "starting");
-            if !starting || Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// The fork's entry while this run is its current one and it executes.

@@ -24,6 +24,19 @@ pub fn object_name(dt: &str, snapshot: &str, role: &str) -> String {
     format!("{dt}/{snapshot}/{role}")
 }
 
+/// The role of `running` (the roles of a DT's running processes) that sent `reply`
+/// to a control request: its `Dtaas-Role` header, or the only role when a DT with one
+/// process leaves the header out; `None` for a reply from no known role.
+pub(crate) fn answering_role(reply: &async_nats::Message, running: &[&str]) -> Option<String> {
+    let role = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(header::ROLE))
+        .map(|r| r.as_str().to_owned())
+        .or_else(|| (running.len() == 1).then(|| running[0].to_owned()));
+    role.filter(|r| running.contains(&r.as_str()))
+}
+
 impl Core {
     /// Saves `id` and its children under one snapshot name.
     pub async fn save(&self, user: &str, id: &str) -> Result<DtState> {
@@ -147,17 +160,11 @@ impl Core {
             {
                 break;
             }
-            let role = reply
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(header::ROLE))
-                .map(|r| r.as_str().to_owned())
-                .or_else(|| (running.len() == 1).then(|| running[0].to_owned()));
-            match role {
-                Some(role) if running.contains(&role.as_str()) => {
+            match answering_role(&reply, &running) {
+                Some(role) => {
                     states.insert(role, reply.payload);
                 }
-                _ => {
+                None => {
                     tracing::warn!(dt = %dt.id, "A save reply without a known Dtaas-Role header was ignored.")
                 }
             }

@@ -6,10 +6,12 @@ DTAAS_OUT_<NAME> (subjects), DTAAS_WORKDIR and, when restoring, DTAAS_STATE (a f
 Inputs are telemetry records (MessagePack or JSON, one or an array); outputs are
 telemetry records on dtaas.v1.dt.<dt>.out.<output>, published to JetStream and
 confirmed before the next input is taken; `dtaas.v1.dt.<dt>.ctl.save` is answered
-with the process's state as the body and its role in the `Dtaas-Role` header.
+with the process's state as the body and its role in the `Dtaas-Role` header, and
+`dtaas.v1.dt.<dt>.ctl.ready` (asked before a replay) with its role once the inputs are
+subscribed.
 
 This module is vendored, identical, into every incubator function asset (an asset must
-run alone on any exec node); tests/incubator_assets.rs checks that the copies agree.
+run alone on any exec node); tests/incubator_dt.rs checks that the copies agree.
 It speaks the core NATS protocol: CONNECT, PUB/HPUB, SUB, MSG/HMSG, PING/PONG.
 """
 
@@ -344,6 +346,10 @@ class Process:
             self.nats.subscribe(subject)
         save_subject = "dtaas.v1.dt.%s.ctl.save" % self.dt
         self.nats.subscribe(save_subject)
+        # Subscribed after the inputs (one connection, in order): a ready request that
+        # reaches the process finds its inputs subscribed, so a replay may start.
+        ready_subject = "dtaas.v1.dt.%s.ctl.ready" % self.dt
+        self.nats.subscribe(ready_subject)
         if hasattr(self.function, "on_start"):
             self.function.on_start(self)
         self.log("running: inputs %s, outputs %s" % (self.inputs, self.outputs))
@@ -357,6 +363,10 @@ class Process:
                     body = json.dumps(self.function.state()).encode()
                     self.nats.publish(msg.reply, body, headers={
                         "Dtaas-Role": self.role, "Content-Type": "application/json"})
+                continue
+            if msg.subject == ready_subject:
+                if msg.reply:
+                    self.nats.publish(msg.reply, b"{}", headers={"Dtaas-Role": self.role})
                 continue
             names = by_subject.get(msg.subject)
             if names is None:
