@@ -267,6 +267,14 @@ async fn the_rust_example_runs_as_a_dt_process() {
     p.ok("alice", "create", json!({"config": config})).await;
     p.ok("alice", "execute", json!({"id": "rdbl"})).await;
     until_output(&p, "pt8", "rdbl", 21.0).await;
+    // Subscribed, it answers the ready request a replay asks, naming its role.
+    let ready = p
+        .client
+        .request("dtaas.v1.dt.rdbl.ctl.ready", "{}".into())
+        .await
+        .unwrap();
+    let role = ready.headers.as_ref().and_then(|h| h.get(header::ROLE));
+    assert_eq!(role.map(|r| r.as_str()), Some("doubler"), "{ready:?}");
     // Its state (inputs seen) answers a save.
     let saved = p.ok("alice", "save", json!({"id": "rdbl"})).await;
     let snapshot = saved["dt"]["snapshots"][0].clone();
