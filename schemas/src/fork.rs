@@ -113,4 +113,23 @@ mod tests {
             .to_string();
         assert!(err.contains("parms"), "{err}");
     }
+
+    #[test]
+    fn progress_names_how_each_role_was_ready_and_older_entries_still_read() {
+        let written = r#"{"started_at":1,"replayed":2,"total":2,"done":true,
+            "ready":{"doubler":"answered","late":"by delay"}}"#;
+        let progress: ReplayProgress = decode(None, written.as_bytes()).unwrap();
+        assert_eq!(progress.ready["doubler"], Readiness::Answered);
+        assert_eq!(progress.ready["late"].as_str(), "by delay");
+        let json = serde_json::to_value(&progress).unwrap();
+        assert_eq!(json["ready"]["late"], "by delay");
+        // Entries written before the ready request have no `ready`.
+        let older = r#"{"started_at":1,"replayed":0,"total":0,"done":false}"#;
+        let progress: ReplayProgress = decode(None, older.as_bytes()).unwrap();
+        assert!(progress.ready.is_empty());
+        assert!(serde_json::to_value(&progress)
+            .unwrap()
+            .get("ready")
+            .is_none());
+    }
 }
