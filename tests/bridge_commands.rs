@@ -7,6 +7,8 @@ mod bridge_support;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use bridge_support::*;
 use dtaas_schemas::command::CommandStatus;
 use dtaas_schemas::names::header;
@@ -22,6 +24,12 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
         ..
     } = device(setup.broker.port(), "dev1").await;
 
+    // What a core NATS subscriber (`nats sub 'dtaas.v1.evt.cmd.>'`) sees: each status once.
+    let mut live = setup
+        .client
+        .subscribe(subject::event_kind_all("cmd").unwrap())
+        .await
+        .unwrap();
     let id = send(&setup, "dev1", "heater", 60_000).await;
     let (topic, payload) = within(STEP, "command at the device", commands.recv())
         .await
@@ -42,6 +50,16 @@ async fn command_reaches_the_device_and_its_ack_is_recorded() {
         ledger_statuses(&setup, &id).await,
         ["accepted", "sent", "acknowledged"]
     );
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("acknowledged") {
+        let event = within(STEP, "live ledger events", live.next())
+            .await
+            .unwrap();
+        if event.subject.contains(id.as_str()) {
+            seen.push(event.subject.rsplit('.').next().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, ["accepted", "sent", "acknowledged"]);
 
     // A plain publish by hand, without an id: the bridge fills it in and delivers it.
     within(

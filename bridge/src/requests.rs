@@ -94,11 +94,10 @@ pub async fn register(
                 let mut headers = HeaderMap::new();
                 headers.insert(header::CONTENT_TYPE, Encoding::MsgPack.content_type());
                 headers.insert(header::MSG_ID, command.id.as_str());
-                let stored =
-                    async { js.publish_with_headers(subject, headers, body).await?.await }.await;
-                stored.map_err(|e| {
-                    unavailable(format!("cannot store the command in DTAAS_CMD: {e}"))
-                })?;
+                // Recorded before the command is stored: the downlink may take the
+                // command at once, and it records `accepted` itself when the ledger
+                // has nothing — a second `accepted` for core subscribers, and a late
+                // one here could overwrite its `sent` in KV.
                 ledger
                     .record(
                         &command.id,
@@ -109,6 +108,22 @@ pub async fn register(
                     )
                     .await
                     .map_err(|e| unavailable(format!("cannot record the command status: {e:#}")))?;
+                let stored =
+                    async { js.publish_with_headers(subject, headers, body).await?.await }.await;
+                if let Err(e) = stored {
+                    let reason = format!("cannot store the command in DTAAS_CMD: {e}");
+                    let failed = ledger.record(
+                        &command.id,
+                        &command.pt,
+                        &command.command,
+                        CommandStatus::Failed,
+                        Some(reason.clone()),
+                    );
+                    if let Err(e) = failed.await {
+                        tracing::warn!(id = %command.id, error = %e, "A command that could not be stored stays `accepted` in the ledger.");
+                    }
+                    return Err(unavailable(reason));
+                }
                 Ok(SendCommandReply { id: command.id })
             }
         },
