@@ -27,6 +27,9 @@ fn main() -> std::process::ExitCode {
         "info"
     };
     dtaas_runtime::logging::init_with_default(default_level);
+    if cli.command.is_client() {
+        quiet_on_closed_pipe();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -41,4 +44,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// People pipe the answers of the client commands into `head` or `grep -q`: end quietly
+/// when the reader goes, with the status a shell shows for SIGPIPE (141), as other
+/// command-line tools do, instead of a panic and a backtrace from `println!` on the
+/// closed pipe. (Restoring SIGPIPE's default action would need `unsafe`.)
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
 }
