@@ -63,6 +63,8 @@ async fn simulated_incubator_publishes_samples_and_obeys_commands() {
     // too (with the reason in the device's reply and log).
     let out = platform.send("controller", r#"{"heating_time":40}"#);
     assert!(out.contains("acknowledged"), "{out}");
+    // The id, then one status a line, without a dangling space when there is no reason.
+    assert!(out.lines().skip(1).any(|l| l == "acknowledged"), "{out:?}");
     query_until(
         &client,
         "inc1",

@@ -46,8 +46,10 @@ pub async fn run(args: SendArgs, config: &Config) -> anyhow::Result<()> {
         )
         .await?;
         if last != Some(status.status) {
-            let reason = status.reason.as_deref().unwrap_or("");
-            println!("{} {reason}", status.status.as_str());
+            match &status.reason {
+                Some(reason) => println!("{}: {reason}", status.status.as_str()),
+                None => println!("{}", status.status.as_str()),
+            }
             last = Some(status.status);
         }
         if status.status.is_final() {
