@@ -884,6 +884,63 @@ async fn processes_of_a_killed_exec_node_move_to_another_node() {
     p.ok("alice", "terminate", json!({"id": "mover"})).await;
 }
 
+/// A single machine's node stopped cleanly and started again (Ctrl-C of `dtaas up`,
+/// then `dtaas up`), and one SIGKILLed and started again before it went stale: the
+/// DT's process runs again on it each time, the `executing` event saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dt_runs_again_when_its_only_node_comes_back() {
+    let mut p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
+    put_sleeper(&p).await;
+    let config = json!({"id": "back", "assets": [{"name": "s", "asset": "sleeper"}]});
+    p.ok("alice", "create", json!({"config": config})).await;
+    p.ok("alice", "execute", json!({"id": "back"})).await;
+    let running = |dt: &Value| dt["processes"][0]["status"] == "running";
+    let first = pids(&p.until("alice", "back", "the process runs", running).await)[0];
+    let mut moves = p
+        .client
+        .subscribe("dtaas.v1.evt.dt.back.executing")
+        .await
+        .unwrap();
+
+    assert_eq!(p.process("exec-n1").stop(), Some(0), "{}", p.logs());
+    let stopped = p
+        .until("alice", "back", "the process is interrupted", |dt| {
+            dt["processes"][0]["status"] == "interrupted"
+        })
+        .await;
+    assert_eq!(stopped["state"], "executing", "{stopped}");
+    assert!(!alive(first), "the node stopped its process");
+    p.process("exec-n1").start().unwrap();
+    let second = p
+        .until("alice", "back", "the process runs again", |dt| {
+            running(dt) && pids(dt)[0] != first
+        })
+        .await;
+    let event: Value =
+        serde_json::from_slice(&timeout(WAIT, moves.next()).await.unwrap().unwrap().payload)
+            .unwrap();
+    let detail = event["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("interrupted when it shut down"), "{event}");
+
+    // Killed and back within the stale time: never seen lost, yet a new life.
+    let pid = pids(&second)[0];
+    p.process("exec-n1").kill();
+    p.process("exec-n1").start().unwrap();
+    p.until(
+        "alice",
+        "back",
+        "the process runs in the node's new life",
+        |dt| running(dt) && pids(dt)[0] != pid,
+    )
+    .await;
+    let event: Value =
+        serde_json::from_slice(&timeout(WAIT, moves.next()).await.unwrap().unwrap().payload)
+            .unwrap();
+    let detail = event["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("started again"), "{event}");
+    p.ok("alice", "terminate", json!({"id": "back"})).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_refuses_before_anything_starts() {
     let mut p = Platform::start(&["n1"], &["assets"]).await;

@@ -43,6 +43,11 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     /// Nanoseconds since the Unix epoch of the last heartbeat.
     pub heartbeat_at: i64,
+    /// When this life of the node started (ns since the Unix epoch; 0 from nodes
+    /// older than this field): a node that comes back under its id has a new one, so
+    /// lifecycle knows the processes of its earlier life are gone.
+    #[serde(default)]
+    pub started_at: i64,
     /// How many DT processes the node supervises now.
     #[serde(default)]
     pub processes: u32,
@@ -210,8 +215,11 @@ pub enum ProcessStatus {
     Exited,
     /// Ended with failure and not restarted.
     Failed,
-    /// Stopped by a request or the node's shutdown.
+    /// Stopped by a request.
     Killed,
+    /// Stopped because its node shut down; lifecycle starts it again on a live node
+    /// (this one, once it is back).
+    Interrupted,
 }
 
 impl ProcessStatus {
@@ -222,6 +230,7 @@ impl ProcessStatus {
             Self::Exited => "exited",
             Self::Failed => "failed",
             Self::Killed => "killed",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -257,8 +266,11 @@ pub enum ProcessEventKind {
     /// Ended with failure (non-zero code, signal, or it could not be spawned); not
     /// restarted.
     Failed,
-    /// Stopped by a stop request or the node's shutdown.
+    /// Stopped by a stop request.
     Killed,
+    /// Stopped because its node shut down; lifecycle starts it again on a live node
+    /// (this one, once it is back).
+    Interrupted,
 }
 
 impl ProcessEventKind {
@@ -269,6 +281,7 @@ impl ProcessEventKind {
             Self::Restarted => "restarted",
             Self::Failed => "failed",
             Self::Killed => "killed",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -418,6 +431,7 @@ mod tests {
             memory_mb: 1024,
             labels: BTreeMap::new(),
             heartbeat_at: 1_000_000_000,
+            started_at: 1,
             processes: 0,
             cpus_used: 0.0,
             memory_mb_used: 0,

@@ -115,8 +115,11 @@ pub struct ProcessState {
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// `starting`, `started`, `restarted`, `exited`, `failed`, `killed`.
+    /// `starting`, `running`, `exited`, `failed`, `killed`, `interrupted`.
     pub status: String,
+    /// `started_at` of the node's life it was placed on (0: not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub node_started_at: i64,
     #[serde(default)]
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +128,10 @@ pub struct ProcessState {
     /// only processes whose hash changed.
     #[serde(default)]
     pub spec_hash: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A saved snapshot of a DT (object store `dtaas-snapshots`, `<dt>/<name>/…`).

@@ -24,6 +24,7 @@ fn info(config: &ExecConfig, supervisor: &Supervisor) -> NodeInfo {
         memory_mb: config.memory_mb,
         labels: config.labels.clone(),
         heartbeat_at: time::now_ns(),
+        started_at: supervisor.started_at,
         processes,
         cpus_used,
         memory_mb_used,

@@ -6,6 +6,7 @@
 //! it once: the second finds it running with the same spec and answers its pid.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +67,11 @@ impl Supervised {
 /// The processes of this node.
 pub struct Supervisor {
     pub node: String,
+    /// When this life of the node started (its `started_at` in `dtaas-nodes`).
+    pub started_at: i64,
+    /// Set by `shutdown`: runs stopped from then on are `interrupted`, not `killed`,
+    /// and no new run starts.
+    shutting_down: AtomicBool,
     ctx: Context,
     config: Arc<ExecConfig>,
     workdirs: Workdirs,
@@ -90,6 +96,8 @@ impl Supervisor {
     ) -> Self {
         Self {
             node: config.node.clone(),
+            started_at: dtaas_schemas::time::now_ns(),
+            shutting_down: AtomicBool::new(false),
             logs: Arc::new(LogHistory::new(config.log_history)),
             ctx,
             config,
@@ -121,6 +129,15 @@ impl Supervisor {
         validate(&spec)?;
         let key: Key = (spec.dt.clone(), spec.role.clone());
         let _ops = self.ops.lock().await;
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ErrorReply::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "exec node {} is shutting down; place the process on another node",
+                    self.node
+                ),
+            ));
+        }
         let existing = self.table().get(&key).cloned();
         if let Some(existing) = existing {
             if existing.spec == spec && existing.is_live() {
@@ -288,15 +305,10 @@ impl Supervisor {
                 memory_limit_kill,
             } = outcome
             else {
-                supervised.update(|i| i.status = ProcessStatus::Killed);
-                self.event(
-                    &supervised,
-                    ProcessEventKind::Killed,
-                    outcome.code(),
-                    outcome.signal(),
-                    None,
-                )
-                .await;
+                let (status, kind) = self.stopped();
+                supervised.update(|i| i.status = status);
+                self.event(&supervised, kind, outcome.code(), outcome.signal(), None)
+                    .await;
                 break;
             };
             // Why it failed, when exec knows better than the exit status.
@@ -327,9 +339,9 @@ impl Supervisor {
             }
             supervised.update(|i| i.status = ProcessStatus::Restarting);
             if !backoff.wait(&supervised.stop).await {
-                supervised.update(|i| i.status = ProcessStatus::Killed);
-                self.event(&supervised, ProcessEventKind::Killed, code, signal, None)
-                    .await;
+                let (status, kind) = self.stopped();
+                supervised.update(|i| i.status = status);
+                self.event(&supervised, kind, code, signal, None).await;
                 break;
             }
             match self.spawn_run(spec, contract.clone()) {
@@ -450,7 +462,18 @@ impl Supervisor {
     }
 
     /// Stops every process (the node shuts down) and waits for their tasks.
+    /// What a stopped run is: `killed` by a request, `interrupted` by the node's
+    /// shutdown (lifecycle starts it again).
+    fn stopped(&self) -> (ProcessStatus, ProcessEventKind) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            (ProcessStatus::Interrupted, ProcessEventKind::Interrupted)
+        } else {
+            (ProcessStatus::Killed, ProcessEventKind::Killed)
+        }
+    }
+
     pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         let all: Vec<Arc<Supervised>> = {
             let _ops = self.ops.lock().await;
             self.table().drain().map(|(_, s)| s).collect()

@@ -47,7 +47,10 @@ pub fn refusal(id: &str, problems: &[Problem]) -> Error {
 }
 
 /// Process statuses after which a process runs no more.
-pub const ENDED: [&str; 3] = ["exited", "failed", "killed"];
+pub const ENDED: [&str; 4] = ["exited", "failed", "killed", INTERRUPTED];
+/// A process its node stopped when it shut down; lifecycle starts it again
+/// (`monitor.rs`).
+pub const INTERRUPTED: &str = "interrupted";
 
 /// The lifecycle worker's shared state; cheap to clone.
 #[derive(Clone)]
@@ -222,6 +225,12 @@ impl Core {
             })
             .collect();
         let placed = place(&nodes, now_ns(), &demands, avoid)?;
+        let life = |node: &str| {
+            nodes
+                .iter()
+                .find(|n| n.id == node)
+                .map_or(0, |n| n.started_at)
+        };
         let fresh: Vec<ProcessState> = planned
             .iter()
             .zip(&placed)
@@ -229,6 +238,7 @@ impl Core {
                 role: p.spec.role.clone(),
                 asset: p.spec.asset.clone(),
                 node: node.clone(),
+                node_started_at: life(node),
                 pid: None,
                 status: "starting".into(),
                 restarts: 0,
@@ -309,7 +319,7 @@ impl Core {
         self.registry
             .modify(&dt.id, |dt| {
                 for p in &mut dt.processes {
-                    if !ENDED.contains(&p.status.as_str()) {
+                    if !ENDED.contains(&p.status.as_str()) || p.status == INTERRUPTED {
                         p.status = "killed".into();
                     }
                 }

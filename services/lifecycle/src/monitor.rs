@@ -3,17 +3,21 @@
 //! `NODE_STALE_AFTER_MS` (or that left the registry) are started on other nodes, with
 //! an `executing` event saying which moved where. So a node that dies loses its DTs
 //! within about 10 s + 2 s + the time to start them elsewhere (docs/lifecycle.md
-//! promises 15 s). The processes' own events are taken in `consumer.rs`.
+//! promises 15 s). Processes a node stopped as it shut down (`interrupted`), and
+//! processes of a node that came back under its id with a new life (a crash and a
+//! restart within the stale time), are started again the same way; with no node to
+//! take them they wait for one instead of failing the DT. The processes' own events
+//! are taken in `consumer.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use dtaas_schemas::exec::HEARTBEAT_INTERVAL_MS;
-use dtaas_schemas::lifecycle::LifecycleState;
+use dtaas_schemas::lifecycle::{LifecycleState, ProcessState};
 use dtaas_schemas::time::now_ns;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{Core, ENDED};
+use crate::core::{Core, ENDED, INTERRUPTED};
 use crate::error::Error;
 use crate::peers;
 
@@ -55,13 +59,33 @@ async fn replace_lost(core: &Core) -> Result<(), Error> {
         .map(|n| n.id.as_str())
         .collect();
     let lost = |node: &str| !live.contains(node);
+    // The life of each live node: a node back under its id after a crash (within
+    // the stale time, so never seen lost) has a new one; its earlier processes died.
+    let life: HashMap<&str, i64> = nodes
+        .iter()
+        .filter(|n| !n.is_stale(now))
+        .map(|n| (n.id.as_str(), n.started_at))
+        .collect();
+    let earlier_life = |p: &ProcessState| {
+        life.get(p.node.as_str())
+            .is_some_and(|&now| now != 0 && p.node_started_at != 0 && now != p.node_started_at)
+    };
     for dt in core.registry.all().await? {
         let moving: Vec<_> = dt
             .processes
             .iter()
-            .filter(|p| lost(&p.node) && !ENDED.contains(&p.status.as_str()))
+            .filter(|p| {
+                p.status == INTERRUPTED
+                    || ((lost(&p.node) || earlier_life(p)) && !ENDED.contains(&p.status.as_str()))
+            })
             .cloned()
             .collect();
+        // Interrupted by a clean stop of their node, or on a node that came back: they
+        // wait for a node rather than fail the DT. Only processes of a node that
+        // vanished, with nowhere to go, fail it (the bound docs/lifecycle.md states).
+        let can_wait = moving
+            .iter()
+            .all(|p| !lost(&p.node) || p.status == INTERRUPTED);
         if dt.state != LifecycleState::Executing || dt.busy.is_some() || moving.is_empty() {
             continue;
         }
@@ -95,6 +119,27 @@ async fn replace_lost(core: &Core) -> Result<(), Error> {
             core.start(&dt.id, planned, &avoid).await
         }
         .await;
+        if let (Err(e), true) = (&moved, can_wait) {
+            tracing::info!(dt = %dt.id, error = %e, "Processes whose node stopped wait for a node to start them on.");
+            // A start that failed half-way left them `starting`; as they were, the
+            // next round finds them again.
+            let restored = core
+                .registry
+                .modify(&dt.id, |d| {
+                    for p in &mut d.processes {
+                        if let Some(m) = moving.iter().find(|m| m.role == p.role) {
+                            *p = m.clone();
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(error) = restored {
+                tracing::warn!(dt = %dt.id, %error, "Cannot record that a DT's processes still wait for a node.");
+            }
+            core.abandon(&dt.owner, &dt.id, e, false).await;
+            continue;
+        }
         let detail = match &moved {
             Ok(processes) => moving
                 .iter()
@@ -103,8 +148,15 @@ async fn replace_lost(core: &Core) -> Result<(), Error> {
                         .iter()
                         .find(|p| p.role == m.role)
                         .map_or("?", |p| p.node.as_str());
+                    let why = if m.status == INTERRUPTED {
+                        "interrupted when it shut down"
+                    } else if lost(&m.node) {
+                        "no heartbeat"
+                    } else {
+                        "started again, its processes gone"
+                    };
                     format!(
-                        "role {} moved from node {} (no heartbeat) to node {to}",
+                        "role {} moved from node {} ({why}) to node {to}",
                         m.role, m.node
                     )
                 })

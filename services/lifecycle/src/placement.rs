@@ -105,6 +105,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             heartbeat_at: at,
+            started_at: 1,
             processes: 0,
             cpus_used: used,
             memory_mb_used: 0,
