@@ -135,6 +135,7 @@ async fn publish_pair(js: &jetstream::Context, i: i64) {
         to,
         at: T0 + i * 1_000_000,
         user: "test".into(),
+        owner: Some("test".into()),
         config: None,
         config_version: None,
         parent: None,

@@ -1,17 +1,19 @@
 //! The Cypher of the Neo4j backend, executed on a real openCypher engine (FalkorDB
 //! through `GRAPH.QUERY`): every write statement with the parameter rows of the known
-//! event set, then every query statement, checked against the expected answers.
+//! event set, then every query statement, checked against the expected answers as
+//! each user sees them (owners through `OWNERS`, filtered by `scope`).
 //! A second test runs the whole Neo4j backend against a real Neo4j when
 //! `DTAAS_TEST_NEO4J_URI` is set.
 
 mod graph_common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use dtaas_graph::cypher::{self, write_statements};
 use dtaas_graph::requests::{DEFAULT_FROM, DEFAULT_TO};
-use dtaas_graph::store::{assemble_commands, assemble_tree, CommandStatusRow};
+use dtaas_graph::scope::{self, Viewer};
+use dtaas_graph::store::{assemble_commands, assemble_tree, CommandStatusRow, TreeRows};
 use dtaas_schemas::graph::{AssetUser, Transition};
 use dtaas_test_harness::{FalkorDb, Resp, RespClient};
 use graph_common::*;
@@ -100,10 +102,15 @@ fn typed<T: DeserializeOwned>(rows: Vec<Map<String, Value>>) -> Vec<T> {
         .collect()
 }
 
-/// Every answer the fixture determines, computed through the query statements.
-fn answers(db: &mut RespClient) -> Value {
-    let params = cypher::tree_params("factory");
-    let tree = cypher::tree_rows(
+/// The recorded owners of `dts`, through `OWNERS`.
+fn owners(db: &mut RespClient, dts: &[String]) -> HashMap<String, String> {
+    cypher::owners(typed(run(db, cypher::OWNERS, &cypher::owners_params(dts))))
+}
+
+/// The tree rows under `dt`, through the six tree statements.
+fn tree_rows(db: &mut RespClient, dt: &str) -> Option<TreeRows> {
+    let params = cypher::tree_params(dt);
+    cypher::tree_rows(
         typed(run(db, cypher::TREE_DTS, &params)),
         typed(run(db, cypher::TREE_EDGES, &params)),
         typed(run(db, cypher::TREE_ASSETS, &params)),
@@ -111,30 +118,47 @@ fn answers(db: &mut RespClient) -> Value {
         typed(run(db, cypher::TREE_PROCESSES, &params)),
         typed(run(db, cypher::TREE_READS, &params)),
     )
-    .expect("factory exists");
-    let unknown = cypher::tree_rows(
-        typed(run(db, cypher::TREE_DTS, &cypher::tree_params("nope"))),
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
-    assert!(unknown.is_none());
-    let processes = |db: &mut RespClient, dt: Option<&str>, node: Option<&str>| {
-        typed::<cypher::ProcessCols>(run(
-            db,
-            cypher::PROCESSES,
-            &cypher::processes_params(dt, node, 1000),
-        ))
-    };
-    let impact = |db: &mut RespClient, version: Option<&str>| -> Vec<AssetUser> {
-        typed(run(
-            db,
-            cypher::IMPACT,
-            &cypher::impact_params("pid", version),
-        ))
-    };
+}
+
+/// The tree under `dt` as `user` sees it; `None` when `user` may not see `dt`.
+fn tree_as(db: &mut RespClient, user: &str, dt: &str) -> Option<Value> {
+    let viewer = Viewer::User(user.into());
+    if !viewer.sees(&owners(db, &[dt.to_owned()]), dt) {
+        return None;
+    }
+    let rows = tree_rows(db, dt)?;
+    let ids: Vec<String> = rows.dts.iter().map(|d| d.id.clone()).collect();
+    let rows = scope::tree(&viewer, &owners(db, &ids), rows);
+    Some(json!({"tree": assemble_tree(dt, rows)}))
+}
+
+/// The processes of `dt` and/or on `node` that `user` sees.
+fn processes_as(db: &mut RespClient, user: &str, dt: Option<&str>, node: Option<&str>) -> Value {
+    let rows: Vec<cypher::ProcessCols> = typed(run(
+        db,
+        cypher::PROCESSES,
+        &cypher::processes_params(dt, node, 1000),
+    ));
+    let ids: Vec<String> = rows.iter().map(|p| p.dt.clone()).collect();
+    let owners = owners(db, &ids);
+    json!(scope::processes(&Viewer::User(user.into()), &owners, rows))
+}
+
+/// The users of `pid` (in `version`) that `user` sees.
+fn impact_as(db: &mut RespClient, user: &str, version: Option<&str>) -> Value {
+    let rows: Vec<AssetUser> = typed(run(
+        db,
+        cypher::IMPACT,
+        &cypher::impact_params("pid", version),
+    ));
+    let ids: Vec<String> = rows.iter().map(|u| u.dt.clone()).collect();
+    let owners = owners(db, &ids);
+    json!(scope::impact(&Viewer::User(user.into()), &owners, rows))
+}
+
+/// Every answer the fixture determines, computed through the query statements.
+fn answers(db: &mut RespClient) -> Value {
+    assert!(tree_rows(db, "nope").is_none());
     let history: Vec<Transition> = typed::<cypher::HistoryCols>(run(
         db,
         cypher::HISTORY,
@@ -152,17 +176,21 @@ fn answers(db: &mut RespClient) -> Value {
         assemble_commands(rows)
     };
     json!({
-        "tree": {"tree": assemble_tree("factory", tree)},
-        "pid": impact(db, None),
-        "pid-1.3.0": impact(db, Some("1.3.0")),
+        "tree": tree_as(db, "alice", "factory"),
+        "pid": impact_as(db, "alice", None),
+        "pid-1.3.0": impact_as(db, "alice", Some("1.3.0")),
         "history": history,
         "window": commands(db, "robot1", T0 + 15 * S, T0 + 25 * S),
         "all-robot1": commands(db, "robot1", DEFAULT_FROM, DEFAULT_TO),
         "history-limit": run(db, cypher::HISTORY, &cypher::history_params("factory", 2)).len(),
-        "n1": processes(db, None, Some("n1")),
-        "robot-1-on-n2": processes(db, Some("robot-1"), Some("n2")),
-        "robot-1-on-n1": processes(db, Some("robot-1"), Some("n1")),
-        "n3": processes(db, None, Some("n3")),
+        "n1": processes_as(db, "alice", None, Some("n1")),
+        "robot-1-on-n2": processes_as(db, "alice", Some("robot-1"), Some("n2")),
+        "robot-1-on-n1": processes_as(db, "alice", Some("robot-1"), Some("n1")),
+        "n3": processes_as(db, "alice", None, Some("n3")),
+        "bob-tree": tree_as(db, "bob", "bob-line"),
+        "bob-pid": impact_as(db, "bob", None),
+        "bob-n1": processes_as(db, "bob", None, Some("n1")),
+        "bob-n2": processes_as(db, "bob", None, Some("n2")),
     })
 }
 
@@ -220,7 +248,35 @@ fn neo4j_cypher_runs_on_falkordb() {
         .collect();
     assert_eq!(all, ["c1", "c2", "c3"]);
 
-    // A `parent` field links a separately created DT under its parent.
+    // Each user sees only their own DTs.
+    assert_eq!(first["bob-tree"], expected_bob_tree());
+    assert_eq!(first["bob-pid"], expected_bob_pid_users());
+    assert_eq!(first["bob-n1"], expected_bob_n1_processes());
+    assert_eq!(first["bob-n2"], json!([]), "alice's robot-1 runs there");
+    for dt in ["factory", "robot-1", "robot-2", "gripper-2"] {
+        assert_eq!(tree_as(&mut db, "bob", dt), None, "bob sees alice's {dt}");
+    }
+    assert_eq!(tree_as(&mut db, "alice", "bob-line"), None);
+    assert_eq!(tree_as(&mut db, "alice", "other-plant"), None, "no owner");
+    let recorded = owners(
+        &mut db,
+        &[
+            "factory".into(),
+            "gripper-1".into(),
+            "bob-cell".into(),
+            "other-plant".into(),
+        ],
+    );
+    let expected: HashMap<String, String> = [
+        ("factory".into(), "alice".into()),
+        ("gripper-1".into(), "alice".into()),
+        ("bob-cell".into(), "bob".into()),
+    ]
+    .into();
+    assert_eq!(recorded, expected, "children get their parent's owner");
+
+    // A `parent` field links a separately created DT under its parent (bob's, here:
+    // alice's tree leaves it out, an admin's shows it).
     let mut adopted = dtaas_graph::model::Batch::default();
     let event: dtaas_schemas::lifecycle::LifecycleEvent = serde_json::from_value(json!({
         "dt": "conveyor", "to": "created", "at": T0 + 5 * S, "user": "bob", "parent": "factory"
@@ -248,6 +304,8 @@ fn neo4j_cypher_runs_on_falkordb() {
         !edges.iter().any(|e| e.child == "stale"),
         "an event older than the parent's configuration linked a child"
     );
+    let alice_tree = tree_as(&mut db, "alice", "factory").unwrap();
+    assert_eq!(alice_tree, expected_tree(), "bob's conveyor is left out");
 
     // Replaying every batch (twice, and the old configuration last) changes nothing.
     for _ in 0..2 {
@@ -257,10 +315,7 @@ fn neo4j_cypher_runs_on_falkordb() {
             }
         }
     }
-    let mut again = answers(&mut db);
-    let tree = again["tree"]["tree"]["children"].as_array_mut().unwrap();
-    tree.retain(|c| c["id"] != "conveyor");
-    assert_eq!(again, first, "replay changed the graph");
+    assert_eq!(answers(&mut db), first, "replay changed the graph");
 }
 
 /// The Neo4j backend end to end, when a disposable Neo4j is available
@@ -299,11 +354,14 @@ async fn neo4j_backend_against_real_neo4j() {
     }
     let queries = Queries {
         store,
-        admins: Arc::new(vec!["root".into()]),
+        admins: Arc::new(vec![ADMIN.into()]),
     };
     let tree = timeout(
         t,
-        queries.tree(serde_json::from_value(json!({"dt": "factory"})).unwrap()),
+        queries.tree(
+            "alice",
+            serde_json::from_value(json!({"dt": "factory"})).unwrap(),
+        ),
     )
     .await
     .unwrap()
@@ -311,7 +369,10 @@ async fn neo4j_backend_against_real_neo4j() {
     assert_eq!(serde_json::to_value(tree).unwrap(), expected_tree());
     let impact = timeout(
         t,
-        queries.impact(serde_json::from_value(json!({"asset": "pid"})).unwrap()),
+        queries.impact(
+            "alice",
+            serde_json::from_value(json!({"asset": "pid"})).unwrap(),
+        ),
     )
     .await
     .unwrap()
@@ -320,26 +381,49 @@ async fn neo4j_backend_against_real_neo4j() {
         serde_json::to_value(impact.users).unwrap(),
         expected_pid_users()
     );
-    let info = dtaas_runtime::RequestInfo {
-        user: "alice".into(),
-        subject: "test".into(),
-    };
-    let read = timeout(
+    let hidden = timeout(
         t,
-        queries.cypher(
-            info.clone(),
-            serde_json::from_value(json!({"query": "MATCH (d:Dt) RETURN count(d) AS n"})).unwrap(),
+        queries.tree(
+            "bob",
+            serde_json::from_value(json!({"dt": "factory"})).unwrap(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(hidden.error.code, dtaas_schemas::ErrorCode::NotFound);
+    let bob_tree = timeout(
+        t,
+        queries.tree(
+            "bob",
+            serde_json::from_value(json!({"dt": "bob-line"})).unwrap(),
         ),
     )
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(read.rows, [json!({"n": 5})]);
+    assert_eq!(serde_json::to_value(bob_tree).unwrap(), expected_bob_tree());
+    let user = |user: &str| dtaas_runtime::RequestInfo {
+        user: user.into(),
+        subject: "test".into(),
+    };
+    let owner_query = "MATCH (d:Dt {id: 'bob-line'}) RETURN d.owner AS owner";
+    let read = timeout(
+        t,
+        queries.cypher(
+            user(ADMIN),
+            serde_json::from_value(json!({ "query": owner_query })).unwrap(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(read.rows, [json!({"owner": "bob"})]);
     let denied = timeout(
         t,
         queries.cypher(
-            info,
-            serde_json::from_value(json!({"query": "CREATE (x:Dt {id: 'x'})"})).unwrap(),
+            user("alice"),
+            serde_json::from_value(json!({ "query": owner_query })).unwrap(),
         ),
     )
     .await

@@ -37,8 +37,10 @@ impl Worker {
             "DTAAS_DATA_DIR" => Some(data.display().to_string()),
             _ => None,
         };
-        let text = "[graph]\nmax_delay = \"20ms\"\nsqlite_busy = \"200ms\"\n";
-        let config = Config::from_toml(text, "test", &env).unwrap();
+        let text = format!(
+            "[graph]\nmax_delay = \"20ms\"\nsqlite_busy = \"200ms\"\nadmins = [\"{ADMIN}\"]\n"
+        );
+        let config = Config::from_toml(&text, "test", &env).unwrap();
         let ctx = timeout(
             T,
             Context::connect(Arc::new(config), "graph", CancellationToken::new()),
@@ -83,7 +85,12 @@ where
 
 /// A JSON request as alice; `None` when nobody answered.
 async fn request(ctx: &Context, verb: &str, body: Value) -> Option<Value> {
-    let subject = subject::request("alice", "graph", verb).unwrap();
+    request_as(ctx, "alice", verb, body).await
+}
+
+/// A JSON request as `user`; `None` when nobody answered.
+async fn request_as(ctx: &Context, user: &str, verb: &str, body: Value) -> Option<Value> {
+    let subject = subject::request(user, "graph", verb).unwrap();
     let reply = timeout(
         Duration::from_secs(5),
         ctx.nats.request(subject, body.to_string().into()),
@@ -96,6 +103,12 @@ async fn request(ctx: &Context, verb: &str, body: Value) -> Option<Value> {
 
 async fn ask(ctx: &Context, verb: &str, body: Value) -> Value {
     request(ctx, verb, body).await.expect("graph answers")
+}
+
+async fn ask_as(ctx: &Context, user: &str, verb: &str, body: Value) -> Value {
+    request_as(ctx, user, verb, body)
+        .await
+        .expect("graph answers")
 }
 
 async fn publish(js: &jetstream::Context, subject: String, encoding: Encoding, body: bytes::Bytes) {
@@ -129,6 +142,14 @@ async fn publish_fixture(js: &jetstream::Context, recent_at: i64) {
     let event = solo_terminated();
     let body = Encoding::Json.encode(&event).unwrap();
     publish(js, event.subject().unwrap(), Encoding::Json, body).await;
+    for event in bob_events() {
+        let body = Encoding::Json.encode(&event).unwrap();
+        publish(js, event.subject().unwrap(), Encoding::Json, body).await;
+    }
+    for event in bob_process_events() {
+        let body = Encoding::Json.encode(&event).unwrap();
+        publish(js, event.subject().unwrap(), Encoding::Json, body).await;
+    }
 }
 
 /// Registers the asset kinds the asset library knows.
@@ -178,6 +199,9 @@ async fn answers(ctx: &Context) -> Value {
         "n1": ask(ctx, "processes", json!({"node": "n1"})).await,
         "robot-1-on-n2": ask(ctx, "processes", json!({"dt": "robot-1", "node": "n2"})).await,
         "n3": ask(ctx, "processes", json!({"node": "n3"})).await,
+        "bob-tree": ask_as(ctx, "bob", "tree", json!({"dt": "bob-line"})).await,
+        "bob-pid": ask_as(ctx, "bob", "impact", json!({"asset": "pid"})).await,
+        "bob-n1": ask_as(ctx, "bob", "processes", json!({"node": "n1"})).await,
     })
 }
 
@@ -186,7 +210,9 @@ async fn fixture_complete(ctx: &Context) -> bool {
     let robot2 = ask(ctx, "commands", json!({"pt": "robot2"})).await;
     let vision = ask(ctx, "processes", json!({"dt": "robot-2"})).await;
     let solo = ask(ctx, "processes", json!({"dt": "solo"})).await;
+    let bob = ask_as(ctx, "bob", "processes", json!({"dt": "bob-cell"})).await;
     history["transitions"].as_array().map(Vec::len) == Some(4)
+        && bob["processes"].as_array().map(Vec::len) == Some(1)
         && vision["processes"][0]["status"] == "exited"
         && solo["processes"][0]["status"] == "killed"
         && robot2["commands"]
@@ -286,11 +312,71 @@ async fn queries_answer_the_known_composition() {
     let tree: Value = Encoding::MsgPack.decode(&reply.payload).unwrap();
     assert_eq!(tree, expected_tree());
 
-    // Unknown entities: not_found for a tree, empty elsewhere.
+    // Each user sees only their own DTs.
+    assert_eq!(first["bob-tree"], expected_bob_tree());
+    assert_eq!(first["bob-pid"]["users"], expected_bob_pid_users());
+    assert_eq!(first["bob-n1"]["processes"], expected_bob_n1_processes());
+    for (user, verb, body) in [
+        ("bob", "tree", json!({"dt": "factory"})),
+        ("bob", "tree", json!({"dt": "robot-2"})),
+        ("bob", "tree", json!({"dt": "gripper-1"})),
+        ("bob", "history", json!({"dt": "factory"})),
+        ("bob", "processes", json!({"dt": "robot-1"})),
+        ("bob", "processes", json!({"dt": "robot-1", "node": "n2"})),
+        ("alice", "tree", json!({"dt": "bob-line"})),
+        ("alice", "history", json!({"dt": "bob-line"})),
+        ("alice", "processes", json!({"dt": "bob-cell"})),
+        // Known to the graph only as what robot-1 reads: no owner, admins only.
+        ("alice", "tree", json!({"dt": "other-plant"})),
+    ] {
+        let reply = ask_as(&ctx, user, verb, body.clone()).await;
+        assert_eq!(
+            error_code(&reply),
+            "not_found",
+            "{user} {verb} {body}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            format!(
+                "no DT named {:?} in the graph",
+                body["dt"].as_str().unwrap()
+            ),
+            "same as an unknown DT"
+        );
+    }
+    let bob_on_n2 = ask_as(&ctx, "bob", "processes", json!({"node": "n2"})).await;
+    assert_eq!(
+        bob_on_n2["processes"],
+        json!([]),
+        "alice's robot-1 runs there"
+    );
+    let bob_grip = ask_as(&ctx, "bob", "impact", json!({"asset": "grip"})).await;
+    assert_eq!(bob_grip["users"], json!([]), "only alice's grippers use it");
+    // Commands belong to PTs, not DTs: anyone who may ask sees them.
+    let bob_commands = ask_as(&ctx, "bob", "commands", json!({"pt": "robot1"})).await;
+    assert_eq!(bob_commands["commands"], first["all-robot1"]["commands"]);
+    // A graph admin sees every DT, owned or not.
+    let root_tree = ask_as(&ctx, ADMIN, "tree", json!({"dt": "bob-line"})).await;
+    assert_eq!(root_tree, expected_bob_tree());
+    let root_tree = ask_as(&ctx, ADMIN, "tree", json!({"dt": "factory"})).await;
+    assert_eq!(root_tree, expected_tree());
+    let root_pid = ask_as(&ctx, ADMIN, "impact", json!({"asset": "pid"})).await;
+    assert_eq!(root_pid["users"].as_array().unwrap().len(), 4, "{root_pid}");
+    let root_n1 = ask_as(&ctx, ADMIN, "processes", json!({"node": "n1"})).await;
+    assert_eq!(
+        root_n1["processes"].as_array().unwrap().len(),
+        3,
+        "{root_n1}"
+    );
+    let other = ask_as(&ctx, ADMIN, "tree", json!({"dt": "other-plant"})).await;
+    assert_eq!(other["tree"]["id"], "other-plant", "{other}");
+
+    // Unknown entities: not_found for a DT, empty elsewhere.
     let unknown = ask(&ctx, "tree", json!({"dt": "nope"})).await;
     assert_eq!(error_code(&unknown), "not_found");
-    let empty = ask(&ctx, "history", json!({"dt": "nope"})).await;
-    assert_eq!(empty, json!({"dt": "nope", "transitions": []}));
+    let unknown = ask(&ctx, "history", json!({"dt": "nope"})).await;
+    assert_eq!(error_code(&unknown), "not_found");
     let empty = ask(&ctx, "impact", json!({"asset": "nope"})).await;
     assert_eq!(empty["users"], json!([]));
     let empty = ask(&ctx, "commands", json!({"pt": "nope"})).await;
@@ -321,6 +407,18 @@ async fn queries_answer_the_known_composition() {
         assert!(message.contains(field), "{verb} {body}: {message}");
     }
     let cypher = ask(&ctx, "cypher", json!({"query": "MATCH (n) RETURN n"})).await;
+    assert_eq!(
+        error_code(&cypher),
+        "forbidden",
+        "raw Cypher sees every DT: {cypher}"
+    );
+    let cypher = ask_as(
+        &ctx,
+        ADMIN,
+        "cypher",
+        json!({"query": "MATCH (n) RETURN n"}),
+    )
+    .await;
     assert!(
         cypher["error"]["message"]
             .as_str()

@@ -77,9 +77,15 @@ async fn until_value(p: &Platform, subject: &str, expected: f64) {
     );
 }
 
-/// Polls `graph.tree` of `dt` until `check` accepts it.
-async fn graph_until(p: &Platform, dt: &str, what: &str, check: impl Fn(&Value) -> bool) {
-    let subject = dtaas_schemas::subject::request("alice", "graph", "tree").unwrap();
+/// Polls `user`'s `graph.tree` of `dt` until `check` accepts the whole reply.
+async fn graph_until(
+    p: &Platform,
+    user: &str,
+    dt: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) {
+    let subject = dtaas_schemas::subject::request(user, "graph", "tree").unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut last = Value::Null;
     while tokio::time::Instant::now() < deadline {
@@ -91,7 +97,7 @@ async fn graph_until(p: &Platform, dt: &str, what: &str, check: impl Fn(&Value) 
         .await
         {
             last = serde_json::from_slice(&reply.payload).unwrap();
-            if check(&last["tree"]) {
+            if check(&last) {
                 return;
             }
         }
@@ -233,14 +239,18 @@ async fn bob_reads_alices_exported_output_and_nothing_else() {
         .await;
     p.until("bob", "bob-dbl", "bob's DT runs", running).await;
     until_value(&p, "dtaas.v1.dt.bob-dbl.out.y", 70.0).await;
-    graph_until(&p, "bob-dbl", "bob's DT reading alice's", |t| {
-        t["reads"] == json!([{"dt": "alice-dbl", "output": "y"}])
+    graph_until(&p, "bob", "bob-dbl", "bob's DT reading alice's", |r| {
+        r["tree"]["reads"] == json!([{"dt": "alice-dbl", "output": "y"}])
     })
     .await;
-    graph_until(&p, "alice-dbl", "alice's export", |t| {
-        t["exports"] == json!(["dtaas.v1.dt.alice-dbl.out.y"])
+    graph_until(&p, "alice", "alice-dbl", "alice's export", |r| {
+        r["tree"]["exports"] == json!(["dtaas.v1.dt.alice-dbl.out.y"])
     })
     .await;
+    // Each sees only their own DT in the graph, though one reads the other's export.
+    let not_found = |r: &Value| r["error"]["code"] == "not_found";
+    graph_until(&p, "bob", "alice-dbl", "not_found for bob", not_found).await;
+    graph_until(&p, "alice", "bob-dbl", "not_found for alice", not_found).await;
 
     // Alice may drop the export while bob reads it: her processes keep running, and
     // so does bob's (his wiring was checked when he made it), but his next evolve
@@ -257,8 +267,8 @@ async fn bob_reads_alices_exported_output_and_nothing_else() {
     assert_eq!(alice_after["dt"]["config_version"], 2);
     assert_eq!(pids(&alice_after["dt"]), pids(&alice_before));
     until_value(&p, "dtaas.v1.dt.bob-dbl.out.y", 70.0).await;
-    graph_until(&p, "alice-dbl", "the export dropped", |t| {
-        t["state"] == "executing" && t.get("exports").is_none()
+    graph_until(&p, "alice", "alice-dbl", "the export dropped", |r| {
+        r["tree"]["state"] == "executing" && r["tree"].get("exports").is_none()
     })
     .await;
     let evolve = refusal(

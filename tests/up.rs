@@ -141,6 +141,8 @@ async fn up_runs_every_worker_end_to_end() {
         to: LifecycleState::Created,
         at: dtaas_schemas::time::now_ns(),
         user: "alice".into(),
+        // As events from before owners were recorded: `created` names its owner.
+        owner: None,
         config: Some(config),
         config_version: Some(1),
         parent: None,

@@ -65,8 +65,13 @@ pub struct LifecycleEvent {
     pub to: LifecycleState,
     /// Nanoseconds since the Unix epoch.
     pub at: i64,
-    /// Who caused the transition.
+    /// Who caused the transition (not always the owner: an admin, or a DT reading
+    /// another's export, may cause it).
     pub user: String,
+    /// The user the DT belongs to; the graph answers only them (and graph admins)
+    /// about it. Events published before owners were recorded lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The configuration, on `created` and after `evolving`; it carries the assets,
     /// PTs and children that the graph records.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,9 @@
 //! The known event set shared by the graph tests: a three-level composition
 //! (factory → robots → grippers) with assets and PTs, its lifecycle, an evolution that
 //! moves one robot to a new controller version, commands to the robots' PTs, and the
-//! process events of exec nodes `n1` and `n2`.
+//! process events of exec nodes `n1` and `n2`; and bob's DT `bob-line` (with child
+//! `bob-cell`) beside alice's, sharing an asset, an exec node and reading robot-2's
+//! export, so every query can show that each user sees only their own DTs.
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
@@ -71,12 +73,92 @@ fn transition(
         to,
         at,
         user: "alice".into(),
+        owner: Some("alice".into()),
         config,
         config_version: version,
         parent: None,
         fork_of: None,
         detail: None,
     }
+}
+
+/// Graph admins in the fixtures' worker configuration.
+pub const ADMIN: &str = "root";
+
+/// Bob's DT: `bob-line` reads alice's exported `robot-2` pose and uses `pid` 2.0.0;
+/// its child `bob-cell` uses `pid` 1.2.0.
+fn bob_config() -> DtConfig {
+    serde_json::from_value(json!({
+        "id": "bob-line",
+        "assets": [{"name": "reader", "asset": {"id": "pid", "version": "2.0.0"},
+                    "inputs": {"pose": "dtaas.v1.dt.robot-2.out.pose"}}],
+        "children": [{
+            "id": "bob-cell",
+            "assets": [{"name": "controller", "asset": {"id": "pid", "version": "1.2.0"}}]
+        }]
+    }))
+    .expect("bob's config")
+}
+
+/// Bob's lifecycle events: created by bob, then executed by admin `root` on bob's
+/// behalf (the event's `user` is not the owner).
+pub fn bob_events() -> Vec<LifecycleEvent> {
+    use LifecycleState::*;
+    let mut created = transition(None, Created, T0 + 6 * S, Some(bob_config()), Some(1));
+    created.dt = "bob-line".into();
+    created.user = "bob".into();
+    created.owner = Some("bob".into());
+    let mut executing = transition(Some(Created), Executing, T0 + 7 * S, None, None);
+    executing.dt = "bob-line".into();
+    executing.user = ADMIN.into();
+    executing.owner = Some("bob".into());
+    vec![created, executing]
+}
+
+/// Bob's process: `bob-cell` on exec node `n1`, beside alice's.
+pub fn bob_process_events() -> Vec<ProcessEvent> {
+    vec![process(
+        "bob-cell",
+        "controller",
+        "n1",
+        500,
+        ProcessEventKind::Started,
+        0,
+        None,
+        T0 + 7 * S,
+    )]
+}
+
+/// The expected `graph.tree` of `bob-line`, as bob (or an admin) sees it: the edge to
+/// alice's `robot-2` names only the DT and output bob's configuration wires.
+pub fn expected_bob_tree() -> Value {
+    let asset = |name: &str, version: &str, kind: Option<&str>| json!({"name": name, "id": "pid", "version": version, "kind": kind});
+    json!({"tree": {
+        "id": "bob-line", "state": "executing", "description": null,
+        "assets": [asset("reader", "2.0.0", None)],
+        "pts": [], "processes": [],
+        "reads": [{"dt": "robot-2", "output": "pose"}],
+        "children": [{
+            "id": "bob-cell", "state": null, "description": null,
+            "assets": [asset("controller", "1.2.0", Some("function"))],
+            "pts": [], "children": [],
+            "processes": [proc_json("controller", "n1", 500, "running", 0, None, T0 + 7 * S)]
+        }]
+    }})
+}
+
+/// The expected impact of `pid` (any version) as bob sees it.
+pub fn expected_bob_pid_users() -> Value {
+    json!([
+        {"dt": "bob-cell", "version": "1.2.0", "name": "controller"},
+        {"dt": "bob-line", "version": "2.0.0", "name": "reader"},
+    ])
+}
+
+/// The expected `graph.processes` of exec node `n1` as bob sees it.
+pub fn expected_bob_n1_processes() -> Value {
+    json!([{"dt": "bob-cell", "role": "controller", "node": "n1", "pid": 500,
+            "status": "running", "restarts": 0, "exit_code": null, "at": T0 + 7 * S}])
 }
 
 /// `solo` is terminated at T0+2s while exec never reported its process's end (its
@@ -335,6 +417,12 @@ pub fn fixture_batches(recent_at: i64) -> Vec<dtaas_graph::model::Batch> {
     batches[1]
         .add_lifecycle("solo", &solo_terminated())
         .unwrap();
+    for event in bob_events() {
+        batches[1].add_lifecycle(&event.dt, &event).unwrap();
+    }
+    for event in bob_process_events() {
+        batches[1].add_process(&event.dt, &event).unwrap();
+    }
     for batch in &mut batches {
         for row in batch.asset_uses_mut() {
             row.kind = KNOWN_KINDS

@@ -31,7 +31,8 @@ pub const WRITE_STATES: &str = "\
 UNWIND $rows AS row
 MERGE (d:Dt {id: row.dt})
 WITH d, row WHERE d.state_at IS NULL OR d.state_at <= row.at
-SET d.state = row.state, d.state_at = row.at, d.fork_of = coalesce(row.fork_of, d.fork_of)";
+SET d.state = row.state, d.state_at = row.at, d.fork_of = coalesce(row.fork_of, d.fork_of),
+    d.owner = coalesce(row.owner, d.owner)";
 
 /// A configuration at least as new as the stored one replaces the DT's assets, PTs,
 /// children, exports and reads: this clears them (and sets the exports); the next four
@@ -41,7 +42,7 @@ UNWIND $rows AS row
 MERGE (d:Dt {id: row.dt})
 WITH d, row WHERE d.config_at IS NULL OR d.config_at <= row.at
 SET d.config_at = row.at, d.description = row.description, d.config_version = row.config_version,
-    d.exports = row.exports
+    d.exports = row.exports, d.owner = coalesce(row.owner, d.owner)
 WITH d
 OPTIONAL MATCH (d)-[r:USES|MIRRORS|HAS_CHILD|READS]->()
 DELETE r";
@@ -129,6 +130,12 @@ UNWIND $rows AS row
 MATCH (:Dt {id: row.dt})-[:RUNS]->(p:Process)
 WHERE p.status = 'running' AND p.at <= row.at
 SET p.status = 'killed', p.at = row.at";
+
+/// The recorded owner of each DT in `$dts` that has one.
+pub const OWNERS: &str = "\
+UNWIND $dts AS id
+MATCH (d:Dt {id: id}) WHERE d.owner IS NOT NULL
+RETURN d.id AS dt, d.owner AS owner";
 
 /// The DTs of a composition subtree (root included); no row when the root is unknown.
 pub const TREE_DTS: &str = "\
@@ -224,7 +231,8 @@ pub fn write_statements(batch: &Batch) -> Vec<(&'static str, Value)> {
         .iter()
         .map(|c| {
             json!({"dt": c.dt, "at": c.at, "description": c.description,
-                   "config_version": c.config_version, "exports": c.exports})
+                   "config_version": c.config_version, "exports": c.exports,
+                   "owner": c.owner})
         })
         .collect();
     push(WRITE_CONFIGS, json!(configs));
@@ -293,6 +301,23 @@ fn newest_states(states: &[StateRow]) -> Vec<&StateRow> {
     let mut rows: Vec<_> = newest.into_values().collect();
     rows.sort_by(|a, b| a.dt.cmp(&b.dt));
     rows
+}
+
+/// Parameters of `OWNERS`.
+pub fn owners_params(dts: &[String]) -> Value {
+    json!({ "dts": dts })
+}
+
+/// The rows of `OWNERS` as each DT's owner.
+pub fn owners(rows: Vec<OwnerCols>) -> HashMap<String, String> {
+    rows.into_iter().map(|r| (r.dt, r.owner)).collect()
+}
+
+/// A row of `OWNERS`.
+#[derive(Debug, Deserialize)]
+pub struct OwnerCols {
+    pub dt: String,
+    pub owner: String,
 }
 
 /// Parameters of the six tree statements.

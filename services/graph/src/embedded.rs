@@ -2,6 +2,7 @@
 //! `DTAAS_DATA_DIR`), with node, edge, export, transition, command and process tables and a
 //! recursive CTE for composition trees.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +22,8 @@ CREATE TABLE IF NOT EXISTS dt (
     state_at INTEGER,
     config_at INTEGER,
     config_version INTEGER,
-    fork_of TEXT
+    fork_of TEXT,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS asset (
     id TEXT NOT NULL,
@@ -141,6 +143,7 @@ impl EmbeddedStore {
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(unavailable)?;
         writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_owner_column(&writer).map_err(unavailable)?;
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(open()?)),
@@ -165,21 +168,37 @@ impl EmbeddedStore {
     }
 }
 
+/// A graph file from before owners were recorded gets the `owner` column (empty: its
+/// DTs are seen by admins only until their next event names the owner).
+fn add_owner_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('dt') WHERE name = 'owner'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE dt ADD COLUMN owner TEXT")?;
+    }
+    Ok(())
+}
+
 fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut add_dt =
             tx.prepare_cached("INSERT INTO dt (id) VALUES (?1) ON CONFLICT DO NOTHING")?;
         let mut set_state = tx.prepare_cached(
-            "UPDATE dt SET state = ?2, state_at = ?3, fork_of = coalesce(?4, fork_of)
+            "UPDATE dt SET state = ?2, state_at = ?3, fork_of = coalesce(?4, fork_of),
+                 owner = coalesce(?5, owner)
              WHERE id = ?1 AND coalesce(state_at, -9223372036854775808) <= ?3",
         )?;
         for row in &batch.states {
             add_dt.execute([&row.dt])?;
-            set_state.execute(params![row.dt, row.state, row.at, row.fork_of])?;
+            set_state.execute(params![row.dt, row.state, row.at, row.fork_of, row.owner])?;
         }
         let mut set_config = tx.prepare_cached(
-            "UPDATE dt SET config_at = ?2, description = ?3, config_version = ?4
+            "UPDATE dt SET config_at = ?2, description = ?3, config_version = ?4,
+                 owner = coalesce(?5, owner)
              WHERE id = ?1 AND coalesce(config_at, -9223372036854775808) <= ?2",
         )?;
         let mut add_asset = tx.prepare_cached(
@@ -197,9 +216,14 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
         let mut add_read = tx.prepare_cached("INSERT OR IGNORE INTO reads VALUES (?1, ?2, ?3)")?;
         for row in &batch.configs {
             add_dt.execute([&row.dt])?;
-            if set_config.execute(params![row.dt, row.at, row.description, row.config_version])?
-                == 0
-            {
+            let set = params![
+                row.dt,
+                row.at,
+                row.description,
+                row.config_version,
+                row.owner
+            ];
+            if set_config.execute(set)? == 0 {
                 continue; // a newer configuration is already stored
             }
             tx.execute("DELETE FROM uses WHERE dt = ?1", [&row.dt])?;
@@ -428,6 +452,23 @@ impl GraphStore for EmbeddedStore {
     fn write(&self, batch: &Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         let batch = batch.clone();
         Self::with(&self.writer, move |conn| write_batch(conn, &batch))
+    }
+
+    fn owners(
+        &self,
+        dts: Vec<String>,
+    ) -> BoxFuture<'_, Result<HashMap<String, String>, StoreError>> {
+        Self::with(&self.reader, move |conn| {
+            let ids = serde_json::to_string(&dts).unwrap_or_default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, owner FROM dt
+                 WHERE owner IS NOT NULL AND id IN (SELECT value FROM json_each(?1))",
+            )?;
+            let owners = stmt
+                .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect();
+            owners
+        })
     }
 
     fn tree(&self, dt: String) -> BoxFuture<'_, Result<Option<TreeRows>, StoreError>> {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod model;
 pub mod neo4j;
 pub mod requests;
+pub mod scope;
 pub mod store;
 
 use std::sync::Arc;

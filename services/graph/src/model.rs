@@ -23,6 +23,8 @@ pub struct StateRow {
     pub state: String,
     pub at: i64,
     pub fork_of: Option<String>,
+    /// The user the DT belongs to, when the event names one.
+    pub owner: Option<String>,
 }
 
 /// The newest configuration of one DT seen in a batch (children have their own row).
@@ -30,6 +32,8 @@ pub struct StateRow {
 pub struct ConfigRow {
     pub dt: String,
     pub at: i64,
+    /// The owner of the event's DT: its children belong to the same user.
+    pub owner: Option<String>,
     pub description: String,
     pub config_version: Option<i64>,
     pub assets: Vec<UseRow>,
@@ -163,11 +167,13 @@ impl Batch {
             check_config(config, "config", 0)?;
         }
         let config_version = event.config_version.map(|v| v as i64);
+        let owner = self.owner_of(event);
         self.states.push(StateRow {
             dt: event.dt.clone(),
             state: event.to.as_str().to_owned(),
             at: event.at,
             fork_of: event.fork_of.clone(),
+            owner: owner.clone(),
         });
         self.transitions.push(TransitionRow {
             dt: event.dt.clone(),
@@ -192,17 +198,41 @@ impl Batch {
                 id: event.dt.clone(),
                 ..DtConfig::default()
             };
-            self.add_config(&nothing, event.at, config_version);
+            self.add_config(&nothing, event.at, config_version, &owner);
         } else if let Some(config) = &event.config {
-            self.add_config(config, event.at, config_version);
+            self.add_config(config, event.at, config_version, &owner);
         }
         Ok(())
     }
 
-    fn add_config(&mut self, config: &DtConfig, at: i64, config_version: Option<i64>) {
+    /// The owner `event` names; an event from before owners were recorded names none,
+    /// but its `created` was caused by the owner, and a later event of the same DT in
+    /// this batch keeps the owner an earlier one named.
+    fn owner_of(&self, event: &LifecycleEvent) -> Option<String> {
+        event
+            .owner
+            .clone()
+            .or_else(|| (event.to == LifecycleState::Created).then(|| event.user.clone()))
+            .or_else(|| {
+                self.states
+                    .iter()
+                    .rev()
+                    .find(|s| s.dt == event.dt)
+                    .and_then(|s| s.owner.clone())
+            })
+    }
+
+    fn add_config(
+        &mut self,
+        config: &DtConfig,
+        at: i64,
+        config_version: Option<i64>,
+        owner: &Option<String>,
+    ) {
         let row = ConfigRow {
             dt: config.id.clone(),
             at,
+            owner: owner.clone(),
             description: config.description.clone(),
             // The version number belongs to the top-level DT's configuration.
             config_version,
@@ -248,7 +278,7 @@ impl Batch {
             }
         }
         for child in &config.children {
-            self.add_config(child, at, None);
+            self.add_config(child, at, None, owner);
         }
     }
 
@@ -448,6 +478,29 @@ mod tests {
         assert!(f.assets.is_empty() && f.children.is_empty(), "{f:?}");
         assert_eq!(batch.states.last().unwrap().state, "deleted");
         assert_eq!(batch.transitions.len(), 2);
+    }
+
+    #[test]
+    fn owners_come_from_the_event_or_its_created_user_and_reach_children() {
+        let mut batch = Batch::default();
+        let tree = r#"{"id":"f","children":[{"id":"r1"}]}"#;
+        let mut event = created(tree, 5);
+        event.user = "admin".into();
+        event.owner = Some("alice".into());
+        batch.add_lifecycle("f", &event).unwrap();
+        let owners: Vec<_> = batch.configs.iter().map(|c| c.owner.as_deref()).collect();
+        assert_eq!(owners, [Some("alice"), Some("alice")], "children too");
+        let old = r#"{"dt":"g","to":"created","at":1,"user":"bob"}"#;
+        batch
+            .add_lifecycle("g", &decode(None, old.as_bytes()).unwrap())
+            .unwrap();
+        let later = r#"{"dt":"g","from":"created","to":"executing","at":2,"user":"root"}"#;
+        batch
+            .add_lifecycle("g", &decode(None, later.as_bytes()).unwrap())
+            .unwrap();
+        let g: Vec<_> = batch.states.iter().filter(|s| s.dt == "g").collect();
+        assert_eq!(g[0].owner.as_deref(), Some("bob"), "old created: its user");
+        assert_eq!(g[1].owner.as_deref(), Some("bob"), "kept within the batch");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! explicit transaction that is always rolled back, after `cypher_guard` rejected
 //! queries with write clauses.
 
+use std::collections::HashMap;
+
 use dtaas_schemas::graph::{AssetUser, DtProcess, Transition};
 use futures::future::BoxFuture;
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltType, ConfigBuilder, Graph, Query};
@@ -133,6 +135,18 @@ impl GraphStore for Neo4jStore {
                     .map_err(write_error)?;
             }
             txn.commit().await.map_err(write_error)
+        })
+    }
+
+    fn owners(
+        &self,
+        dts: Vec<String>,
+    ) -> BoxFuture<'_, Result<HashMap<String, String>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .rows::<cypher::OwnerCols>(cypher::OWNERS, cypher::owners_params(&dts))
+                .await?;
+            Ok(cypher::owners(rows))
         })
     }
 

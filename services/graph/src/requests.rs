@@ -1,6 +1,7 @@
 //! The `graph.*` request handlers: validate the request, ask the store, shape the reply;
 //! and their registration with the service API.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dtaas_runtime::service::ServiceError;
@@ -13,7 +14,7 @@ use dtaas_schemas::subject::validate_token;
 use dtaas_schemas::time::{now_ns, parse_time};
 use dtaas_schemas::{ErrorCode, ErrorReply};
 
-use crate::cypher_guard;
+use crate::scope::{self, Viewer};
 use crate::store::{assemble_commands, assemble_tree, GraphStore, StoreError};
 
 /// Default and largest `limit` of history and commands requests.
@@ -42,7 +43,7 @@ pub async fn register(service: &mut WorkerService, queries: &Queries) -> Result<
             queries,
             SERVICE,
             VERB_TREE,
-            |q, _, req: TreeRequest| async move { q.tree(req).await },
+            |q, info, req: TreeRequest| async move { q.tree(&info.user, req).await },
         )
         .await?;
     service
@@ -50,7 +51,7 @@ pub async fn register(service: &mut WorkerService, queries: &Queries) -> Result<
             queries,
             SERVICE,
             VERB_IMPACT,
-            |q, _, req: ImpactRequest| async move { q.impact(req).await },
+            |q, info, req: ImpactRequest| async move { q.impact(&info.user, req).await },
         )
         .await?;
     service
@@ -58,7 +59,7 @@ pub async fn register(service: &mut WorkerService, queries: &Queries) -> Result<
             queries,
             SERVICE,
             VERB_HISTORY,
-            |q, _, req: HistoryRequest| async move { q.history(req).await },
+            |q, info, req: HistoryRequest| async move { q.history(&info.user, req).await },
         )
         .await?;
     service
@@ -74,7 +75,7 @@ pub async fn register(service: &mut WorkerService, queries: &Queries) -> Result<
             queries,
             SERVICE,
             VERB_PROCESSES,
-            |q, _, req: ProcessesRequest| async move { q.processes(req).await },
+            |q, info, req: ProcessesRequest| async move { q.processes(&info.user, req).await },
         )
         .await?;
     service
@@ -112,23 +113,65 @@ fn store_error(error: StoreError) -> ErrorReply {
     }
 }
 
+/// The reply to a DT that does not exist, or that is not the caller's: the two look
+/// the same, so nobody learns which other users' DT ids exist.
+fn not_found(dt: &str) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::NotFound,
+        format!("no DT named {dt:?} in the graph"),
+    )
+}
+
 impl Queries {
-    /// `graph.tree`: the composition tree; `not_found` for an unknown DT.
-    pub async fn tree(&self, req: TreeRequest) -> Result<TreeReply, ErrorReply> {
-        id("dt", &req.dt)?;
-        match self.store.tree(req.dt.clone()).await.map_err(store_error)? {
-            Some(rows) => Ok(TreeReply {
-                tree: assemble_tree(&req.dt, rows),
-            }),
-            None => Err(ErrorReply::new(
-                ErrorCode::NotFound,
-                format!("no DT named {:?} in the graph", req.dt),
-            )),
+    fn viewer(&self, user: &str) -> Viewer {
+        Viewer::new(user, &self.admins)
+    }
+
+    /// The recorded owners of the DTs among `dts` that `viewer` needs checked.
+    async fn owners<'a>(
+        &self,
+        viewer: &Viewer,
+        dts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, String>, ErrorReply> {
+        let ids = viewer.to_check(dts);
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.store.owners(ids).await.map_err(store_error)
+    }
+
+    /// `not_found` unless `viewer` sees `dt`.
+    async fn check_sees(&self, viewer: &Viewer, dt: &str) -> Result<(), ErrorReply> {
+        let owners = self.owners(viewer, [dt]).await?;
+        if viewer.sees(&owners, dt) {
+            Ok(())
+        } else {
+            Err(not_found(dt))
         }
     }
 
-    /// `graph.impact`: the DTs using an asset; empty for an unused asset.
-    pub async fn impact(&self, req: ImpactRequest) -> Result<ImpactReply, ErrorReply> {
+    /// `graph.tree`: the composition tree; `not_found` for an unknown DT or another
+    /// user's.
+    pub async fn tree(&self, user: &str, req: TreeRequest) -> Result<TreeReply, ErrorReply> {
+        id("dt", &req.dt)?;
+        let viewer = self.viewer(user);
+        self.check_sees(&viewer, &req.dt).await?;
+        let rows = self
+            .store
+            .tree(req.dt.clone())
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(&req.dt))?;
+        let owners = self
+            .owners(&viewer, rows.dts.iter().map(|d| d.id.as_str()))
+            .await?;
+        Ok(TreeReply {
+            tree: assemble_tree(&req.dt, scope::tree(&viewer, &owners, rows)),
+        })
+    }
+
+    /// `graph.impact`: the caller's DTs using an asset; empty for an unused asset.
+    pub async fn impact(&self, user: &str, req: ImpactRequest) -> Result<ImpactReply, ErrorReply> {
         if req.asset.is_empty() {
             return Err(bad("field `asset` must not be empty"));
         }
@@ -142,6 +185,11 @@ impl Queries {
             .impact(req.asset.clone(), req.version.clone())
             .await
             .map_err(store_error)?;
+        let viewer = self.viewer(user);
+        let owners = self
+            .owners(&viewer, users.iter().map(|u| u.dt.as_str()))
+            .await?;
+        let users = scope::impact(&viewer, &owners, users);
         Ok(ImpactReply {
             asset: req.asset,
             version: req.version,
@@ -149,10 +197,16 @@ impl Queries {
         })
     }
 
-    /// `graph.history`: transitions oldest first; empty for an unknown DT.
-    pub async fn history(&self, req: HistoryRequest) -> Result<HistoryReply, ErrorReply> {
+    /// `graph.history`: transitions oldest first; `not_found` for another user's DT
+    /// or (to a user; an admin gets no transitions) an unknown one.
+    pub async fn history(
+        &self,
+        user: &str,
+        req: HistoryRequest,
+    ) -> Result<HistoryReply, ErrorReply> {
         id("dt", &req.dt)?;
         let limit = limit(req.limit)?;
+        self.check_sees(&self.viewer(user), &req.dt).await?;
         let transitions = self
             .store
             .history(req.dt.clone(), limit)
@@ -164,8 +218,13 @@ impl Queries {
         })
     }
 
-    /// `graph.processes`: the processes of a DT and/or an exec node.
-    pub async fn processes(&self, req: ProcessesRequest) -> Result<ProcessesReply, ErrorReply> {
+    /// `graph.processes`: the processes of a DT and/or an exec node, only the
+    /// caller's DTs'; `not_found` for another user's DT.
+    pub async fn processes(
+        &self,
+        user: &str,
+        req: ProcessesRequest,
+    ) -> Result<ProcessesReply, ErrorReply> {
         if req.dt.is_none() && req.node.is_none() {
             return Err(bad("give field `dt`, field `node`, or both"));
         }
@@ -176,12 +235,21 @@ impl Queries {
             id("node", node)?;
         }
         let limit = limit(req.limit)?;
+        let viewer = self.viewer(user);
+        if let Some(dt) = &req.dt {
+            self.check_sees(&viewer, dt).await?;
+        }
         let processes = self
             .store
             .processes(req.dt, req.node, limit)
             .await
             .map_err(store_error)?;
-        Ok(ProcessesReply { processes })
+        let owners = self
+            .owners(&viewer, processes.iter().map(|p| p.dt.as_str()))
+            .await?;
+        Ok(ProcessesReply {
+            processes: scope::processes(&viewer, &owners, processes),
+        })
     }
 
     /// `graph.commands`: commands to a PT first seen in `[from, to)`.
@@ -209,7 +277,8 @@ impl Queries {
         })
     }
 
-    /// `graph.cypher`: raw Cypher, read-only unless the caller is an admin.
+    /// `graph.cypher`: raw Cypher, for graph admins only: a query sees every user's
+    /// DTs, and no filter can cut an arbitrary answer down to the caller's.
     pub async fn cypher(
         &self,
         info: RequestInfo,
@@ -218,18 +287,15 @@ impl Queries {
         if req.query.trim().is_empty() {
             return Err(bad("field `query` must not be empty"));
         }
-        let admin = self.admins.iter().any(|a| a == &info.user);
-        if !admin {
-            if let Some(clause) = cypher_guard::write_clause(&req.query) {
-                return Err(ErrorReply::new(
-                    ErrorCode::Forbidden,
-                    format!("field `query` contains the write clause {clause}; only graph admins may write"),
-                ));
-            }
+        if self.viewer(&info.user) != Viewer::Admin {
+            return Err(ErrorReply::new(
+                ErrorCode::Forbidden,
+                "graph.cypher reads every user's DTs; only graph admins ([graph] admins) may run it",
+            ));
         }
         let rows = self
             .store
-            .cypher(req.query, req.params, admin)
+            .cypher(req.query, req.params, true)
             .await
             .map_err(store_error)?;
         Ok(CypherReply { rows })

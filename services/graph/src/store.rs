@@ -70,6 +70,13 @@ pub trait GraphStore: Send + Sync {
     /// Writes a batch in one transaction; returns only once it is durable.
     fn write(&self, batch: &Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// The owner of each of `dts` that has one recorded (DTs known only from before
+    /// owners were recorded, or only as another DT's child or source, have none).
+    fn owners(
+        &self,
+        dts: Vec<String>,
+    ) -> BoxFuture<'_, Result<HashMap<String, String>, StoreError>>;
+
     /// The subtree under `dt`; `None` when no such DT exists.
     fn tree(&self, dt: String) -> BoxFuture<'_, Result<Option<TreeRows>, StoreError>>;
 

@@ -25,6 +25,7 @@ pub fn event(
         to,
         at: now_ns(),
         user: user.to_owned(),
+        owner: Some(dt.owner.clone()),
         config: None,
         config_version: Some(dt.config_version),
         parent: dt.parent.clone(),
