@@ -255,7 +255,8 @@ pub struct StatusChange {
 }
 
 /// `graph.cypher` (Neo4j backend): `{"query":"MATCH (d:Dt) RETURN d.id AS id",
-/// "params":{}}`. Read-only unless the caller is a configured admin.
+/// "params":{}}`. For graph admins only (`[graph] admins`): raw Cypher sees every
+/// user's DTs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CypherRequest {
