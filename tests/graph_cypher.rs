@@ -345,7 +345,7 @@ async fn neo4j_backend_against_real_neo4j() {
         .unwrap();
     let store: Arc<dyn GraphStore> = Arc::new(store);
     let ns = format!("neo4j test {}", dtaas_schemas::time::now_ns());
-    timeout(t, store.cypher("MATCH (n) WHERE n:Dt OR n:Asset OR n:Pt OR n:Transition OR n:Command OR n:CommandStatus OR n:Process OR n:ExecNode DETACH DELETE n".into(), Map::new(), true))
+    timeout(t, store.cypher("MATCH (n) WHERE n:Dt OR n:Asset OR n:Pt OR n:Transition OR n:Command OR n:CommandStatus OR n:Process OR n:ExecNode DETACH DELETE n".into(), Map::new()))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{ns}: cannot clear the fixture labels: {e}"));

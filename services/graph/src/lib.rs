@@ -5,7 +5,6 @@
 pub mod config;
 pub mod consumer;
 pub mod cypher;
-pub mod cypher_guard;
 pub mod embedded;
 pub mod error;
 pub mod model;

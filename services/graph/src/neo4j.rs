@@ -1,9 +1,6 @@
 //! The Neo4j backend (`neo4rs`, Bolt 4.x): batched `UNWIND … MERGE` writes in one
-//! transaction, the statements of `cypher.rs`, and `graph.cypher`.
-//!
-//! neo4rs 0.8 does not expose the Bolt access mode, so non-admin Cypher runs in an
-//! explicit transaction that is always rolled back, after `cypher_guard` rejected
-//! queries with write clauses.
+//! transaction, the statements of `cypher.rs`, and `graph.cypher` (graph admins only,
+//! committed).
 
 use std::collections::HashMap;
 
@@ -223,7 +220,6 @@ impl GraphStore for Neo4jStore {
         &self,
         statement: String,
         params: serde_json::Map<String, Value>,
-        allow_writes: bool,
     ) -> BoxFuture<'_, Result<Vec<Value>, StoreError>> {
         Box::pin(async move {
             let mut txn = self.graph.start_txn().await.map_err(unavailable)?;
@@ -243,11 +239,7 @@ impl GraphStore for Neo4jStore {
                     .map_err(|e| StoreError::Rejected(format!("cannot convert a row: {e}")))?;
                 rows.push(Value::Object(row));
             }
-            if allow_writes {
-                txn.commit().await.map_err(unavailable)?;
-            } else {
-                txn.rollback().await.map_err(unavailable)?;
-            }
+            txn.commit().await.map_err(unavailable)?;
             Ok(rows)
         })
     }

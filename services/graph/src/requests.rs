@@ -295,7 +295,7 @@ impl Queries {
         }
         let rows = self
             .store
-            .cypher(req.query, req.params, true)
+            .cypher(req.query, req.params)
             .await
             .map_err(store_error)?;
         Ok(CypherReply { rows })

@@ -110,14 +110,13 @@ pub trait GraphStore: Send + Sync {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<DtProcess>, StoreError>>;
 
-    /// Runs raw Cypher; only the Neo4j backend can.
+    /// Runs raw Cypher and commits it; only the Neo4j backend can.
     fn cypher(
         &self,
         query: String,
         params: serde_json::Map<String, serde_json::Value>,
-        allow_writes: bool,
     ) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>> {
-        let _ = (query, params, allow_writes);
+        let _ = (query, params);
         Box::pin(async {
             Err(StoreError::Unsupported(
                 "graph.cypher needs the neo4j backend (DTAAS_GRAPH_BACKEND=neo4j)".into(),
