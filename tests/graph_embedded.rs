@@ -345,6 +345,12 @@ async fn queries_answer_the_known_composition() {
             "same as an unknown DT"
         );
     }
+    // The limit counts only the caller's processes (bob's bob-cell sorts first).
+    let alice_first = ask(&ctx, "processes", json!({"node": "n1", "limit": 1})).await;
+    assert_eq!(
+        alice_first["processes"],
+        json!([expected_n1_processes()[0]])
+    );
     let bob_on_n2 = ask_as(&ctx, "bob", "processes", json!({"node": "n2"})).await;
     assert_eq!(
         bob_on_n2["processes"],

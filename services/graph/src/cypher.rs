@@ -169,10 +169,12 @@ MATCH (root:Dt {id: $dt})-[:HAS_CHILD*0..32]->(d:Dt)-[:RUNS]->(p:Process)-[:RUNS
 RETURN DISTINCT d.id AS dt, p.role AS role, n.id AS node, p.pid AS pid, p.status AS status,
        p.restarts AS restarts, p.exit_code AS exit_code, p.at AS at";
 
-/// The processes of a DT (`$dt`) and/or on an exec node (`$node`); `null` matches any.
+/// The processes of a DT (`$dt`) and/or on an exec node (`$node`) of DTs owned by
+/// `$owner`; `null` matches any.
 pub const PROCESSES: &str = "\
 MATCH (d:Dt)-[:RUNS]->(p:Process)-[:RUNS_ON]->(n:ExecNode)
 WHERE ($dt IS NULL OR d.id = $dt) AND ($node IS NULL OR n.id = $node)
+  AND ($owner IS NULL OR d.owner = $owner)
 RETURN d.id AS dt, p.role AS role, n.id AS node, p.pid AS pid, p.status AS status,
        p.restarts AS restarts, p.exit_code AS exit_code, p.at AS at
 ORDER BY dt, role
@@ -336,8 +338,13 @@ pub fn history_params(dt: &str, limit: u32) -> Value {
 }
 
 /// Parameters of `PROCESSES`.
-pub fn processes_params(dt: Option<&str>, node: Option<&str>, limit: u32) -> Value {
-    json!({ "dt": dt, "node": node, "limit": limit })
+pub fn processes_params(
+    dt: Option<&str>,
+    node: Option<&str>,
+    owner: Option<&str>,
+    limit: u32,
+) -> Value {
+    json!({ "dt": dt, "node": node, "owner": owner, "limit": limit })
 }
 
 /// Parameters of `COMMANDS`.

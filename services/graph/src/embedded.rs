@@ -529,16 +529,18 @@ impl GraphStore for EmbeddedStore {
         &self,
         dt: Option<String>,
         node: Option<String>,
+        owner: Option<String>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<DtProcess>, StoreError>> {
         Self::with(&self.reader, move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {PROCESS_COLUMNS} FROM process
                  WHERE (?1 IS NULL OR dt = ?1) AND (?2 IS NULL OR node = ?2)
+                   AND (?4 IS NULL OR dt IN (SELECT id FROM dt WHERE owner = ?4))
                  ORDER BY dt, role LIMIT ?3"
             ))?;
             let rows = stmt
-                .query_map(params![dt, node, limit], process_row)?
+                .query_map(params![dt, node, limit, owner], process_row)?
                 .collect();
             rows
         })

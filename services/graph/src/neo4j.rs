@@ -193,10 +193,12 @@ impl GraphStore for Neo4jStore {
         &self,
         dt: Option<String>,
         node: Option<String>,
+        owner: Option<String>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<DtProcess>, StoreError>> {
         Box::pin(async move {
-            let params = cypher::processes_params(dt.as_deref(), node.as_deref(), limit);
+            let params =
+                cypher::processes_params(dt.as_deref(), node.as_deref(), owner.as_deref(), limit);
             self.rows::<cypher::ProcessCols>(cypher::PROCESSES, params)
                 .await
         })

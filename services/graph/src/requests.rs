@@ -239,17 +239,13 @@ impl Queries {
         if let Some(dt) = &req.dt {
             self.check_sees(&viewer, dt).await?;
         }
+        // Filtered in the store, so `limit` counts only the caller's processes.
         let processes = self
             .store
-            .processes(req.dt, req.node, limit)
+            .processes(req.dt, req.node, scope::owner_filter(&viewer), limit)
             .await
             .map_err(store_error)?;
-        let owners = self
-            .owners(&viewer, processes.iter().map(|p| p.dt.as_str()))
-            .await?;
-        Ok(ProcessesReply {
-            processes: scope::processes(&viewer, &owners, processes),
-        })
+        Ok(ProcessesReply { processes })
     }
 
     /// `graph.commands`: commands to a PT first seen in `[from, to)`.

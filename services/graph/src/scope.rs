@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use dtaas_schemas::graph::{AssetUser, DtProcess};
+use dtaas_schemas::graph::AssetUser;
 
 use crate::store::TreeRows;
 
@@ -86,16 +86,12 @@ pub fn impact(
         .collect()
 }
 
-/// The processes of the DTs `viewer` sees.
-pub fn processes(
-    viewer: &Viewer,
-    owners: &HashMap<String, String>,
-    processes: Vec<DtProcess>,
-) -> Vec<DtProcess> {
-    processes
-        .into_iter()
-        .filter(|p| viewer.sees(owners, &p.dt))
-        .collect()
+/// The owner whose DTs a store query must be limited to: none for an admin.
+pub fn owner_filter(viewer: &Viewer) -> Option<String> {
+    match viewer {
+        Viewer::Admin => None,
+        Viewer::User(user) => Some(user.clone()),
+    }
 }
 
 #[cfg(test)]

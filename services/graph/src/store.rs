@@ -101,12 +101,14 @@ pub trait GraphStore: Send + Sync {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<CommandStatusRow>, StoreError>>;
 
-    /// The processes of `dt` and/or on exec node `node` (at least one is given),
-    /// ordered by DT and role, at most `limit`.
+    /// The processes of `dt` and/or on exec node `node` (at least one is given), of
+    /// DTs recorded as `owner`'s (any DT's when `None`), ordered by DT and role, at
+    /// most `limit`.
     fn processes(
         &self,
         dt: Option<String>,
         node: Option<String>,
+        owner: Option<String>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<DtProcess>, StoreError>>;
 
