@@ -378,6 +378,13 @@ fn replay_line(replay: &Replay) -> String {
     );
     match &replay.progress {
         None => format!("{range}: not run yet (execute replays it)"),
+        // Nothing is read or sent before every process is ready for records.
+        Some(p) if p.ready.is_empty() && p.replayed == 0 && !p.done && p.error.is_none() => {
+            format!(
+                "{range}: waiting for the fork's processes to be ready (ctl.ready, or \
+             replay_delay after replay_ready_timeout for processes that do not answer)"
+            )
+        }
         Some(p) => {
             let state = match (&p.error, p.done) {
                 (Some(why), _) => format!("stopped: {why}"),
@@ -486,6 +493,28 @@ mod tests {
         assert_eq!(
             snapshot_line(&s),
             "snapshot s-1 (configuration v2, state of: counter, doubler)"
+        );
+    }
+
+    #[test]
+    fn a_replay_waiting_for_its_processes_says_so() {
+        let mut replay: Replay = serde_json::from_value(serde_json::json!({
+            "from": 0, "to": 1_000_000_000,
+            "progress": {"started_at": 5, "replayed": 0, "total": 0, "done": false},
+        }))
+        .unwrap();
+        let line = replay_line(&replay);
+        assert!(line.contains("waiting for the fork's processes"), "{line}");
+        let progress = replay.progress.as_mut().unwrap();
+        progress
+            .ready
+            .insert("doubler".into(), dtaas_schemas::fork::Readiness::Answered);
+        progress.total = 50;
+        progress.replayed = 20;
+        let line = replay_line(&replay);
+        assert!(
+            line.ends_with("20 of 50 records, running (ready: doubler answered)"),
+            "{line}"
         );
     }
 }
