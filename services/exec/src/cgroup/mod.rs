@@ -146,6 +146,11 @@ impl Dir {
 }
 
 /// The number after `key ` in a `key value` file (`cpu.stat`, `memory.events`).
+/// The number a file of one value holds (`memory.peak`, `cpuacct.usage`).
+fn read_u64(file: &Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
 fn read_u64_field(file: &Path, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines().find_map(|line| {

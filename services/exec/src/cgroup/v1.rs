@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{read_u64_field, Limits, Serves};
+use super::{read_u64, read_u64_field, Limits, Serves};
 
 /// How long a freeze may take before the members are killed anyway (a process in
 /// uninterruptible sleep keeps a group `FREEZING`).
@@ -105,8 +105,7 @@ pub fn populated(dir: &Path) -> bool {
 
 /// CPU seconds of every process that ever ran in the group (`cpuacct.usage`, ns).
 pub fn cpu_seconds(dir: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(dir.join("cpuacct.usage")).ok()?;
-    text.trim().parse::<u64>().ok().map(|ns| ns as f64 / 1e9)
+    read_u64(&dir.join("cpuacct.usage")).map(|ns| ns as f64 / 1e9)
 }
 
 /// Whether the kernel killed a process of the group for its memory limit.
@@ -116,8 +115,7 @@ pub fn oom_killed(dir: &Path) -> bool {
 
 /// The group's highest memory use, KiB.
 pub fn peak_kib(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("memory.max_usage_in_bytes")).ok()?;
-    text.trim().parse::<u64>().ok().map(|bytes| bytes / 1024)
+    read_u64(&dir.join("memory.max_usage_in_bytes")).map(|bytes| bytes / 1024)
 }
 
 #[cfg(test)]

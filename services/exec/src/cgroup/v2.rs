@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{read_u64_field, Limits, Serves};
+use super::{read_u64, read_u64_field, Limits, Serves};
 
 /// Enables for the node group `dir`'s children whichever of memory, cpu and pids its
 /// parent hands down; answers what runs below it get.
@@ -66,8 +66,7 @@ pub fn oom_killed(dir: &Path) -> bool {
 
 /// The group's highest memory use, KiB, where the kernel keeps it.
 pub fn peak_kib(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("memory.peak")).ok()?;
-    text.trim().parse::<u64>().ok().map(|bytes| bytes / 1024)
+    read_u64(&dir.join("memory.peak")).map(|bytes| bytes / 1024)
 }
 
 #[cfg(test)]
