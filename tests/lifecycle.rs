@@ -11,7 +11,7 @@ use dtaas_schemas::names::header;
 use exec_support::{alive, eventually, group_members};
 use futures::StreamExt;
 use lifecycle_support::{
-    cli, cli_ok, dtaas_as_alice, graph, pids, put_sleeper, tree_until, Platform, WAIT,
+    cli, cli_ok, dtaas_as_alice, graph, pids, put_sleeper, run_sleeper, tree_until, Platform, WAIT,
 };
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
@@ -830,14 +830,7 @@ const REPLACED_WITHIN: Duration = Duration::from_secs(15);
 async fn processes_of_a_killed_exec_node_move_to_another_node() {
     let mut p = Platform::start(&["n1", "n2"], &["assets", "lifecycle"]).await;
     put_sleeper(&p).await;
-    let config = json!({"id": "mover", "assets": [{"name": "s", "asset": "sleeper"}]});
-    p.ok("alice", "create", json!({"config": config})).await;
-    p.ok("alice", "execute", json!({"id": "mover"})).await;
-    let before = p
-        .until("alice", "mover", "it runs", |dt| {
-            dt["processes"][0]["status"] == "running"
-        })
-        .await;
+    let before = run_sleeper(&p, "mover").await;
     let node = before["processes"][0]["node"].as_str().unwrap().to_owned();
     let orphan = pids(&before)[0];
     let mut events = p
@@ -891,11 +884,8 @@ async fn processes_of_a_killed_exec_node_move_to_another_node() {
 async fn a_dt_runs_again_when_its_only_node_comes_back() {
     let mut p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
     put_sleeper(&p).await;
-    let config = json!({"id": "back", "assets": [{"name": "s", "asset": "sleeper"}]});
-    p.ok("alice", "create", json!({"config": config})).await;
-    p.ok("alice", "execute", json!({"id": "back"})).await;
+    let first = pids(&run_sleeper(&p, "back").await)[0];
     let running = |dt: &Value| dt["processes"][0]["status"] == "running";
-    let first = pids(&p.until("alice", "back", "the process runs", running).await)[0];
     let mut moves = p
         .client
         .subscribe("dtaas.v1.evt.dt.back.executing")
@@ -1410,14 +1400,8 @@ async fn an_unreadable_process_event_is_dead_lettered() {
     use dtaas_schemas::subject;
     let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
     put_sleeper(&p).await;
-    let config = json!({"id": "dlq-1", "assets": [{"name": "s", "asset": "sleeper"}]});
-    p.ok("alice", "create", json!({"config": config})).await;
-    p.ok("alice", "execute", json!({"id": "dlq-1"})).await;
     // Running means the process-event consumer is taking events.
-    p.until("alice", "dlq-1", "the sleeper runs", |dt| {
-        dt["processes"][0]["status"] == "running"
-    })
-    .await;
+    run_sleeper(&p, "dlq-1").await;
     let js = async_nats::jetstream::new(p.client.clone());
     let forged = subject::event("proc", "dlq-1", "failed").unwrap();
     js.publish(forged, "not an event".into())
@@ -1482,14 +1466,7 @@ async fn a_new_lifecycle_durable_takes_only_events_published_after_it() {
     use dtaas_schemas::names::STREAM_EVENTS;
     let mut p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
     put_sleeper(&p).await;
-    let config = json!({"id": "fresh-1", "assets": [{"name": "s", "asset": "sleeper"}]});
-    p.ok("alice", "create", json!({"config": config})).await;
-    p.ok("alice", "execute", json!({"id": "fresh-1"})).await;
-    let running = p
-        .until("alice", "fresh-1", "the sleeper runs", |dt| {
-            dt["processes"][0]["status"] == "running"
-        })
-        .await;
+    let running = run_sleeper(&p, "fresh-1").await;
     // Events of the running process itself, as exec would publish them.
     let event = |status, restarts| ProcessEvent {
         dt: "fresh-1".into(),

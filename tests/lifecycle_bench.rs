@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use exec_support::fds_and_children;
 use futures::StreamExt;
-use lifecycle_support::{put_sleeper, Platform, WAIT};
+use lifecycle_support::{put_sleeper, run_sleeper, Platform, WAIT};
 use serde_json::json;
 use tokio::time::timeout;
 
@@ -102,14 +102,7 @@ async fn process_event_throughput() {
     use dtaas_schemas::exec::{ProcessEvent, ProcessEventKind};
     let p = Platform::start(&["n1"], &["assets", "lifecycle"]).await;
     put_sleeper(&p).await;
-    let config = json!({"config": {"id": "burst", "assets": [{"name": "s", "asset": "sleeper"}]}});
-    p.ok("alice", "create", config).await;
-    p.ok("alice", "execute", json!({"id": "burst"})).await;
-    let running = p
-        .until("alice", "burst", "the sleeper runs", |dt| {
-            dt["processes"][0]["status"] == "running"
-        })
-        .await;
+    let running = run_sleeper(&p, "burst").await;
     let process = &running["processes"][0];
     let js = async_nats::jetstream::new(p.client.clone());
     let started = Instant::now();

@@ -152,20 +152,45 @@ impl Platform {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut last = Value::Null;
-        while tokio::time::Instant::now() < deadline {
-            last = self.dt(user, "get", json!({"id": id})).await;
-            if check(&last["dt"]) {
-                return last["dt"].clone();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "{what} did not happen within {WAIT:?}; last: {last}\n{}",
-            self.logs()
-        );
+        let fetch = || self.dt(user, "get", json!({"id": id}));
+        poll(self, what, "dt", fetch, check).await
     }
+}
+
+/// Asks `fetch` every 200 ms until `check` accepts the answer's `field`, and answers
+/// that; after `WAIT` fails with the last answer and the workers' logs.
+async fn poll<F: std::future::Future<Output = Value>>(
+    p: &Platform,
+    what: &str,
+    field: &str,
+    fetch: impl Fn() -> F,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        last = fetch().await;
+        if check(&last[field]) {
+            return last[field].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{what} did not happen within {WAIT:?}; last: {last}\n{}",
+        p.logs()
+    );
+}
+
+/// Creates and executes alice's DT `id` with one process of `alice/sleeper` (put
+/// before); answers the DT once that process runs.
+pub async fn run_sleeper(p: &Platform, id: &str) -> Value {
+    let config = json!({"id": id, "assets": [{"name": "s", "asset": "sleeper"}]});
+    p.ok("alice", "create", json!({ "config": config })).await;
+    p.ok("alice", "execute", json!({ "id": id })).await;
+    p.until("alice", id, "the sleeper runs", |dt| {
+        dt["processes"][0]["status"] == "running"
+    })
+    .await
 }
 
 /// Puts `alice/sleeper`: a shell script that sleeps until it is stopped.
@@ -245,17 +270,13 @@ pub async fn tree_until(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        last = graph(p, "tree", json!({ "dt": dt })).await;
-        if check(&last["tree"]) {
-            return last["tree"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{what} not in the graph within {WAIT:?}; last: {last}\n{}",
-        p.logs()
-    );
+    let what = format!("{what} in the graph");
+    poll(
+        p,
+        &what,
+        "tree",
+        || graph(p, "tree", json!({ "dt": dt })),
+        check,
+    )
+    .await
 }
